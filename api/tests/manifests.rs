@@ -1,6 +1,8 @@
 //! Examples are accepted, every invalid manifest is refused with a message that names its
 //! field, and the checked-in CRDs are what the generator writes.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
+
 use std::path::{Path, PathBuf};
 
 use ferry_api::validate::{Manifest, parse_manifests, validate};

@@ -1,6 +1,8 @@
 //! Each CEL rule, one accepted and one refused case, with the message it must give; plus
 //! the transition (immutability) rules and a cost check of every expression.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test helpers may panic
+
 use ferry_api::validate::{validate, validate_job_update};
 use serde_json::{Value, json};
 
