@@ -1,3 +1,23 @@
 //! Ferry's runner: the transfer engine and the `ferry-runner` command line.
+//!
+//! `storage` builds one OpenDAL operator per side; `listing` streams each side in key order;
+//! `plan` decides per object (pure); `transfer` moves one object through the encrypted
+//! `spool` and verifies it; `engine` drives an attempt; `accounting` and `report` record it.
 
+pub mod accounting;
+pub mod engine;
+pub mod filter;
+pub mod listing;
+pub mod object;
+pub mod plan;
+pub mod report;
+pub mod secrets;
+pub mod shard;
 pub mod spool;
+pub mod storage;
+pub mod transfer;
+
+pub mod display;
+pub mod manifest;
+pub mod run;
+pub mod vault;

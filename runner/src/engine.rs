@@ -1,0 +1,349 @@
+//! One attempt of a job: walk both listings in key order, decide per object, copy and verify
+//! with `transfers` objects in flight, then (sync) delete what the source no longer has.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use ferry_api::contract::{Outcome, Shard};
+use ferry_api::{MigrationJobSpec, Mode, Progress};
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::JoinSet;
+
+use crate::accounting::Accounting;
+use crate::filter::{FilterError, ObjectFilter};
+use crate::listing::{self, ListError};
+use crate::object::ObjectInfo;
+use crate::plan::{self, CopyReason, Decision, Policy, SkipReason};
+use crate::report::{Action, ObjectRecord, ReportSink};
+use crate::storage::{Store, base_prefix};
+use crate::transfer::{Failed, TransferError, Transfers};
+
+/// What a run needs besides its stores.
+pub struct Run {
+    /// Moves and verifies single objects.
+    pub transfers: Transfers,
+    /// The job's spec.
+    pub spec: MigrationJobSpec,
+    /// This runner's share of the key space.
+    pub shard: Shard,
+    /// Decide and report, change nothing.
+    pub dry_run: bool,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug)]
+pub struct Summary {
+    /// The outcome.
+    pub outcome: Outcome,
+    /// The final counters.
+    pub progress: Progress,
+    /// Dry run: objects that would be copied.
+    pub would_copy: u64,
+    /// Dry run: objects that would be deleted.
+    pub would_delete: u64,
+}
+
+/// A run that could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The filter does not compile.
+    #[error(transparent)]
+    Filter(#[from] FilterError),
+}
+
+struct Shared {
+    transfers: Transfers,
+    accounting: Arc<Accounting>,
+    report: ReportSink,
+    dry_run: bool,
+    would_copy: AtomicU64,
+}
+
+/// Runs one attempt. `stop` turning true interrupts it cleanly.
+pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> Result<Summary, EngineError> {
+    let filter = ObjectFilter::new(run.spec.filter.as_ref())?;
+    let stop = run.transfers.stop.clone();
+    let source = run.transfers.source.clone();
+    let destination = run.transfers.destination.clone();
+    let policy = Policy {
+        conflict: run.spec.conflict,
+        verify: run.spec.verify,
+        source_local: source.traits.local,
+        destination_local: destination.traits.local,
+        part_size: run.transfers.part_size as u64,
+    };
+    let shared = Arc::new(Shared {
+        transfers: run.transfers,
+        accounting: accounting.clone(),
+        report: report.clone(),
+        dry_run: run.dry_run,
+        would_copy: AtomicU64::new(0),
+    });
+    let deleting = run.spec.mode == Mode::Sync && run.spec.delete_extraneous;
+    let trash = run.spec.trash_path.as_deref().map(base_prefix);
+    let sources = listing::spawn(source.clone(), run.shard, None);
+    let destinations = listing::spawn(destination.clone(), run.shard, trash.clone());
+    let mut walk = Walk::new(sources, destinations, deleting.then(|| run.spec.max_delete.unwrap_or(u64::MAX)));
+
+    let permits = Arc::new(Semaphore::new(run.spec.transfers.max(1) as usize));
+    let mut tasks = JoinSet::new();
+    let budget = run.spec.failure_budget;
+    let mut stopped_early: Option<Outcome> = None;
+    while let Some(pair) = walk.next(&filter).await {
+        if *stop.borrow() {
+            stopped_early = Some(Outcome::Interrupted);
+            break;
+        }
+        if accounting.failures() > budget {
+            stopped_early = Some(Outcome::Aborted { reason: format!("more than failureBudget ({budget}) objects failed") });
+            break;
+        }
+        let (object, existing) = pair;
+        accounting.listed(object.size);
+        match plan::decide(&object, existing.as_ref(), &policy) {
+            Decision::Skip(reason) => skip(&shared, &object, reason).await,
+            decision => {
+                let Ok(permit) = permits.clone().acquire_owned().await else { break };
+                let shared = shared.clone();
+                tasks.spawn(async move {
+                    let _permit = permit;
+                    handle(&shared, object, decision).await;
+                });
+            }
+        }
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+
+    let mut would_delete = 0;
+    let outcome = if let Some(outcome) = stopped_early {
+        outcome
+    } else if *stop.borrow() {
+        Outcome::Interrupted
+    } else if let Some(error) = &walk.error {
+        Outcome::Aborted { reason: error.to_string() }
+    } else if accounting.failures() > budget {
+        Outcome::Aborted { reason: format!("more than failureBudget ({budget}) objects failed") }
+    } else if accounting.failures() > 0 {
+        Outcome::ObjectsFailed
+    } else if deleting {
+        match delete_extraneous(&shared, &walk, &destination, trash.as_deref()).await {
+            Ok(count) => {
+                would_delete = if run.dry_run { count } else { 0 };
+                if accounting.failures() > 0 { Outcome::ObjectsFailed } else { Outcome::Succeeded }
+            }
+            Err(reason) => Outcome::Aborted { reason },
+        }
+    } else {
+        Outcome::Succeeded
+    };
+    Ok(Summary {
+        outcome,
+        progress: accounting.snapshot(),
+        would_copy: shared.would_copy.load(Ordering::Relaxed),
+        would_delete,
+    })
+}
+
+async fn skip(shared: &Shared, object: &ObjectInfo, reason: SkipReason) {
+    shared.accounting.skipped(object.size, reason != SkipReason::DestinationNotOlder);
+    let mut record = ObjectRecord::new(&object.key, object.size, Action::Skipped);
+    record.skip_reason = Some(reason);
+    shared.report.record(record).await;
+}
+
+async fn handle(shared: &Shared, object: ObjectInfo, decision: Decision) {
+    let started = Instant::now();
+    let reason = match decision {
+        Decision::Copy(reason) => reason,
+        Decision::Skip(reason) => return skip(shared, &object, reason).await,
+        Decision::CompareContent(check) => match shared.transfers.same_content(&object.key, &check).await {
+            Ok(true) => return skip(shared, &object, SkipReason::SameContent).await,
+            Ok(false) => CopyReason::Changed,
+            Err(error) => {
+                tracing::warn!(key = %object.key, %error, "could not compare content; copying");
+                CopyReason::Unprovable
+            }
+        },
+    };
+    if shared.dry_run {
+        shared.would_copy.fetch_add(1, Ordering::Relaxed);
+        let mut record = ObjectRecord::new(&object.key, object.size, Action::WouldCopy);
+        record.copy_reason = Some(reason);
+        return shared.report.record(record).await;
+    }
+    let mut record = match shared.transfers.copy(&object).await {
+        Ok(copied) => {
+            shared.accounting.copied(object.size);
+            let mut record = ObjectRecord::new(&object.key, object.size, Action::Copied);
+            record.source_blake3 = Some(copied.source.blake3);
+            record.source_md5 = copied.source.md5.or(copied.source.multipart_etag);
+            record.destination_etag = copied.destination_etag;
+            record.destination_blake3 = copied.destination_blake3;
+            record.verified_by = Some(copied.verified_by);
+            record.attempts = copied.attempts;
+            record
+        }
+        Err(Failed { error: TransferError::Interrupted, .. }) => return,
+        Err(Failed { error, attempts }) => {
+            let message = error.to_string();
+            tracing::error!(key = %object.key, error = %message, "object failed");
+            shared.accounting.failed(&object.key, &message);
+            let mut record = ObjectRecord::new(&object.key, object.size, Action::Failed);
+            record.error = Some(message);
+            record.attempts = attempts;
+            record
+        }
+    };
+    record.copy_reason = Some(reason);
+    record.duration_ms = started.elapsed().as_millis() as u64;
+    shared.report.record(record).await;
+}
+
+/// The deletions sync may make, checked against every safety rule first.
+async fn delete_extraneous(shared: &Shared, walk: &Walk, destination: &Store, trash: Option<&str>) -> Result<u64, String> {
+    if walk.extraneous.is_empty() {
+        return Ok(0);
+    }
+    if !walk.source_had_objects {
+        return Err(format!(
+            "the source listed no objects; refusing to delete {} destination objects (check spec.source.path)",
+            walk.extraneous.len()
+        ));
+    }
+    if let Some(limit) = walk.delete_limit
+        && walk.extraneous_seen > limit
+    {
+        return Err(format!(
+            "sync would delete more than maxDelete ({limit}) objects; nothing was deleted (raise spec.maxDelete to proceed)"
+        ));
+    }
+    for object in &walk.extraneous {
+        let path = format!("{}{}", destination.base, object.key);
+        let (action, result) = if shared.dry_run {
+            (Action::WouldDelete, Ok(()))
+        } else if let Some(trash) = trash {
+            (Action::Trashed, move_to_trash(destination, &path, &format!("{}{trash}{}", destination.base, object.key)).await)
+        } else {
+            (Action::Deleted, destination.operator.delete(&path).await)
+        };
+        let mut record = ObjectRecord::new(&object.key, object.size, action);
+        match result {
+            Ok(()) if !shared.dry_run => shared.accounting.deleted(),
+            Ok(()) => {}
+            Err(error) => {
+                shared.accounting.failed(&object.key, &error.to_string());
+                record.action = Action::Failed;
+                record.error = Some(format!("deleting failed: {error}"));
+            }
+        }
+        shared.report.record(record).await;
+    }
+    Ok(walk.extraneous.len() as u64)
+}
+
+async fn move_to_trash(store: &Store, from: &str, to: &str) -> Result<(), opendal::Error> {
+    if store.operator.info().capability().rename {
+        return store.operator.rename(from, to).await;
+    }
+    store.operator.copy(from, to).await?;
+    store.operator.delete(from).await
+}
+
+/// The merge of the source and destination listings, both in key order.
+struct Walk {
+    sources: mpsc::Receiver<Result<ObjectInfo, ListError>>,
+    destinations: mpsc::Receiver<Result<ObjectInfo, ListError>>,
+    pending: Option<ObjectInfo>,
+    destinations_done: bool,
+    /// `Some(maxDelete)` when extraneous destination objects are collected for deletion.
+    delete_limit: Option<u64>,
+    extraneous: Vec<ObjectInfo>,
+    extraneous_seen: u64,
+    source_had_objects: bool,
+    error: Option<ListError>,
+}
+
+impl Walk {
+    fn new(
+        sources: mpsc::Receiver<Result<ObjectInfo, ListError>>,
+        destinations: mpsc::Receiver<Result<ObjectInfo, ListError>>,
+        delete_limit: Option<u64>,
+    ) -> Self {
+        Self {
+            sources,
+            destinations,
+            pending: None,
+            destinations_done: false,
+            delete_limit,
+            extraneous: Vec::new(),
+            extraneous_seen: 0,
+            source_had_objects: false,
+            error: None,
+        }
+    }
+
+    /// The next selected source object and the destination object at the same key.
+    async fn next(&mut self, filter: &ObjectFilter) -> Option<(ObjectInfo, Option<ObjectInfo>)> {
+        loop {
+            let source = match self.sources.recv().await {
+                None => {
+                    self.drain_destinations(filter, None).await;
+                    return None;
+                }
+                Some(Err(error)) => {
+                    self.error = Some(error);
+                    return None;
+                }
+                Some(Ok(object)) => object,
+            };
+            self.source_had_objects = true;
+            let existing = self.drain_destinations(filter, Some(&source.key)).await;
+            if self.error.is_some() {
+                return None;
+            }
+            if filter.selected(&source) {
+                return Some((source, existing));
+            }
+        }
+    }
+
+    /// Consumes destination objects up to `key` (all of them when `None`), collecting those the
+    /// source lacks, and returns the one at `key`.
+    async fn drain_destinations(&mut self, filter: &ObjectFilter, key: Option<&str>) -> Option<ObjectInfo> {
+        loop {
+            if self.pending.is_none() && !self.destinations_done {
+                match self.destinations.recv().await {
+                    None => self.destinations_done = true,
+                    Some(Err(error)) => {
+                        self.error = Some(error);
+                        self.destinations_done = true;
+                    }
+                    Some(Ok(object)) => self.pending = Some(object),
+                }
+            }
+            let pending = self.pending.take()?;
+            match key.map(|key| pending.key.as_str().cmp(key)) {
+                Some(std::cmp::Ordering::Equal) => return Some(pending),
+                Some(std::cmp::Ordering::Greater) => {
+                    self.pending = Some(pending);
+                    return None;
+                }
+                _ => self.extraneous(filter, pending),
+            }
+        }
+    }
+
+    fn extraneous(&mut self, filter: &ObjectFilter, object: ObjectInfo) {
+        let Some(limit) = self.delete_limit else { return };
+        if !filter.path_selected(&object.key) {
+            return;
+        }
+        self.extraneous_seen += 1;
+        // Beyond the limit nothing will be deleted; count, but stop holding keys in memory.
+        if self.extraneous_seen <= limit {
+            self.extraneous.push(object);
+        }
+    }
+}

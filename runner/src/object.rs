@@ -1,0 +1,157 @@
+//! What the engine knows about one object, and the checksums it computes.
+
+use md5::{Digest, Md5};
+
+/// One object as a listing (or stat) describes it. `key` is relative to the job's path.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ObjectInfo {
+    /// The path below the job's source or destination path.
+    pub key: String,
+    /// Length in bytes.
+    pub size: u64,
+    /// Last modification, when the backend reports it.
+    pub modified: Option<jiff::Timestamp>,
+    /// The backend's entity tag, without quotes.
+    pub etag: Option<String>,
+}
+
+impl ObjectInfo {
+    /// The MD5 of the content, when the ETag is one (a single-part S3 upload).
+    pub fn md5(&self) -> Option<&str> {
+        self.etag.as_deref().filter(|etag| etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
+    /// The number of parts of a multipart ETag (`<md5>-N`).
+    pub fn multipart_parts(&self) -> Option<u64> {
+        let (digest, parts) = self.etag.as_deref()?.split_once('-')?;
+        (digest.len() == 32).then(|| parts.parse().ok()).flatten()
+    }
+}
+
+/// Strips the quotes S3 puts around ETags.
+pub fn unquote(etag: &str) -> String {
+    etag.trim_matches('"').to_ascii_lowercase()
+}
+
+/// Which digests to compute while bytes stream past.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DigestSet {
+    /// MD5 of the whole content (single-part ETags, Content-MD5).
+    pub md5: bool,
+    /// MD5 per part of this size, for multipart ETags.
+    pub part_size: Option<u64>,
+}
+
+/// Digests of a byte stream: BLAKE3 always, MD5 and per-part MD5 when asked for.
+pub struct Hasher {
+    blake3: blake3::Hasher,
+    md5: Option<Md5>,
+    part_size: Option<u64>,
+    part: Md5,
+    part_filled: u64,
+    part_digests: Vec<[u8; 16]>,
+    length: u64,
+}
+
+/// The finished digests of one byte stream.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Digests {
+    /// BLAKE3, hex.
+    pub blake3: String,
+    /// MD5, hex, when computed.
+    pub md5: Option<String>,
+    /// The multipart ETag (`md5-of-part-md5s-N`) for the part size, when computed and the
+    /// content spans more than one part.
+    pub multipart_etag: Option<String>,
+    /// Bytes hashed.
+    pub length: u64,
+}
+
+impl Hasher {
+    /// A hasher computing `set` besides BLAKE3.
+    pub fn new(set: DigestSet) -> Self {
+        Self {
+            blake3: blake3::Hasher::new(),
+            md5: set.md5.then(Md5::new),
+            part_size: set.part_size.filter(|size| *size > 0),
+            part: Md5::new(),
+            part_filled: 0,
+            part_digests: Vec::new(),
+            length: 0,
+        }
+    }
+
+    /// Hashes the next bytes.
+    pub fn update(&mut self, mut data: &[u8]) {
+        self.length += data.len() as u64;
+        self.blake3.update(data);
+        if let Some(md5) = &mut self.md5 {
+            md5.update(data);
+        }
+        if let Some(part_size) = self.part_size {
+            while !data.is_empty() {
+                let take = ((part_size - self.part_filled) as usize).min(data.len());
+                self.part.update(&data[..take]);
+                self.part_filled += take as u64;
+                data = &data[take..];
+                if self.part_filled == part_size {
+                    self.part_digests.push(std::mem::replace(&mut self.part, Md5::new()).finalize().into());
+                    self.part_filled = 0;
+                }
+            }
+        }
+    }
+
+    /// The digests of everything hashed.
+    pub fn finish(mut self) -> Digests {
+        if self.part_filled > 0 {
+            self.part_digests.push(self.part.finalize().into());
+        }
+        let multipart_etag = (self.part_digests.len() > 1).then(|| {
+            let mut combined = Md5::new();
+            for digest in &self.part_digests {
+                combined.update(digest);
+            }
+            format!("{}-{}", hex::encode(combined.finalize()), self.part_digests.len())
+        });
+        Digests {
+            blake3: self.blake3.finalize().to_hex().to_string(),
+            md5: self.md5.map(|md5| hex::encode(md5.finalize())),
+            multipart_etag,
+            length: self.length,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn single_part_etags_are_md5s() {
+        let object = ObjectInfo { key: "k".into(), size: 1, modified: None, etag: Some(unquote("\"900150983CD24FB0D6963F7D28E17F72\"")) };
+        assert_eq!(object.md5(), Some("900150983cd24fb0d6963f7d28e17f72"));
+        assert_eq!(object.multipart_parts(), None);
+        let multipart = ObjectInfo { etag: Some("0123456789abcdef0123456789abcdef-3".into()), ..object };
+        assert_eq!(multipart.md5(), None);
+        assert_eq!(multipart.multipart_parts(), Some(3));
+    }
+
+    #[test]
+    fn multipart_etag_matches_the_s3_formula() {
+        let data: Vec<u8> = (0..25u32).map(|i| i as u8).collect();
+        let mut hasher = Hasher::new(DigestSet { md5: true, part_size: Some(10) });
+        hasher.update(&data[..7]);
+        hasher.update(&data[7..]);
+        let digests = hasher.finish();
+        let mut combined = Md5::new();
+        for part in data.chunks(10) {
+            let digest: [u8; 16] = Md5::digest(part).into();
+            combined.update(digest);
+        }
+        assert_eq!(digests.multipart_etag, Some(format!("{}-3", hex::encode(combined.finalize()))));
+        assert_eq!(digests.md5, Some(hex::encode(Md5::digest(&data))));
+        assert_eq!(digests.blake3, blake3::hash(&data).to_hex().to_string());
+        assert_eq!(digests.length, 25);
+    }
+}

@@ -1,0 +1,163 @@
+//! `ferry-runner run`: a whole job on this machine, from manifests.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use ferry_api::contract::{Outcome, Shard};
+use tokio::sync::watch;
+
+use crate::accounting::Accounting;
+use crate::display::{self, Style};
+use crate::engine::{self, Run};
+use crate::manifest::{self, JobDocuments};
+use crate::report::ReportSink;
+use crate::secrets::SecretFields;
+use crate::spool::Spool;
+use crate::storage::{self, Store, StoreOptions};
+use crate::transfer::Transfers;
+
+/// The multipart part size (S3's minimum is 5 MiB).
+pub const PART_SIZE: usize = 8 << 20;
+/// Spool size when the job does not set `runner.spoolSize`.
+pub const DEFAULT_SPOOL: u64 = 1 << 30;
+/// Memory for small objects between download and upload.
+pub const MEMORY_BUDGET: u64 = 32 << 20;
+
+/// Process exit codes, documented in `ferry-runner --help`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitStatus {
+    /// Every selected object is verified.
+    Success = 0,
+    /// Some objects failed, or the run stopped early (failure budget, listing error, deletion guard).
+    ObjectsFailed = 1,
+    /// The manifests or flags are invalid; nothing was touched.
+    InvalidInput = 2,
+    /// Interrupted (Ctrl-C / SIGTERM); running again resumes.
+    Interrupted = 3,
+    /// The run could not start: storage, Vault or spool unavailable.
+    CannotStart = 4,
+}
+
+/// The options of `run`.
+#[derive(Debug)]
+pub struct RunOptions {
+    /// Manifest files or directories.
+    pub files: Vec<PathBuf>,
+    /// Where to write the per-object report.
+    pub report: Option<PathBuf>,
+    /// Change nothing.
+    pub dry_run: bool,
+    /// Progress as JSON on stdout.
+    pub json: bool,
+    /// This runner's shard.
+    pub shard: Shard,
+    /// Where the spool directory goes.
+    pub spool_directory: PathBuf,
+}
+
+/// Runs a job and returns the exit status.
+pub async fn run(options: RunOptions) -> ExitStatus {
+    let documents = match manifest::load(&options.files) {
+        Ok(documents) => documents,
+        Err(error) => {
+            eprintln!("ferry-runner: {error}");
+            return ExitStatus::InvalidInput;
+        }
+    };
+    let spec = documents.job.spec.clone();
+    let style = Style::detect(options.json);
+    let store_options = StoreOptions { bandwidth: spec.bandwidth_limit.as_ref().map(|q| q.bytes()), part_size: PART_SIZE };
+    let (source, destination) = match open_stores(&documents, store_options).await {
+        Ok(stores) => stores,
+        Err(message) => {
+            eprintln!("ferry-runner: {message}");
+            return ExitStatus::CannotStart;
+        }
+    };
+    let spool_size = spec.runner.as_ref().and_then(|r| r.spool_size.as_ref()).map_or(DEFAULT_SPOOL, |q| q.bytes());
+    let spool = match Spool::open(&options.spool_directory, spool_size, MEMORY_BUDGET) {
+        Ok(spool) => spool,
+        Err(error) => {
+            eprintln!("ferry-runner: {error}");
+            return ExitStatus::CannotStart;
+        }
+    };
+    let (report, report_writer) = match ReportSink::open(options.report.as_deref()).await {
+        Ok(pair) => pair,
+        Err(error) => {
+            eprintln!("ferry-runner: cannot write the report: {error}");
+            return ExitStatus::CannotStart;
+        }
+    };
+    let (stop_sender, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("ferry-runner: stopping: aborting uploads in flight and flushing the report");
+        let _ = stop_sender.send(true);
+    });
+    let accounting = Arc::new(Accounting::default());
+    let (done_sender, done) = watch::channel(false);
+    let job_uid = documents.job.metadata.uid.clone().unwrap_or_else(|| "local".to_owned());
+    let display = tokio::spawn(display::show(style, accounting.clone(), job_uid.clone(), options.shard, done));
+    let transfers = Transfers { source, destination, spool, verify: spec.verify, part_size: PART_SIZE, attempts: 3, stop };
+    let dry_run = options.dry_run || spec.dry_run;
+    let run = Run { transfers, spec, shard: options.shard, dry_run };
+    let result = engine::run(run, accounting.clone(), report).await;
+    let _ = done_sender.send(true);
+    let _ = display.await;
+    let report_path = report_writer.path().map(PathBuf::from);
+    if let Err(error) = report_writer.finish().await {
+        eprintln!("ferry-runner: writing the report failed: {error}");
+    }
+    let summary = match result {
+        Ok(summary) => summary,
+        Err(error) => {
+            eprintln!("ferry-runner: {error}");
+            return ExitStatus::InvalidInput;
+        }
+    };
+    display::summary(style, &summary, &job_uid, options.shard, accounting.elapsed_seconds(), report_path.as_deref());
+    match summary.outcome {
+        Outcome::Succeeded => ExitStatus::Success,
+        Outcome::Interrupted => ExitStatus::Interrupted,
+        Outcome::ObjectsFailed | Outcome::Aborted { .. } => ExitStatus::ObjectsFailed,
+    }
+}
+
+async fn open_stores(documents: &JobDocuments, options: StoreOptions) -> Result<(Arc<Store>, Arc<Store>), String> {
+    let spec = &documents.job.spec;
+    let mut stores = Vec::new();
+    for endpoint in [&spec.source, &spec.destination] {
+        let (binding, directory) = &documents.bindings[&endpoint.binding];
+        let secret = match &binding.vault {
+            Some(reference) => Some(fetch_secret(&endpoint.binding, reference).await?),
+            None => None,
+        };
+        let store = storage::open(&endpoint.binding, binding, secret.as_ref(), Some(directory), &endpoint.path, options)
+            .map_err(|error| error.to_string())?;
+        stores.push(Arc::new(store));
+    }
+    let destination = stores.pop().ok_or("no destination")?;
+    let source = stores.pop().ok_or("no source")?;
+    Ok((source, destination))
+}
+
+async fn fetch_secret(binding: &str, reference: &ferry_api::binding::VaultSecretReference) -> Result<SecretFields, String> {
+    let client = crate::vault::client_from_environment(binding).map_err(|e| e.to_string())?;
+    crate::vault::read_secret(&client, binding, reference).await.map_err(|e| e.to_string())
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

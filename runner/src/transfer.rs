@@ -1,0 +1,347 @@
+//! Moving one object: download through the encrypted spool while hashing, upload, verify,
+//! and retry the upload from the spool (never from the source) when it fails.
+
+use std::time::Duration;
+
+use ferry_api::VerifyMode;
+use futures::TryStreamExt;
+use tokio::sync::watch;
+
+use crate::object::{DigestSet, Digests, Hasher, ObjectInfo, unquote};
+use crate::plan::{ContentCheck, Side};
+use crate::spool::{Spool, SpoolEntry, SpoolError};
+use crate::storage::Store;
+
+/// Everything a transfer needs, shared by all transfers of a run.
+#[derive(Clone)]
+pub struct Transfers {
+    /// The source.
+    pub source: std::sync::Arc<Store>,
+    /// The destination.
+    pub destination: std::sync::Arc<Store>,
+    /// The spool.
+    pub spool: Spool,
+    /// `spec.verify`.
+    pub verify: VerifyMode,
+    /// The multipart part size.
+    pub part_size: usize,
+    /// Upload attempts per object before it is reported failed.
+    pub attempts: u32,
+    /// Becomes true when the run must stop.
+    pub stop: watch::Receiver<bool>,
+}
+
+/// How an object was proven identical at the destination.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub enum VerifiedBy {
+    /// Sizes match (`verify: size`).
+    Size,
+    /// The destination's ETag is the MD5 of the bytes Ferry read from the source.
+    Md5Etag,
+    /// The destination's multipart ETag matches the one computed from the source bytes.
+    MultipartEtag,
+    /// The destination was read back and its BLAKE3 matches the source's.
+    Blake3Readback,
+}
+
+/// A verified copy.
+#[derive(Clone, Debug)]
+pub struct Copied {
+    /// The digests of the source bytes.
+    pub source: Digests,
+    /// The destination's ETag, when it has one.
+    pub destination_etag: Option<String>,
+    /// The destination's BLAKE3, when it was read back.
+    pub destination_blake3: Option<String>,
+    /// The proof.
+    pub verified_by: VerifiedBy,
+    /// Attempts it took.
+    pub attempts: u32,
+}
+
+/// Why an object could not be moved.
+#[derive(Debug, thiserror::Error)]
+pub enum TransferError {
+    /// Reading the source failed.
+    #[error("reading the source failed: {0}")]
+    Source(opendal::Error),
+    /// Writing or reading back the destination failed.
+    #[error("writing the destination failed: {0}")]
+    Destination(opendal::Error),
+    /// The spool failed.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
+    /// The source changed size while it was read.
+    #[error("the source changed while it was read: listed {listed} bytes, read {read}")]
+    SourceChanged {
+        /// Size in the listing.
+        listed: u64,
+        /// Bytes actually read.
+        read: u64,
+    },
+    /// Verification found different bytes at the destination.
+    #[error("verification failed ({measure}): source {expected}, destination {actual}")]
+    Mismatch {
+        /// What was compared.
+        measure: &'static str,
+        /// The source's value.
+        expected: String,
+        /// The destination's value.
+        actual: String,
+    },
+    /// The run was interrupted.
+    #[error("interrupted")]
+    Interrupted,
+}
+
+/// A failed transfer and the attempts spent on it.
+#[derive(Debug)]
+pub struct Failed {
+    /// The last error.
+    pub error: TransferError,
+    /// Attempts made.
+    pub attempts: u32,
+}
+
+impl Transfers {
+    fn source_path(&self, key: &str) -> String {
+        format!("{}{key}", self.source.base)
+    }
+
+    fn destination_path(&self, key: &str) -> String {
+        format!("{}{key}", self.destination.base)
+    }
+
+    fn digest_set(&self, size: u64) -> DigestSet {
+        let md5_etags = self.destination.traits.md5_etags && self.verify == VerifyMode::Checksum;
+        DigestSet {
+            md5: md5_etags && size <= self.part_size as u64,
+            part_size: (md5_etags && size > self.part_size as u64).then_some(self.part_size as u64),
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Copies and verifies one object.
+    pub async fn copy(&self, object: &ObjectInfo) -> Result<Copied, Failed> {
+        let mut attempts = 0;
+        let mut spooled: Option<(SpoolEntry, Digests)> = None;
+        loop {
+            attempts += 1;
+            let result = self.attempt(object, &mut spooled).await;
+            match result {
+                Ok(mut copied) => {
+                    copied.attempts = attempts;
+                    return Ok(copied);
+                }
+                Err(TransferError::Interrupted) => return Err(Failed { error: TransferError::Interrupted, attempts }),
+                Err(error) if attempts >= self.attempts || self.stopped() => return Err(Failed { error, attempts }),
+                Err(error) => {
+                    tracing::warn!(key = %object.key, attempt = attempts, %error, "transfer failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(200 * u64::from(attempts))).await;
+                }
+            }
+        }
+    }
+
+    async fn attempt(&self, object: &ObjectInfo, spooled: &mut Option<(SpoolEntry, Digests)>) -> Result<Copied, TransferError> {
+        if !self.spool.fits(object.size) {
+            return self.stream_directly(object).await;
+        }
+        if spooled.is_none() {
+            *spooled = Some(self.download(object).await?);
+        }
+        let Some((entry, digests)) = spooled.as_ref() else { return Err(TransferError::Interrupted) };
+        let etag = self.upload_from_spool(&object.key, entry).await?;
+        self.verify(&object.key, digests, etag).await
+    }
+
+    async fn download(&self, object: &ObjectInfo) -> Result<(SpoolEntry, Digests), TransferError> {
+        let mut writer = self.spool.writer(object.size).await?;
+        let mut hasher = Hasher::new(self.digest_set(object.size));
+        let reader = self.source.operator.reader(&self.source_path(&object.key)).await.map_err(TransferError::Source)?;
+        let mut stream = reader.into_bytes_stream(..).await.map_err(TransferError::Source)?;
+        while let Some(piece) = stream.try_next().await.map_err(|e| TransferError::Source(io_to_opendal(e)))? {
+            if self.stopped() {
+                return Err(TransferError::Interrupted);
+            }
+            hasher.update(&piece);
+            writer.write(piece).await.map_err(|error| match error {
+                SpoolError::Overflow { .. } => TransferError::SourceChanged { listed: object.size, read: object.size + 1 },
+                other => TransferError::Spool(other),
+            })?;
+        }
+        let digests = hasher.finish();
+        if digests.length != object.size {
+            return Err(TransferError::SourceChanged { listed: object.size, read: digests.length });
+        }
+        Ok((writer.finish().await?, digests))
+    }
+
+    async fn upload_from_spool(&self, key: &str, entry: &SpoolEntry) -> Result<Option<String>, TransferError> {
+        let mut writer = self.destination_writer(key).await?;
+        let mut reader = entry.reader().await?;
+        let outcome: Result<(), TransferError> = async {
+            while let Some(piece) = reader.next().await? {
+                if self.stopped() {
+                    return Err(TransferError::Interrupted);
+                }
+                writer.write(piece).await.map_err(TransferError::Destination)?;
+            }
+            Ok(())
+        }
+        .await;
+        finish_write(writer, outcome).await
+    }
+
+    /// Objects larger than the whole spool stream from source to destination; a retry reads
+    /// the source again.
+    async fn stream_directly(&self, object: &ObjectInfo) -> Result<Copied, TransferError> {
+        let mut hasher = Hasher::new(self.digest_set(object.size));
+        let reader = self.source.operator.reader(&self.source_path(&object.key)).await.map_err(TransferError::Source)?;
+        let mut stream = reader.into_bytes_stream(..).await.map_err(TransferError::Source)?;
+        let mut writer = self.destination_writer(&object.key).await?;
+        let outcome: Result<(), TransferError> = async {
+            while let Some(piece) = stream.try_next().await.map_err(|e| TransferError::Source(io_to_opendal(e)))? {
+                if self.stopped() {
+                    return Err(TransferError::Interrupted);
+                }
+                hasher.update(&piece);
+                writer.write(piece).await.map_err(TransferError::Destination)?;
+            }
+            Ok(())
+        }
+        .await;
+        let etag = finish_write(writer, outcome).await?;
+        let digests = hasher.finish();
+        if digests.length != object.size {
+            return Err(TransferError::SourceChanged { listed: object.size, read: digests.length });
+        }
+        self.verify(&object.key, &digests, etag).await
+    }
+
+    async fn destination_writer(&self, key: &str) -> Result<opendal::Writer, TransferError> {
+        let path = self.destination_path(key);
+        let writer = if self.destination.traits.local {
+            self.destination.operator.writer(&path).await
+        } else {
+            // Exact part boundaries make the multipart ETag computable on this side.
+            self.destination.operator.writer_with(&path).chunk(self.part_size).await
+        };
+        writer.map_err(TransferError::Destination)
+    }
+
+    async fn verify(&self, key: &str, source: &Digests, etag: Option<String>) -> Result<Copied, TransferError> {
+        let copied = |verified_by, destination_blake3| Copied {
+            source: source.clone(),
+            destination_etag: etag.clone(),
+            destination_blake3,
+            verified_by,
+            attempts: 0,
+        };
+        match self.verify {
+            VerifyMode::Size => {
+                let path = self.destination_path(key);
+                let metadata = self.destination.operator.stat(&path).await.map_err(TransferError::Destination)?;
+                if metadata.content_length() != source.length {
+                    return Err(TransferError::Mismatch {
+                        measure: "size",
+                        expected: source.length.to_string(),
+                        actual: metadata.content_length().to_string(),
+                    });
+                }
+                Ok(copied(VerifiedBy::Size, None))
+            }
+            VerifyMode::Checksum => {
+                let expected = source.md5.as_ref().map(|md5| (md5, VerifiedBy::Md5Etag)).or_else(|| {
+                    source.multipart_etag.as_ref().map(|etag| (etag, VerifiedBy::MultipartEtag))
+                });
+                if let (Some((expected, verified_by)), Some(actual)) = (expected, etag.as_ref())
+                    && expected == actual
+                {
+                    return Ok(copied(verified_by, None));
+                }
+                // No comparable provider checksum (or an ETag that is not an MD5, as with
+                // SSE-KMS): only reading the bytes back can prove them.
+                self.read_back(key, source).await.map(|blake3| copied(VerifiedBy::Blake3Readback, Some(blake3)))
+            }
+            VerifyMode::Readback => {
+                self.read_back(key, source).await.map(|blake3| copied(VerifiedBy::Blake3Readback, Some(blake3)))
+            }
+        }
+    }
+
+    async fn read_back(&self, key: &str, source: &Digests) -> Result<String, TransferError> {
+        let digests = hash_object(&self.destination, &self.destination_path(key), DigestSet::default())
+            .await
+            .map_err(TransferError::Destination)?;
+        if digests.blake3 != source.blake3 {
+            return Err(TransferError::Mismatch {
+                measure: "blake3 read-back",
+                expected: source.blake3.clone(),
+                actual: digests.blake3,
+            });
+        }
+        Ok(digests.blake3)
+    }
+
+    /// Decides a [`ContentCheck`]: true when the destination already holds the same bytes.
+    pub async fn same_content(&self, key: &str, check: &ContentCheck) -> Result<bool, opendal::Error> {
+        let read = |side: Side, set| {
+            let (store, path) = match side {
+                Side::Source => (&*self.source, self.source_path(key)),
+                Side::Destination => (&*self.destination, self.destination_path(key)),
+            };
+            async move { hash_object(store, &path, set).await }
+        };
+        Ok(match check {
+            ContentCheck::Md5 { read: side, expected } => {
+                read(*side, DigestSet { md5: true, part_size: None }).await?.md5.as_deref() == Some(expected.as_str())
+            }
+            ContentCheck::MultipartEtag { read: side, expected, part_size } => {
+                let digests = read(*side, DigestSet { md5: false, part_size: Some(*part_size) }).await?;
+                digests.multipart_etag.as_deref() == Some(expected.as_str())
+            }
+            ContentCheck::Blake3Both => {
+                let set = DigestSet::default();
+                read(Side::Source, set).await?.blake3 == read(Side::Destination, set).await?.blake3
+            }
+        })
+    }
+}
+
+/// Closes a writer after a successful body, or aborts it (no partial object or dangling
+/// multipart upload is left behind) after a failed one.
+async fn finish_write(mut writer: opendal::Writer, body: Result<(), TransferError>) -> Result<Option<String>, TransferError> {
+    match body {
+        Ok(()) => {
+            let metadata = writer.close().await.map_err(TransferError::Destination)?;
+            Ok(metadata.etag().map(unquote))
+        }
+        Err(error) => {
+            if let Err(abort) = writer.abort().await {
+                tracing::warn!(%abort, "could not abort a failed upload");
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Hashes an object as it streams from a store.
+pub async fn hash_object(store: &Store, path: &str, set: DigestSet) -> Result<Digests, opendal::Error> {
+    let mut hasher = Hasher::new(set);
+    let reader = store.operator.reader(path).await?;
+    let mut stream = reader.into_bytes_stream(..).await?;
+    while let Some(piece) = stream.try_next().await.map_err(io_to_opendal)? {
+        hasher.update(&piece);
+    }
+    Ok(hasher.finish())
+}
+
+fn io_to_opendal(error: std::io::Error) -> opendal::Error {
+    opendal::Error::new(opendal::ErrorKind::Unexpected, error.to_string()).set_temporary()
+}
+
