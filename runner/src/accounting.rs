@@ -133,16 +133,18 @@ impl Accounting {
             if elapsed >= 1.0 {
                 let instant = (progress.bytes_verified.saturating_sub(window.bytes)) as f64 / elapsed;
                 // Smooth so one slow second does not swing the ETA.
-                window.per_second = if window.per_second == 0 { instant as u64 } else { ((window.per_second as f64) * 0.7 + instant * 0.3) as u64 };
+                window.per_second = if window.per_second == 0 {
+                    instant as u64
+                } else {
+                    ((window.per_second as f64) * 0.7 + instant * 0.3) as u64
+                };
                 window.at = Instant::now();
                 window.bytes = progress.bytes_verified;
             }
             progress.bytes_per_second = window.per_second;
         }
         let remaining = progress.bytes_total.saturating_sub(progress.bytes_verified);
-        if progress.bytes_per_second > 0 {
-            progress.eta_seconds = Some(remaining / progress.bytes_per_second);
-        }
+        progress.eta_seconds = remaining.checked_div(progress.bytes_per_second);
         progress
     }
 }

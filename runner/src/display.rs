@@ -54,7 +54,13 @@ pub fn describe(progress: &Progress) -> String {
 }
 
 /// Shows progress until `done` turns true.
-pub async fn show(style: Style, accounting: Arc<Accounting>, job_uid: String, shard: Shard, mut done: watch::Receiver<bool>) {
+pub async fn show(
+    style: Style,
+    accounting: Arc<Accounting>,
+    job_uid: String,
+    shard: Shard,
+    mut done: watch::Receiver<bool>,
+) {
     let (every, bar) = match style {
         Style::Bar => {
             let bar = ProgressBar::with_draw_target(Some(0), ProgressDrawTarget::stderr());
@@ -105,7 +111,14 @@ pub async fn show(style: Style, accounting: Arc<Accounting>, job_uid: String, sh
 }
 
 /// The final report: a table for people, or the last JSON progress report.
-pub fn summary(style: Style, summary: &Summary, job_uid: &str, shard: Shard, seconds: f64, report: Option<&std::path::Path>) {
+pub fn summary(
+    style: Style,
+    summary: &Summary,
+    job_uid: &str,
+    shard: Shard,
+    seconds: f64,
+    report: Option<&std::path::Path>,
+) {
     let progress = &summary.progress;
     if style == Style::Json {
         let report = ProgressReport {

@@ -96,7 +96,8 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
             break;
         }
         if accounting.failures() > budget {
-            stopped_early = Some(Outcome::Aborted { reason: format!("more than failureBudget ({budget}) objects failed") });
+            stopped_early =
+                Some(Outcome::Aborted { reason: format!("more than failureBudget ({budget}) objects failed") });
             break;
         }
         let (object, existing) = pair;
@@ -202,7 +203,12 @@ async fn handle(shared: &Shared, object: ObjectInfo, decision: Decision) {
 }
 
 /// The deletions sync may make, checked against every safety rule first.
-async fn delete_extraneous(shared: &Shared, walk: &Walk, destination: &Store, trash: Option<&str>) -> Result<u64, String> {
+async fn delete_extraneous(
+    shared: &Shared,
+    walk: &Walk,
+    destination: &Store,
+    trash: Option<&str>,
+) -> Result<u64, String> {
     if walk.extraneous.is_empty() {
         return Ok(0);
     }
@@ -224,7 +230,10 @@ async fn delete_extraneous(shared: &Shared, walk: &Walk, destination: &Store, tr
         let (action, result) = if shared.dry_run {
             (Action::WouldDelete, Ok(()))
         } else if let Some(trash) = trash {
-            (Action::Trashed, move_to_trash(destination, &path, &format!("{}{trash}{}", destination.base, object.key)).await)
+            (
+                Action::Trashed,
+                move_to_trash(destination, &path, &format!("{}{trash}{}", destination.base, object.key)).await,
+            )
         } else {
             (Action::Deleted, destination.operator.delete(&path).await)
         };

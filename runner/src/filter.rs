@@ -31,14 +31,19 @@ fn compile(field: &'static str, patterns: &[String]) -> Result<Option<GlobSet>, 
     }
     let mut builder = GlobSetBuilder::new();
     for pattern in patterns {
-        let glob = globset::GlobBuilder::new(pattern)
-            .literal_separator(true)
-            .build()
-            .or_else(|_| Glob::new(pattern))
-            .map_err(|error| FilterError { field, pattern: pattern.clone(), reason: error.kind().to_string() })?;
+        let glob =
+            globset::GlobBuilder::new(pattern)
+                .literal_separator(true)
+                .build()
+                .or_else(|_| Glob::new(pattern))
+                .map_err(|error| FilterError { field, pattern: pattern.clone(), reason: error.kind().to_string() })?;
         builder.add(glob);
     }
-    builder.build().map(Some).map_err(|error| FilterError { field, pattern: patterns.join(", "), reason: error.to_string() })
+    builder.build().map(Some).map_err(|error| FilterError {
+        field,
+        pattern: patterns.join(", "),
+        reason: error.to_string(),
+    })
 }
 
 impl ObjectFilter {
@@ -58,7 +63,8 @@ impl ObjectFilter {
     /// Whether the path passes `include`/`exclude` (this is all that is applied to
     /// destination objects when deciding what sync may delete).
     pub fn path_selected(&self, key: &str) -> bool {
-        self.include.as_ref().is_none_or(|set| set.is_match(key)) && !self.exclude.as_ref().is_some_and(|set| set.is_match(key))
+        self.include.as_ref().is_none_or(|set| set.is_match(key))
+            && !self.exclude.as_ref().is_some_and(|set| set.is_match(key))
     }
 
     /// Whether a source object takes part in the job.

@@ -33,9 +33,8 @@ const CHANNEL_DEPTH: usize = 1024;
 pub fn spawn(store: Arc<Store>, shard: Shard, skip: Option<String>) -> mpsc::Receiver<Result<ObjectInfo, ListError>> {
     let (sender, receiver) = mpsc::channel(CHANNEL_DEPTH);
     tokio::spawn(async move {
-        let keep = |key: &str| {
-            !skip.as_deref().is_some_and(|prefix| key.starts_with(prefix)) && shard::owns(shard, key)
-        };
+        let keep =
+            |key: &str| !skip.as_deref().is_some_and(|prefix| key.starts_with(prefix)) && shard::owns(shard, key);
         let result = if store.traits.sorted_listing {
             flat(&store, &sender, &keep).await
         } else {

@@ -74,11 +74,22 @@ fn main() -> ExitCode {
     let status = match cli.command {
         Command::Run { files, report, dry_run, json, shard, spool_dir } => {
             let spool_directory = spool_dir.unwrap_or_else(std::env::temp_dir);
-            runtime.block_on(ferry_runner::run::run(RunOptions { files, report, dry_run, json, shard, spool_directory }))
+            runtime.block_on(ferry_runner::run::run(RunOptions {
+                files,
+                report,
+                dry_run,
+                json,
+                shard,
+                spool_directory,
+            }))
         }
         Command::Validate { files } => match ferry_runner::manifest::load(&files) {
             Ok(documents) => {
-                println!("valid: MigrationJob {} and {} bindings", documents.job.metadata.name.unwrap_or_default(), documents.bindings.len());
+                println!(
+                    "valid: MigrationJob {} and {} bindings",
+                    documents.job.metadata.name.unwrap_or_default(),
+                    documents.bindings.len()
+                );
                 ExitStatus::Success
             }
             Err(error) => {

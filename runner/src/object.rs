@@ -129,7 +129,12 @@ mod tests {
 
     #[test]
     fn single_part_etags_are_md5s() {
-        let object = ObjectInfo { key: "k".into(), size: 1, modified: None, etag: Some(unquote("\"900150983CD24FB0D6963F7D28E17F72\"")) };
+        let object = ObjectInfo {
+            key: "k".into(),
+            size: 1,
+            modified: None,
+            etag: Some(unquote("\"900150983CD24FB0D6963F7D28E17F72\"")),
+        };
         assert_eq!(object.md5(), Some("900150983cd24fb0d6963f7d28e17f72"));
         assert_eq!(object.multipart_parts(), None);
         let multipart = ObjectInfo { etag: Some("0123456789abcdef0123456789abcdef-3".into()), ..object };

@@ -181,7 +181,10 @@ mod tests {
     #[test]
     fn sizes_then_md5s_then_content() {
         let s3_to_s3 = policy(Conflict::SkipIdentical, VerifyMode::Checksum, false, false);
-        assert_eq!(decide(&object(1, None, T1), Some(&object(2, None, T1)), &s3_to_s3), Decision::Copy(CopyReason::Changed));
+        assert_eq!(
+            decide(&object(1, None, T1), Some(&object(2, None, T1)), &s3_to_s3),
+            Decision::Copy(CopyReason::Changed)
+        );
         assert_eq!(
             decide(&object(1, Some(MD5_A), T1), Some(&object(1, Some(MD5_A), T2)), &s3_to_s3),
             Decision::Skip(SkipReason::SameMd5)
@@ -190,9 +193,15 @@ mod tests {
             decide(&object(1, Some(MD5_A), T1), Some(&object(1, Some(MD5_B), T1)), &s3_to_s3),
             Decision::Copy(CopyReason::Changed)
         );
-        assert_eq!(decide(&object(1, None, T1), Some(&object(1, None, T1)), &s3_to_s3), Decision::Copy(CopyReason::Unprovable));
+        assert_eq!(
+            decide(&object(1, None, T1), Some(&object(1, None, T1)), &s3_to_s3),
+            Decision::Copy(CopyReason::Unprovable)
+        );
         let sizes = policy(Conflict::SkipIdentical, VerifyMode::Size, false, false);
-        assert_eq!(decide(&object(1, None, T1), Some(&object(1, None, T2)), &sizes), Decision::Skip(SkipReason::SameSize));
+        assert_eq!(
+            decide(&object(1, None, T1), Some(&object(1, None, T2)), &sizes),
+            Decision::Skip(SkipReason::SameSize)
+        );
     }
 
     #[test]
@@ -211,7 +220,11 @@ mod tests {
         let etag = format!("{MD5_A}-3");
         assert_eq!(
             decide(&object(big, None, T1), Some(&object(big, Some(&etag), T1)), &fs_to_s3),
-            Decision::CompareContent(ContentCheck::MultipartEtag { read: Side::Source, expected: etag.clone(), part_size: 8 << 20 })
+            Decision::CompareContent(ContentCheck::MultipartEtag {
+                read: Side::Source,
+                expected: etag.clone(),
+                part_size: 8 << 20
+            })
         );
         let foreign_parts = format!("{MD5_A}-7");
         assert_eq!(

@@ -66,7 +66,8 @@ pub async fn run(options: RunOptions) -> ExitStatus {
     };
     let spec = documents.job.spec.clone();
     let style = Style::detect(options.json);
-    let store_options = StoreOptions { bandwidth: spec.bandwidth_limit.as_ref().map(|q| q.bytes()), part_size: PART_SIZE };
+    let store_options =
+        StoreOptions { bandwidth: spec.bandwidth_limit.as_ref().map(|q| q.bytes()), part_size: PART_SIZE };
     let (source, destination) = match open_stores(&documents, store_options).await {
         Ok(stores) => stores,
         Err(message) => {
@@ -99,7 +100,8 @@ pub async fn run(options: RunOptions) -> ExitStatus {
     let (done_sender, done) = watch::channel(false);
     let job_uid = documents.job.metadata.uid.clone().unwrap_or_else(|| "local".to_owned());
     let display = tokio::spawn(display::show(style, accounting.clone(), job_uid.clone(), options.shard, done));
-    let transfers = Transfers { source, destination, spool, verify: spec.verify, part_size: PART_SIZE, attempts: 3, stop };
+    let transfers =
+        Transfers { source, destination, spool, verify: spec.verify, part_size: PART_SIZE, attempts: 3, stop };
     let dry_run = options.dry_run || spec.dry_run;
     let run = Run { transfers, spec, shard: options.shard, dry_run };
     let result = engine::run(run, accounting.clone(), report).await;
@@ -133,8 +135,9 @@ async fn open_stores(documents: &JobDocuments, options: StoreOptions) -> Result<
             Some(reference) => Some(fetch_secret(&endpoint.binding, reference).await?),
             None => None,
         };
-        let store = storage::open(&endpoint.binding, binding, secret.as_ref(), Some(directory), &endpoint.path, options)
-            .map_err(|error| error.to_string())?;
+        let store =
+            storage::open(&endpoint.binding, binding, secret.as_ref(), Some(directory), &endpoint.path, options)
+                .map_err(|error| error.to_string())?;
         stores.push(Arc::new(store));
     }
     let destination = stores.pop().ok_or("no destination")?;
@@ -142,7 +145,10 @@ async fn open_stores(documents: &JobDocuments, options: StoreOptions) -> Result<
     Ok((source, destination))
 }
 
-async fn fetch_secret(binding: &str, reference: &ferry_api::binding::VaultSecretReference) -> Result<SecretFields, String> {
+async fn fetch_secret(
+    binding: &str,
+    reference: &ferry_api::binding::VaultSecretReference,
+) -> Result<SecretFields, String> {
     let client = crate::vault::client_from_environment(binding).map_err(|e| e.to_string())?;
     crate::vault::read_secret(&client, binding, reference).await.map_err(|e| e.to_string())
 }

@@ -26,7 +26,8 @@ mod tests {
 
     #[test]
     fn every_key_belongs_to_exactly_one_shard_and_directories_stay_together() {
-        let keys: Vec<String> = (0..2000).map(|i| format!("dir{}/file{i}", i % 37)).chain((0..100).map(|i| format!("top{i}"))).collect();
+        let keys: Vec<String> =
+            (0..2000).map(|i| format!("dir{}/file{i}", i % 37)).chain((0..100).map(|i| format!("top{i}"))).collect();
         for count in [1, 2, 3, 7, 256] {
             for key in &keys {
                 let owners = (0..count).filter(|&index| owns(Shard { index, count }, key)).count();

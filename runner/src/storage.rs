@@ -51,7 +51,9 @@ pub struct StoreOptions {
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
     /// The binding's secret lacks a field its provider needs.
-    #[error("binding {binding}: the Vault secret has no field {field:?}; add it to the secret at the path spec.vault names")]
+    #[error(
+        "binding {binding}: the Vault secret has no field {field:?}; add it to the secret at the path spec.vault names"
+    )]
     MissingField {
         /// The binding.
         binding: String,
@@ -113,12 +115,14 @@ pub fn open(
             let root = resolve_root(binding, &fs.root, manifest_directory)?;
             let root_text = root.to_string_lossy();
             let partial = root.join(PARTIAL_DIRECTORY);
-            let builder = opendal::services::Fs::default().root(&root_text).atomic_write_dir(&partial.to_string_lossy());
+            let builder =
+                opendal::services::Fs::default().root(&root_text).atomic_write_dir(&partial.to_string_lossy());
             let traits = StoreTraits { local: true, sorted_listing: false, md5_etags: false };
             (Operator::new(builder).map_err(build)?, traits)
         }
         (Provider::S3, _, Some(s3)) => {
-            let secret = secret.ok_or_else(|| StorageError::NoCredentials { binding: binding.to_owned(), provider: spec.provider })?;
+            let secret = secret
+                .ok_or_else(|| StorageError::NoCredentials { binding: binding.to_owned(), provider: spec.provider })?;
             let field = |name: &'static str| {
                 secret.get(name).ok_or(StorageError::MissingField { binding: binding.to_owned(), field: name })
             };

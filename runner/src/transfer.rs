@@ -147,7 +147,11 @@ impl Transfers {
         }
     }
 
-    async fn attempt(&self, object: &ObjectInfo, spooled: &mut Option<(SpoolEntry, Digests)>) -> Result<Copied, TransferError> {
+    async fn attempt(
+        &self,
+        object: &ObjectInfo,
+        spooled: &mut Option<(SpoolEntry, Digests)>,
+    ) -> Result<Copied, TransferError> {
         if !self.spool.fits(object.size) {
             return self.stream_directly(object).await;
         }
@@ -162,7 +166,8 @@ impl Transfers {
     async fn download(&self, object: &ObjectInfo) -> Result<(SpoolEntry, Digests), TransferError> {
         let mut writer = self.spool.writer(object.size).await?;
         let mut hasher = Hasher::new(self.digest_set(object.size));
-        let reader = self.source.operator.reader(&self.source_path(&object.key)).await.map_err(TransferError::Source)?;
+        let reader =
+            self.source.operator.reader(&self.source_path(&object.key)).await.map_err(TransferError::Source)?;
         let mut stream = reader.into_bytes_stream(..).await.map_err(TransferError::Source)?;
         while let Some(piece) = stream.try_next().await.map_err(|e| TransferError::Source(io_to_opendal(e)))? {
             if self.stopped() {
@@ -170,7 +175,9 @@ impl Transfers {
             }
             hasher.update(&piece);
             writer.write(piece).await.map_err(|error| match error {
-                SpoolError::Overflow { .. } => TransferError::SourceChanged { listed: object.size, read: object.size + 1 },
+                SpoolError::Overflow { .. } => {
+                    TransferError::SourceChanged { listed: object.size, read: object.size + 1 }
+                }
                 other => TransferError::Spool(other),
             })?;
         }
@@ -201,7 +208,8 @@ impl Transfers {
     /// the source again.
     async fn stream_directly(&self, object: &ObjectInfo) -> Result<Copied, TransferError> {
         let mut hasher = Hasher::new(self.digest_set(object.size));
-        let reader = self.source.operator.reader(&self.source_path(&object.key)).await.map_err(TransferError::Source)?;
+        let reader =
+            self.source.operator.reader(&self.source_path(&object.key)).await.map_err(TransferError::Source)?;
         let mut stream = reader.into_bytes_stream(..).await.map_err(TransferError::Source)?;
         let mut writer = self.destination_writer(&object.key).await?;
         let outcome: Result<(), TransferError> = async {
@@ -256,9 +264,11 @@ impl Transfers {
                 Ok(copied(VerifiedBy::Size, None))
             }
             VerifyMode::Checksum => {
-                let expected = source.md5.as_ref().map(|md5| (md5, VerifiedBy::Md5Etag)).or_else(|| {
-                    source.multipart_etag.as_ref().map(|etag| (etag, VerifiedBy::MultipartEtag))
-                });
+                let expected = source
+                    .md5
+                    .as_ref()
+                    .map(|md5| (md5, VerifiedBy::Md5Etag))
+                    .or_else(|| source.multipart_etag.as_ref().map(|etag| (etag, VerifiedBy::MultipartEtag)));
                 if let (Some((expected, verified_by)), Some(actual)) = (expected, etag.as_ref())
                     && expected == actual
                 {
@@ -315,7 +325,10 @@ impl Transfers {
 
 /// Closes a writer after a successful body, or aborts it (no partial object or dangling
 /// multipart upload is left behind) after a failed one.
-async fn finish_write(mut writer: opendal::Writer, body: Result<(), TransferError>) -> Result<Option<String>, TransferError> {
+async fn finish_write(
+    mut writer: opendal::Writer,
+    body: Result<(), TransferError>,
+) -> Result<Option<String>, TransferError> {
     match body {
         Ok(()) => {
             let metadata = writer.close().await.map_err(TransferError::Destination)?;
@@ -344,4 +357,3 @@ pub async fn hash_object(store: &Store, path: &str, set: DigestSet) -> Result<Di
 fn io_to_opendal(error: std::io::Error) -> opendal::Error {
     opendal::Error::new(opendal::ErrorKind::Unexpected, error.to_string()).set_temporary()
 }
-

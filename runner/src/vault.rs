@@ -27,7 +27,9 @@ pub enum VaultError {
     #[error("cannot set up the Vault client: {0}")]
     Client(String),
     /// The secret is not there.
-    #[error("binding {binding}: no secret at {mount}/{path} (spec.vault); write it with `bao kv put {mount}/{path} ...`")]
+    #[error(
+        "binding {binding}: no secret at {mount}/{path} (spec.vault); write it with `bao kv put {mount}/{path} ...`"
+    )]
     NotFound {
         /// The binding.
         binding: String,
@@ -99,11 +101,17 @@ fn classify(binding: &str, what: String, error: ClientError, not_found: impl FnO
 fn server_code(error: &impl std::fmt::Display) -> Option<u16> {
     // rustify reports non-JSON error bodies as "Server returned error: <code>"; read the code.
     let text = error.to_string();
-    text.split(|c: char| !c.is_ascii_digit()).filter_map(|s| s.parse::<u16>().ok()).find(|code| (400..600).contains(code))
+    text.split(|c: char| !c.is_ascii_digit())
+        .filter_map(|s| s.parse::<u16>().ok())
+        .find(|code| (400..600).contains(code))
 }
 
 /// Reads (and, with a Transit key, decrypts) the fields of a binding's secret.
-pub async fn read_secret(client: &VaultClient, binding: &str, reference: &VaultSecretReference) -> Result<SecretFields, VaultError> {
+pub async fn read_secret(
+    client: &VaultClient,
+    binding: &str,
+    reference: &VaultSecretReference,
+) -> Result<SecretFields, VaultError> {
     let (mount, path) = (&reference.mount, &reference.path);
     let raw: HashMap<String, serde_json::Value> = vaultrs::kv2::read(client, mount, path).await.map_err(|error| {
         classify(binding, format!("{mount}/data/{path}"), error, || VaultError::NotFound {
@@ -144,7 +152,9 @@ async fn decrypt(
         .map_err(|error| failure(error.to_string()))?;
     let encoded = Zeroizing::new(response.plaintext);
     let bytes = Zeroizing::new(
-        base64::engine::general_purpose::STANDARD.decode(encoded.as_bytes()).map_err(|error| failure(error.to_string()))?,
+        base64::engine::general_purpose::STANDARD
+            .decode(encoded.as_bytes())
+            .map_err(|error| failure(error.to_string()))?,
     );
     let text = std::str::from_utf8(&bytes).map_err(|_| failure("the plaintext is not UTF-8".into()))?;
     Ok(Zeroizing::new(text.to_owned()))

@@ -1,1 +1,212 @@
-//! Harness for Ferry's end-to-end tests: real servers started on loopback ports.
+//! Harness for Ferry's end-to-end tests: the shared real servers (started by
+//! `scripts/test-servers.sh`), unique buckets and Vault paths per test, data sets, and
+//! independent cross-checks (SHA-256 of trees, `rclone check`).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use sha2::{Digest, Sha256};
+
+pub mod proxy;
+
+/// The shared servers, from the environment `scripts/test-servers.sh start` prints.
+#[derive(Clone, Debug)]
+pub struct Servers {
+    /// OpenBao's address.
+    pub vault_address: String,
+    /// OpenBao's root token.
+    pub vault_token: String,
+    /// SeaweedFS's S3 endpoint.
+    pub s3_endpoint: String,
+    /// S3 access key.
+    pub s3_access_key: String,
+    /// S3 secret key.
+    pub s3_secret_key: String,
+    /// The rclone binary.
+    pub rclone: PathBuf,
+}
+
+fn required(name: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| {
+        panic!("{name} is not set: run the suite with scripts/test-all.sh, or eval \"$(scripts/test-servers.sh start)\" first")
+    })
+}
+
+/// The shared servers; panics with instructions when they were not started.
+pub fn servers() -> Servers {
+    Servers {
+        vault_address: required("FERRY_TEST_VAULT_ADDR"),
+        vault_token: required("FERRY_TEST_VAULT_TOKEN"),
+        s3_endpoint: required("FERRY_TEST_S3_ENDPOINT"),
+        s3_access_key: required("FERRY_TEST_S3_ACCESS_KEY"),
+        s3_secret_key: required("FERRY_TEST_S3_SECRET_KEY"),
+        rclone: PathBuf::from(required("FERRY_TEST_RCLONE")),
+    }
+}
+
+/// A name no other test (or test process) uses: for buckets, Vault paths, directories.
+pub fn unique(prefix: &str) -> String {
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    format!("{prefix}-{}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), nanos % 100_000)
+}
+
+fn run(command: &mut Command) -> Output {
+    let output = command.output().unwrap_or_else(|error| panic!("cannot run {command:?}: {error}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+impl Servers {
+    /// An rclone remote string for a bucket (or `bucket/path`).
+    pub fn s3_remote(&self, bucket_path: &str) -> String {
+        format!(
+            ":s3,provider=Other,access_key_id={},secret_access_key={},endpoint='{}',region=us-east-1,force_path_style=true:{bucket_path}",
+            self.s3_access_key, self.s3_secret_key, self.s3_endpoint
+        )
+    }
+
+    /// Runs rclone (with the image's `AWS_CA_BUNDLE`, which breaks its S3 client, removed).
+    pub fn rclone(&self, arguments: &[&str]) -> Output {
+        run(Command::new(&self.rclone).args(arguments).env_remove("AWS_CA_BUNDLE").args(["--low-level-retries", "3"]))
+    }
+
+    /// Creates a new, empty bucket with a unique name and returns the name.
+    pub fn bucket(&self, prefix: &str) -> String {
+        let name = unique(prefix).to_lowercase();
+        self.rclone(&["mkdir", &self.s3_remote(&name)]);
+        name
+    }
+
+    /// Writes a KV v2 secret through OpenBao's HTTP API.
+    pub fn put_secret(&self, path: &str, fields: &[(&str, &str)]) {
+        let data: BTreeMap<&str, &str> = fields.iter().copied().collect();
+        let body = format!("{{\"data\":{}}}", json_object(&data));
+        self.vault_post(&format!("secret/data/{path}"), &body);
+    }
+
+    /// POSTs to OpenBao's API with the root token and returns the response body.
+    pub fn vault_post(&self, api_path: &str, body: &str) -> String {
+        let output = run(Command::new("curl").args([
+            "-sf",
+            "-X",
+            "POST",
+            "-H",
+            &format!("X-Vault-Token: {}", self.vault_token),
+            "-d",
+            body,
+            &format!("{}/v1/{api_path}", self.vault_address),
+        ]));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Bindings for a bucket with credentials at `secret/<vault_path>`.
+    pub fn s3_binding(&self, name: &str, bucket: &str, vault_path: &str) -> String {
+        format!(
+            "apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: {name}}}\nspec:\n  provider: s3\n  s3:\n    endpoint: {}\n    region: us-east-1\n    bucket: {bucket}\n    forcePathStyle: true\n  vault:\n    path: {vault_path}\n",
+            self.s3_endpoint
+        )
+    }
+
+    /// Stores this server's S3 keys in Vault at a fresh path and returns the path.
+    pub fn s3_credentials_in_vault(&self) -> String {
+        let path = format!("tenants/test/{}", unique("s3"));
+        self.put_secret(&path, &[("accessKeyId", &self.s3_access_key), ("secretAccessKey", &self.s3_secret_key)]);
+        path
+    }
+
+    /// Downloads a bucket path into a local directory (for independent hashing).
+    pub fn download(&self, bucket_path: &str, into: &Path) {
+        self.rclone(&["copy", &self.s3_remote(bucket_path), &into.to_string_lossy()]);
+    }
+}
+
+fn json_object(map: &BTreeMap<&str, &str>) -> String {
+    let escape = |s: &str| s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+    let fields: Vec<String> = map.iter().map(|(k, v)| format!("\"{}\":\"{}\"", escape(k), escape(v))).collect();
+    format!("{{{}}}", fields.join(","))
+}
+
+/// A filesystem binding rooted at an absolute directory.
+pub fn fs_binding(name: &str, root: &Path) -> String {
+    format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: {name}}}\nspec:\n  provider: fs\n  fs:\n    root: {}\n",
+        root.display()
+    )
+}
+
+/// A job from `source` to `destination` with extra spec lines (indented two spaces).
+pub fn job(source: (&str, &str), destination: (&str, &str), extra: &str) -> String {
+    format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: MigrationJob\nmetadata: {{name: test-job}}\nspec:\n  source: {{binding: {}, path: \"{}\"}}\n  destination: {{binding: {}, path: \"{}\"}}\n{extra}",
+        source.0, source.1, destination.0, destination.1
+    )
+}
+
+/// SHA-256 of every file under `root`, by relative path: an independent check on Ferry's BLAKE3.
+pub fn tree_hashes(root: &Path) -> BTreeMap<String, String> {
+    let mut hashes = BTreeMap::new();
+    let mut pending = vec![root.to_path_buf()];
+    while let Some(directory) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&directory) else { continue };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                if !path.ends_with(".ferry-partial") {
+                    pending.push(path);
+                }
+                continue;
+            }
+            let mut hasher = Sha256::new();
+            let mut file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            std::io::copy(&mut file, &mut hasher).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+            let relative = path.strip_prefix(root).unwrap_or(&path).to_string_lossy().into_owned();
+            hashes.insert(relative, hex::encode(hasher.finalize()));
+        }
+    }
+    hashes
+}
+
+/// Names that break naive tools: spaces, NFC and NFD unicode, `%`, `+`, `#`, `?`, deep paths.
+pub const TRICKY_NAMES: &[&str] = &[
+    "plain.txt",
+    "with space/file name.txt",
+    "unicode/caf\u{e9}-nfc.txt",
+    "unicode/cafe\u{301}-nfd.txt",
+    "symbols/100% sure+plus#hash?query.txt",
+    "deep/a/b/c/d/e/f/g/h/i/j/leaf.bin",
+    "empty/zero-length.txt",
+];
+
+/// Writes the tricky-name data set (with one empty file) under `root`.
+pub fn write_tricky_tree(root: &Path) {
+    for (index, name) in TRICKY_NAMES.iter().enumerate() {
+        let path = root.join(name);
+        std::fs::create_dir_all(path.parent().unwrap_or(root)).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+        let content = if name.starts_with("empty/") {
+            Vec::new()
+        } else {
+            format!("{name} #{index}\n").repeat(index * 50 + 1).into_bytes()
+        };
+        std::fs::write(&path, content).unwrap_or_else(|e| panic!("{path:?}: {e}"));
+    }
+}
+
+/// Writes `count` small files of `size` bytes spread over 100 directories.
+pub fn write_small_files(root: &Path, count: usize, size: usize) {
+    for index in 0..count {
+        let directory = root.join(format!("d{:03}", index % 100));
+        std::fs::create_dir_all(&directory).unwrap_or_else(|e| panic!("{directory:?}: {e}"));
+        let mut content = format!("file {index}\n").into_bytes();
+        content.resize(size, (index % 251) as u8);
+        std::fs::write(directory.join(format!("f{index:06}.bin")), content).unwrap_or_else(|e| panic!("{index}: {e}"));
+    }
+}
