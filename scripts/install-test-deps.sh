@@ -8,6 +8,11 @@ mkdir -p "$tools"
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
+# curl talks to the test servers' HTTP APIs.
+if ! have curl; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl ca-certificates
+fi
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest"
   cargo install --locked cargo-nextest

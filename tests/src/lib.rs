@@ -108,6 +108,15 @@ impl Servers {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// POSTs to OpenBao's API and ignores a refusal (such as mounting an engine twice).
+    pub fn vault_post_allowing_failure(&self, api_path: &str, body: &str) -> bool {
+        Command::new("curl")
+            .args(["-sf", "-X", "POST", "-H", &format!("X-Vault-Token: {}", self.vault_token), "-d", body])
+            .arg(format!("{}/v1/{api_path}", self.vault_address))
+            .status()
+            .is_ok_and(|status| status.success())
+    }
+
     /// Bindings for a bucket with credentials at `secret/<vault_path>`.
     pub fn s3_binding(&self, name: &str, bucket: &str, vault_path: &str) -> String {
         format!(

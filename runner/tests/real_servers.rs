@@ -1,0 +1,262 @@
+//! Transfers against the real servers on loopback: SeaweedFS for S3 and OpenBao for
+//! credentials, cross-checked by independent hashing and by `rclone check`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+mod common;
+
+use common::{Case, assert_exit, paths_with, rclone_check};
+use ferry_e2e::{Servers, fs_binding, job, servers, tree_hashes, write_small_files, write_tricky_tree};
+
+/// Runs a job between two bindings and asserts success.
+fn copy(case: &Case, name: &str, documents: Vec<String>, extra_flags: &[&str]) -> Vec<serde_json::Value> {
+    let manifests = case.manifests(&format!("{name}.yaml"), &documents);
+    let report = format!("{name}.jsonl");
+    assert_exit(&case.run(&manifests, &report, extra_flags), 0);
+    case.report(&report)
+}
+
+fn s3(servers: &Servers, name: &str, bucket: &str) -> String {
+    servers.s3_binding(name, bucket, &servers.s3_credentials_in_vault())
+}
+
+#[test]
+fn tricky_names_and_empty_files_move_in_every_direction() {
+    let servers = servers();
+    let case = Case::new();
+    write_tricky_tree(&case.path("source"));
+    let (first, second) = (servers.bucket("tricky-a"), servers.bucket("tricky-b"));
+    let count = ferry_e2e::TRICKY_NAMES.len();
+
+    // fs -> S3
+    let report = copy(
+        &case,
+        "fs-s3",
+        vec![
+            job(("src", ""), ("s3a", "in/"), ""),
+            fs_binding("src", &case.path("source")),
+            s3(&servers, "s3a", &first),
+        ],
+        &[],
+    );
+    assert_eq!(paths_with(&report, "copied").len(), count);
+    assert!(report.iter().all(|r| r["verifiedBy"] == "md5Etag"), "{report:?}");
+    rclone_check(&servers, &case.path("source").to_string_lossy(), &servers.s3_remote(&format!("{first}/in")));
+
+    // S3 -> S3
+    let report = copy(
+        &case,
+        "s3-s3",
+        vec![job(("s3a", "in/"), ("s3b", ""), ""), s3(&servers, "s3a", &first), s3(&servers, "s3b", &second)],
+        &[],
+    );
+    assert_eq!(paths_with(&report, "copied").len(), count);
+    rclone_check(&servers, &servers.s3_remote(&format!("{first}/in")), &servers.s3_remote(&second));
+
+    // S3 -> fs
+    let report = copy(
+        &case,
+        "s3-fs",
+        vec![job(("s3b", ""), ("dst", ""), ""), s3(&servers, "s3b", &second), fs_binding("dst", &case.path("back"))],
+        &[],
+    );
+    assert_eq!(paths_with(&report, "copied").len(), count);
+    assert_eq!(tree_hashes(&case.path("source")), tree_hashes(&case.path("back")));
+
+    // Again: everything is proven identical without copying.
+    let report = copy(
+        &case,
+        "fs-s3-again",
+        vec![
+            job(("src", ""), ("s3a", "in/"), ""),
+            fs_binding("src", &case.path("source")),
+            s3(&servers, "s3a", &first),
+        ],
+        &[],
+    );
+    assert_eq!(paths_with(&report, "skipped").len(), count, "{report:?}");
+    let report = copy(
+        &case,
+        "s3-fs-again",
+        vec![job(("s3b", ""), ("dst", ""), ""), s3(&servers, "s3b", &second), fs_binding("dst", &case.path("back"))],
+        &[],
+    );
+    assert_eq!(paths_with(&report, "skipped").len(), count, "{report:?}");
+    case.assert_spool_empty();
+}
+
+#[test]
+fn multipart_objects_are_verified_by_their_composite_etag() {
+    let servers = servers();
+    let case = Case::new();
+    std::fs::create_dir_all(case.path("source")).unwrap();
+    let data: Vec<u8> = (0..(20u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(case.path("source/large.bin"), &data).unwrap();
+    let bucket = servers.bucket("multipart");
+    let documents =
+        || vec![job(("src", ""), ("s3", ""), ""), fs_binding("src", &case.path("source")), s3(&servers, "s3", &bucket)];
+    let report = copy(&case, "up", documents(), &[]);
+    assert_eq!(report[0]["verifiedBy"], "multipartEtag", "{report:?}");
+    assert!(report[0]["destinationEtag"].as_str().unwrap().ends_with("-3"));
+    // A second run proves the object identical from the ETag alone.
+    let report = copy(&case, "again", documents(), &[]);
+    assert_eq!(report[0]["action"], "skipped", "{report:?}");
+    servers.download(&bucket, &case.path("down"));
+    assert_eq!(tree_hashes(&case.path("source")), tree_hashes(&case.path("down")));
+}
+
+#[test]
+fn a_changed_object_at_an_s3_destination_is_caught() {
+    let servers = servers();
+    let case = Case::new();
+    write_small_files(&case.path("source"), 10, 1000);
+    let bucket = servers.bucket("changed");
+    let documents =
+        || vec![job(("src", ""), ("s3", ""), ""), fs_binding("src", &case.path("source")), s3(&servers, "s3", &bucket)];
+    copy(&case, "first", documents(), &[]);
+    // Same size, one byte different.
+    let mut bytes = std::fs::read(case.path("source/d003/f000003.bin")).unwrap();
+    bytes[500] ^= 0xff;
+    std::fs::write(case.path("tampered.bin"), bytes).unwrap();
+    servers.rclone(&[
+        "copyto",
+        &case.path("tampered.bin").to_string_lossy(),
+        &servers.s3_remote(&format!("{bucket}/d003/f000003.bin")),
+    ]);
+    let report = copy(&case, "second", documents(), &[]);
+    assert_eq!(paths_with(&report, "copied"), vec!["d003/f000003.bin".to_owned()]);
+    rclone_check(&servers, &case.path("source").to_string_lossy(), &servers.s3_remote(&bucket));
+}
+
+#[test]
+fn credentials_encrypted_with_transit_are_decrypted_in_memory() {
+    let servers = servers();
+    let key = ferry_e2e::unique("tenant").to_lowercase();
+    let _ = servers.vault_post_allowing_failure("sys/mounts/transit", r#"{"type":"transit"}"#);
+    servers.vault_post(&format!("transit/keys/{key}"), "{}");
+    let encrypt = |plaintext: &str| {
+        let encoded = base64_encode(plaintext.as_bytes());
+        let response =
+            servers.vault_post(&format!("transit/encrypt/{key}"), &format!("{{\"plaintext\":\"{encoded}\"}}"));
+        let value: serde_json::Value = serde_json::from_str(&response).unwrap();
+        value["data"]["ciphertext"].as_str().unwrap().to_owned()
+    };
+    let path = format!("tenants/test/{}", ferry_e2e::unique("transit"));
+    servers.put_secret(
+        &path,
+        &[("accessKeyId", &encrypt(&servers.s3_access_key)), ("secretAccessKey", &encrypt(&servers.s3_secret_key))],
+    );
+    let bucket = servers.bucket("transit");
+    let binding = servers
+        .s3_binding("s3", &bucket, &path)
+        .replace(&format!("path: {path}\n"), &format!("path: {path}\n    transitKey: {key}\n"));
+    let case = Case::new();
+    write_small_files(&case.path("source"), 3, 100);
+    let report = copy(
+        &case,
+        "transit",
+        vec![job(("src", ""), ("s3", ""), ""), fs_binding("src", &case.path("source")), binding],
+        &[],
+    );
+    assert_eq!(paths_with(&report, "copied").len(), 3);
+}
+
+/// Standard base64, for Transit's plaintext field.
+fn base64_encode(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn a_missing_vault_secret_is_named_and_nothing_starts() {
+    let servers = servers();
+    let case = Case::new();
+    let binding = servers.s3_binding("s3", "whatever", "tenants/test/does-not-exist");
+    let manifests =
+        case.manifests("job.yaml", &[job(("s3", ""), ("dst", ""), ""), binding, fs_binding("dst", &case.path("d"))]);
+    let output = case.run(&manifests, "r.jsonl", &[]);
+    assert_exit(&output, 4);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("no secret at secret/tenants/test/does-not-exist"), "{stderr}");
+    assert!(!stderr.contains(&servers.s3_secret_key));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_that_fails_for_a_while_is_survived() {
+    let servers = servers();
+    let upstream = servers.s3_endpoint.trim_start_matches("http://").to_owned();
+    let proxy = ferry_e2e::proxy::FlakyProxy::start(upstream).await.unwrap();
+    let case = Case::new();
+    write_small_files(&case.path("source"), 200, 2000);
+    let bucket = servers.bucket("flaky");
+    let binding = servers
+        .s3_binding("s3", &bucket, &servers.s3_credentials_in_vault())
+        .replace(&servers.s3_endpoint, &format!("http://{}", proxy.address));
+    let manifests = case.manifests(
+        "job.yaml",
+        &[job(("src", ""), ("s3", ""), "  transfers: 8\n"), fs_binding("src", &case.path("source")), binding],
+    );
+    proxy.set_failing(true);
+    let mut command =
+        case.command(&["run", "-f", manifests.to_str().unwrap(), "--report", case.path("r.jsonl").to_str().unwrap()]);
+    let handle = tokio::task::spawn_blocking(move || command.output());
+    tokio::time::sleep(std::time::Duration::from_millis(1500)).await;
+    proxy.set_failing(false);
+    let output = handle.await.unwrap().unwrap();
+    assert_exit(&output, 0);
+    assert!(proxy.cut_connections() > 0, "the proxy never failed a request");
+    rclone_check(&servers, &case.path("source").to_string_lossy(), &servers.s3_remote(&bucket));
+}
+
+#[test]
+fn a_killed_run_resumes_without_copying_anything_twice() {
+    let servers = servers();
+    let case = Case::new();
+    write_small_files(&case.path("source"), 1500, 8 << 10);
+    let bucket = servers.bucket("resume");
+    let manifests = case.manifests(
+        "job.yaml",
+        &[
+            job(("src", ""), ("s3", ""), "  transfers: 4\n"),
+            fs_binding("src", &case.path("source")),
+            s3(&servers, "s3", &bucket),
+        ],
+    );
+    let first_report = case.path("first.jsonl");
+    let mut child = case
+        .command(&["run", "-f", manifests.to_str().unwrap(), "--report", first_report.to_str().unwrap()])
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while std::fs::read_to_string(&first_report).map(|t| t.lines().count()).unwrap_or(0) < 100 {
+        assert!(started.elapsed().as_secs() < 120, "the first run made no progress");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.kill().unwrap(); // SIGKILL: no chance to clean up
+    child.wait().unwrap();
+    let copied_first =
+        paths_with(&case.report("first.jsonl").into_iter().filter(|r| r.is_object()).collect::<Vec<_>>(), "copied");
+    assert!(!copied_first.is_empty() && copied_first.len() < 1500, "kill came too late: {}", copied_first.len());
+    assert_exit(&case.run(&manifests, "second.jsonl", &[]), 0);
+    let second = case.report("second.jsonl");
+    let copied_second = paths_with(&second, "copied");
+    for path in &copied_first {
+        assert!(!copied_second.contains(path), "{path} was verified in the first run and copied again");
+    }
+    assert_eq!(
+        copied_first.len() + copied_second.len() + paths_with(&second, "skipped").len() - copied_first.len(),
+        1500
+    );
+    rclone_check(&servers, &case.path("source").to_string_lossy(), &servers.s3_remote(&bucket));
+}
