@@ -152,7 +152,9 @@ impl Transfers {
         object: &ObjectInfo,
         spooled: &mut Option<(SpoolEntry, Digests)>,
     ) -> Result<Copied, TransferError> {
-        if !self.spool.fits(object.size) {
+        // A local source survives a retry by itself (re-reading it moves nothing over a
+        // network), and an object larger than the whole spool cannot wait in it.
+        if self.source.traits.local || !self.spool.fits(object.size) {
             return self.stream_directly(object).await;
         }
         if spooled.is_none() {
@@ -204,8 +206,8 @@ impl Transfers {
         finish_write(writer, outcome).await
     }
 
-    /// Objects larger than the whole spool stream from source to destination; a retry reads
-    /// the source again.
+    /// Local sources and objects larger than the whole spool stream from source to
+    /// destination; a retry reads the source again.
     async fn stream_directly(&self, object: &ObjectInfo) -> Result<Copied, TransferError> {
         let mut hasher = Hasher::new(self.digest_set(object.size));
         let reader =

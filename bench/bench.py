@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Ferry vs rclone on the same machine, in the same run: medians of several runs per case.
+
+Cases (issue #4): 20,000 x 4 KiB files fs->S3; 8 x 512 MiB files fs->S3; 20,000 x 4 KiB and
+4 x 512 MiB fs->fs, each also against the floor `cp -r` + `b3sum` of both trees.
+Measures wall time, objects/s, MB/s, CPU seconds (user+sys of the client), peak RSS, and the
+S3 server's CPU seconds. Every run writes into a new destination (this machine's ext4
+slows down for minutes after large deletes). Usage: bench/bench.py [--runs 3] [--quick]
+"""
+import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time, pathlib
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+TOOLS = pathlib.Path(os.environ.get("FERRY_TOOLS", pathlib.Path.home() / ".cache/ferry/tools"))
+TARGET = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", pathlib.Path.home() / ".cache/ferry/target"))
+FERRY = TARGET / "release" / "ferry-runner"
+RCLONE = TOOLS / "bin" / "rclone"
+TRANSFERS = 16
+
+
+def measure(argv, env=None, server_pid=None):
+    """Runs argv; returns wall seconds, client CPU seconds, peak RSS (MiB), server CPU seconds."""
+    server_before = cpu_of(server_pid)
+    start = time.perf_counter()
+    process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    _, status, usage = os.wait4(process.pid, 0)
+    wall = time.perf_counter() - start
+    stderr = process.stderr.read().decode(errors="replace")
+    if os.waitstatus_to_exitcode(status) != 0:
+        sys.exit(f"{argv[0]} failed ({status}): {stderr[-2000:]}")
+    server = cpu_of(server_pid) - server_before if server_pid else 0.0
+    return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, server
+
+
+def cpu_of(pid):
+    if not pid:
+        return 0.0
+    fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
+    ticks = os.sysconf("SC_CLK_TCK")
+    return (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / ticks
+
+
+def b3sum():
+    """The floor's hasher: b3sum on PATH, else installed from crates.io into the tools directory."""
+    found = shutil.which("b3sum") or (str(TOOLS / "bin" / "b3sum") if (TOOLS / "bin" / "b3sum").exists() else None)
+    if not found:
+        subprocess.run(["cargo", "install", "--locked", "-q", "b3sum", "--root", str(TOOLS)], check=True)
+        found = str(TOOLS / "bin" / "b3sum")
+    return found
+
+
+def make_small(root, count=20000, size=4096):
+    for i in range(count):
+        d = root / f"d{i % 100:03d}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i:06d}.bin").write_bytes(os.urandom(size))
+
+
+def make_large(root, count, size):
+    root.mkdir(parents=True, exist_ok=True)
+    block = os.urandom(1 << 20)
+    for i in range(count):
+        with open(root / f"large{i}.bin", "wb") as f:
+            for j in range(size >> 20):
+                f.write(block[j % 7:] + block[: j % 7])
+
+
+def start_s3(state):
+    env = dict(os.environ)
+    out = subprocess.run([str(ROOT / "scripts/test-servers.sh"), "start"], env={**env, "FERRY_SERVERS_DIR": str(state)},
+                         check=True, capture_output=True, text=True).stdout
+    values = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
+    pid = int((state / "weed.pid").read_text())
+    return values, pid
+
+
+def manifests(directory, source_root, destination):
+    kind, value = destination
+    if kind == "fs":
+        dest = f"apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: dst}}\nspec:\n  provider: fs\n  fs: {{root: {value}}}\n"
+    else:
+        endpoint, bucket, vault_path = value
+        dest = (f"apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: dst}}\nspec:\n  provider: s3\n"
+                f"  s3: {{endpoint: '{endpoint}', region: us-east-1, bucket: {bucket}, forcePathStyle: true}}\n  vault: {{path: {vault_path}}}\n")
+    text = (f"apiVersion: ferry.dev/v1alpha1\nkind: MigrationJob\nmetadata: {{name: bench}}\nspec:\n"
+            f"  source: {{binding: src}}\n  destination: {{binding: dst}}\n  verify: checksum\n  transfers: {TRANSFERS}\n---\n"
+            f"apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: src}}\nspec:\n  provider: fs\n  fs: {{root: {source_root}}}\n---\n{dest}")
+    path = directory / "job.yaml"
+    path.write_text(text)
+    return path
+
+
+def median_row(samples):
+    return {key: statistics.median(s[key] for s in samples) for key in samples[0]}
+
+
+def main():  # noqa: C901 (one linear script)
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--quick", action="store_true", help="smaller data sets, for trying the script")
+    args = parser.parse_args()
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "ferry-runner"], cwd=ROOT, check=True)
+    hasher = b3sum()
+    work = pathlib.Path(tempfile.mkdtemp(prefix="ferry-bench-"))
+    small_count = 2000 if args.quick else 20000
+    large_size = (64 if args.quick else 512) << 20
+    try:
+        make_small(work / "small", small_count)
+        make_large(work / "large8", 8, large_size)
+        make_large(work / "large4", 4, large_size)
+        s3, weed = start_s3(work / "servers")
+        env = {**os.environ, "VAULT_ADDR": s3["FERRY_TEST_VAULT_ADDR"], "VAULT_TOKEN": s3["FERRY_TEST_VAULT_TOKEN"]}
+        env.pop("AWS_CA_BUNDLE", None)
+        vault_path = "bench/s3"
+        subprocess.run(["curl", "-sf", "-X", "POST", "-H", f"X-Vault-Token: {env['VAULT_TOKEN']}", "-d",
+                        json.dumps({"data": {"accessKeyId": s3["FERRY_TEST_S3_ACCESS_KEY"], "secretAccessKey": s3["FERRY_TEST_S3_SECRET_KEY"]}}),
+                        f"{env['VAULT_ADDR']}/v1/secret/data/{vault_path}"], check=True, capture_output=True)
+        remote = (f":s3,provider=Other,access_key_id={s3['FERRY_TEST_S3_ACCESS_KEY']},secret_access_key={s3['FERRY_TEST_S3_SECRET_KEY']},"
+                  f"endpoint='{s3['FERRY_TEST_S3_ENDPOINT']}',region=us-east-1,force_path_style=true")
+        cases = [
+            ("small fs->s3", "small", small_count, "s3"),
+            ("large fs->s3", "large8", 8, "s3"),
+            ("small fs->fs", "small", small_count, "fs"),
+            ("large fs->fs", "large4", 4, "fs"),
+        ]
+        results = []
+        counter = 0
+        for name, data, objects, kind in cases:
+            source = work / data
+            size = sum(p.stat().st_size for p in source.rglob("*") if p.is_file())
+            tools = {"ferry": [], "rclone": []} | ({"floor": []} if kind == "fs" else {})
+            for run in range(args.runs):
+                for tool in tools:
+                    counter += 1
+                    target = f"bench{counter}"
+                    if kind == "s3":
+                        subprocess.run([str(RCLONE), "mkdir", f"{remote}:{target}"], env=env, check=True)
+                        server = weed
+                        if tool == "ferry":
+                            argv = [str(FERRY), "run", "-f", str(manifests(work, source, ("s3", (s3["FERRY_TEST_S3_ENDPOINT"], target, vault_path))))]
+                        else:
+                            argv = [str(RCLONE), "copy", "--checksum", f"--transfers={TRANSFERS}", str(source), f"{remote}:{target}"]
+                    else:
+                        server = None
+                        destination = work / "out" / target
+                        if tool == "ferry":
+                            argv = [str(FERRY), "run", "-f", str(manifests(work, source, ("fs", destination)))]
+                        elif tool == "rclone":
+                            argv = [str(RCLONE), "copy", "--checksum", f"--transfers={TRANSFERS}", str(source), str(destination)]
+                        else:
+                            script = f"cp -r '{source}' '{destination}' && find '{source}' '{destination}' -type f -print0 | xargs -0 '{hasher}' > /dev/null"
+                            argv = ["bash", "-c", script]
+                    wall, cpu, rss, server_cpu = measure(argv, env, server)
+                    tools[tool].append({"wall": wall, "cpu": cpu, "rss": rss, "server": server_cpu})
+                    print(f"  {name:14} {tool:6} run {run + 1}: {wall:7.2f}s cpu {cpu:6.2f}s rss {rss:6.1f}MiB", file=sys.stderr)
+            results.append((name, objects, size, {tool: median_row(samples) for tool, samples in tools.items()}))
+        print_table(results, args.runs)
+    finally:
+        subprocess.run([str(ROOT / "scripts/test-servers.sh"), "stop"], env={**os.environ, "FERRY_SERVERS_DIR": str(work / "servers")})
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def print_table(results, runs):
+    print(f"\nFerry vs rclone, medians of {runs} runs, transfers={TRANSFERS}, {os.cpu_count()} cores, {time.strftime('%Y-%m-%d')}\n")
+    print("| case | tool | wall s | objects/s | MB/s | client CPU s | server CPU s | peak RSS MiB |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, objects, size, rows in results:
+        for tool, row in rows.items():
+            print(f"| {name} | {tool} | {row['wall']:.2f} | {objects / row['wall']:.0f} | {size / 1e6 / row['wall']:.1f} | "
+                  f"{row['cpu']:.2f} | {row['server']:.2f} | {row['rss']:.0f} |")
+    print("\n| case | Ferry/rclone objects/s | Ferry/rclone MB/s | Ferry/rclone CPU s | Ferry/floor wall |")
+    print("|---|---:|---:|---:|---:|")
+    for name, objects, size, rows in results:
+        ferry, rclone = rows["ferry"], rows["rclone"]
+        floor = f"{ferry['wall'] / rows['floor']['wall']:.2f}" if "floor" in rows else "-"
+        print(f"| {name} | {rclone['wall'] / ferry['wall']:.2f} | {rclone['wall'] / ferry['wall']:.2f} | "
+              f"{ferry['cpu'] / rclone['cpu']:.2f} | {floor} |")
+
+
+if __name__ == "__main__":
+    main()
