@@ -28,17 +28,25 @@ pub struct ListError {
 /// Objects buffered between the lister and the engine.
 const CHANNEL_DEPTH: usize = 1024;
 
+/// Most top-level entries an object store's shard listing holds in memory before it falls
+/// back to listing everything and keeping its own keys by hash.
+const TOP_LEVEL_LIMIT: usize = 100_000;
+
 /// Starts listing `store` under its base path and returns the objects in key order. Keys
-/// under `skip` (relative to the base) are left out; only `shard`'s keys are returned.
+/// under `skip` (relative to the base) are left out; only `shard`'s keys are returned, and
+/// a shard lists only its own top-level directories wherever the backend allows.
 pub fn spawn(store: Arc<Store>, shard: Shard, skip: Option<String>) -> mpsc::Receiver<Result<ObjectInfo, ListError>> {
     let (sender, receiver) = mpsc::channel(CHANNEL_DEPTH);
     tokio::spawn(async move {
+        // Works for object keys and for top-level directory keys (`name/`) alike.
         let keep =
             |key: &str| !skip.as_deref().is_some_and(|prefix| key.starts_with(prefix)) && shard::owns(shard, key);
-        let result = if store.traits.sorted_listing {
-            flat(&store, &sender, &keep).await
-        } else {
+        let result = if !store.traits.sorted_listing {
             walk(&store, &sender, &keep).await
+        } else if shard.count > 1 {
+            by_top_level(&store, &sender, &keep).await
+        } else {
+            flat(&store, &sender, &keep, &store.base).await
         };
         if let Err(error) = result {
             let _ = sender.send(Err(error)).await;
@@ -62,11 +70,11 @@ fn object(key: String, metadata: &Metadata) -> ObjectInfo {
     }
 }
 
-/// Object stores: one recursive listing, already in key order.
-async fn flat(store: &Store, sender: &Sender, keep: &impl Fn(&str) -> bool) -> Result<(), ListError> {
+/// Object stores: one recursive listing under `prefix`, already in key order.
+async fn flat(store: &Store, sender: &Sender, keep: &impl Fn(&str) -> bool, prefix: &str) -> Result<bool, ListError> {
     let base = store.base.as_str();
-    let mut lister = store.operator.lister_with(base).recursive(true).await.map_err(|e| failure(store, base, e))?;
-    while let Some(entry) = lister.try_next().await.map_err(|e| failure(store, base, e))? {
+    let mut lister = store.operator.lister_with(prefix).recursive(true).await.map_err(|e| failure(store, prefix, e))?;
+    while let Some(entry) = lister.try_next().await.map_err(|e| failure(store, prefix, e))? {
         let (path, metadata) = entry.into_parts();
         if metadata.mode() == EntryMode::DIR || path.ends_with('/') {
             continue;
@@ -76,15 +84,49 @@ async fn flat(store: &Store, sender: &Sender, keep: &impl Fn(&str) -> bool) -> R
             continue;
         }
         if sender.send(Ok(object(key.to_owned(), &metadata))).await.is_err() {
-            return Ok(()); // the engine stopped listening
+            return Ok(false); // the engine stopped listening
         }
     }
-    Ok(())
+    Ok(true)
+}
+
+/// Object stores, sharded: list the top level once, then only this shard's directories, so
+/// N shards do not each list the whole bucket. A top level too large to hold falls back to
+/// one full listing filtered by hash.
+async fn by_top_level(store: &Store, sender: &Sender, keep: &impl Fn(&str) -> bool) -> Result<bool, ListError> {
+    let base = store.base.as_str();
+    let mut top = Vec::new();
+    let mut lister = store.operator.lister(base).await.map_err(|e| failure(store, base, e))?;
+    while let Some(entry) = lister.try_next().await.map_err(|e| failure(store, base, e))? {
+        if top.len() == TOP_LEVEL_LIMIT {
+            return flat(store, sender, keep, base).await;
+        }
+        let (path, metadata) = entry.into_parts();
+        if path != base && path != "/" {
+            top.push((path, metadata));
+        }
+    }
+    top.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (path, metadata) in top {
+        let key = path.strip_prefix(base).unwrap_or(&path);
+        if key.is_empty() || !keep(key) {
+            continue;
+        }
+        let more = if path.ends_with('/') {
+            flat(store, sender, keep, &path).await?
+        } else {
+            sender.send(Ok(object(key.to_owned(), &metadata))).await.is_ok()
+        };
+        if !more {
+            return Ok(false);
+        }
+    }
+    Ok(true)
 }
 
 /// Filesystems: a depth-first walk, each directory sorted so the whole walk is in key order
 /// (a directory sorts as `name/`, exactly where its keys fall among its siblings).
-async fn walk(store: &Store, sender: &Sender, keep: &impl Fn(&str) -> bool) -> Result<(), ListError> {
+async fn walk(store: &Store, sender: &Sender, keep: &impl Fn(&str) -> bool) -> Result<bool, ListError> {
     let base = store.base.clone();
     let mut stack = vec![list_directory(store, &base).await?];
     while let Some(level) = stack.last_mut() {
@@ -96,15 +138,20 @@ async fn walk(store: &Store, sender: &Sender, keep: &impl Fn(&str) -> bool) -> R
             continue;
         }
         if path.ends_with('/') {
-            stack.push(list_directory(store, &path).await?);
+            // A top-level directory of another shard (or the trash) is never walked.
+            let key = path.strip_prefix(base.as_str()).unwrap_or(&path);
+            let top_level = stack.len() == 1;
+            if !top_level || keep(key) {
+                stack.push(list_directory(store, &path).await?);
+            }
             continue;
         }
         let key = path.strip_prefix(base.as_str()).unwrap_or(&path);
         if keep(key) && sender.send(Ok(object(key.to_owned(), &metadata))).await.is_err() {
-            return Ok(());
+            return Ok(false);
         }
     }
-    Ok(())
+    Ok(true)
 }
 
 /// One directory's entries, sorted in reverse so `pop` yields them in order. A directory that

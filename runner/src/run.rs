@@ -100,8 +100,17 @@ pub async fn run(options: RunOptions) -> ExitStatus {
     let (done_sender, done) = watch::channel(false);
     let job_uid = documents.job.metadata.uid.clone().unwrap_or_else(|| "local".to_owned());
     let display = tokio::spawn(display::show(style, accounting.clone(), job_uid.clone(), options.shard, done));
-    let transfers =
-        Transfers { source, destination, spool, verify: spec.verify, part_size: PART_SIZE, attempts: 3, stop };
+    let upload_memory = Arc::new(tokio::sync::Semaphore::new(crate::transfer::UPLOAD_MEMORY_KIB));
+    let transfers = Transfers {
+        source,
+        destination,
+        spool,
+        verify: spec.verify,
+        part_size: PART_SIZE,
+        attempts: 3,
+        stop,
+        upload_memory,
+    };
     let dry_run = options.dry_run || spec.dry_run;
     let run = Run { transfers, spec, shard: options.shard, dry_run };
     let result = engine::run(run, accounting.clone(), report).await;

@@ -29,7 +29,17 @@ pub struct Transfers {
     pub attempts: u32,
     /// Becomes true when the run must stop.
     pub stop: watch::Receiver<bool>,
+    /// Memory for upload part buffers, in KiB: bounds how many large objects upload at once.
+    pub upload_memory: std::sync::Arc<tokio::sync::Semaphore>,
 }
+
+/// The memory one upload holds: OpenDAL buffers a part, and the part being filled.
+fn upload_kibibytes(size: u64, part_size: usize) -> u32 {
+    u32::try_from(size.min(part_size as u64).div_ceil(1024).max(1) * 2).unwrap_or(u32::MAX)
+}
+
+/// Upload part buffers in flight at most, in KiB (64 MiB: four 8 MiB parts, double-buffered).
+pub const UPLOAD_MEMORY_KIB: usize = 64 << 10;
 
 /// How an object was proven identical at the destination.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -191,6 +201,7 @@ impl Transfers {
     }
 
     async fn upload_from_spool(&self, key: &str, entry: &SpoolEntry) -> Result<Option<String>, TransferError> {
+        let _memory = self.reserve_upload_memory(entry.len()).await?;
         let mut writer = self.destination_writer(key).await?;
         let mut reader = entry.reader().await?;
         let outcome: Result<(), TransferError> = async {
@@ -213,6 +224,7 @@ impl Transfers {
         let reader =
             self.source.operator.reader(&self.source_path(&object.key)).await.map_err(TransferError::Source)?;
         let mut stream = reader.into_bytes_stream(..).await.map_err(TransferError::Source)?;
+        let _memory = self.reserve_upload_memory(object.size).await?;
         let mut writer = self.destination_writer(&object.key).await?;
         let outcome: Result<(), TransferError> = async {
             while let Some(piece) = stream.try_next().await.map_err(|e| TransferError::Source(io_to_opendal(e)))? {
@@ -231,6 +243,21 @@ impl Transfers {
             return Err(TransferError::SourceChanged { listed: object.size, read: digests.length });
         }
         self.verify(&object.key, &digests, etag).await
+    }
+
+    async fn reserve_upload_memory(
+        &self,
+        size: u64,
+    ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, TransferError> {
+        if self.destination.traits.local {
+            return Ok(None);
+        }
+        let wanted = upload_kibibytes(size, self.part_size).min(self.upload_memory_capacity());
+        self.upload_memory.clone().acquire_many_owned(wanted).await.map(Some).map_err(|_| TransferError::Interrupted)
+    }
+
+    fn upload_memory_capacity(&self) -> u32 {
+        u32::try_from(UPLOAD_MEMORY_KIB).unwrap_or(u32::MAX)
     }
 
     async fn destination_writer(&self, key: &str) -> Result<opendal::Writer, TransferError> {

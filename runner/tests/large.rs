@@ -23,14 +23,28 @@ fn every_direction(case: &Case, expected_objects: usize) {
     let source = fs_binding("src", &case.path("source"));
     let copied = |report: &[serde_json::Value]| paths_with(report, "copied").len();
 
-    let report = run_job(case, "fs-s3", vec![job(("src", ""), ("a", ""), "  transfers: 32\n"), source.clone(), s3("a", &first)]);
+    let report =
+        run_job(case, "fs-s3", vec![job(("src", ""), ("a", ""), "  transfers: 32\n"), source.clone(), s3("a", &first)]);
     assert_eq!(copied(&report), expected_objects);
     rclone_check(&servers, &case.path("source").to_string_lossy(), &servers.s3_remote(&first));
-    let report = run_job(case, "s3-s3", vec![job(("a", ""), ("b", ""), "  transfers: 32\n"), s3("a", &first), s3("b", &second)]);
+    let report =
+        run_job(case, "s3-s3", vec![job(("a", ""), ("b", ""), "  transfers: 32\n"), s3("a", &first), s3("b", &second)]);
     assert_eq!(copied(&report), expected_objects);
-    let report = run_job(case, "s3-fs", vec![job(("b", ""), ("back", ""), "  transfers: 32\n"), s3("b", &second), fs_binding("back", &case.path("back"))]);
+    let report = run_job(
+        case,
+        "s3-fs",
+        vec![
+            job(("b", ""), ("back", ""), "  transfers: 32\n"),
+            s3("b", &second),
+            fs_binding("back", &case.path("back")),
+        ],
+    );
     assert_eq!(copied(&report), expected_objects);
-    let report = run_job(case, "fs-fs", vec![job(("src", ""), ("copy", ""), "  transfers: 32\n"), source, fs_binding("copy", &case.path("copy"))]);
+    let report = run_job(
+        case,
+        "fs-fs",
+        vec![job(("src", ""), ("copy", ""), "  transfers: 32\n"), source, fs_binding("copy", &case.path("copy"))],
+    );
     assert_eq!(copied(&report), expected_objects);
     let expected = tree_hashes(&case.path("source"));
     assert_eq!(expected.len(), expected_objects);

@@ -260,3 +260,31 @@ fn a_killed_run_resumes_without_copying_anything_twice() {
     );
     rclone_check(&servers, &case.path("source").to_string_lossy(), &servers.s3_remote(&bucket));
 }
+
+#[test]
+fn shards_of_an_s3_source_split_the_work_exactly() {
+    let servers = servers();
+    let case = Case::new();
+    write_small_files(&case.path("source"), 250, 100);
+    std::fs::write(case.path("source/top-level-file.txt"), "at the root").unwrap();
+    let bucket = servers.bucket("shards");
+    copy(
+        &case,
+        "seed",
+        vec![job(("src", ""), ("s3", ""), ""), fs_binding("src", &case.path("source")), s3(&servers, "s3", &bucket)],
+        &[],
+    );
+    let mut copied = Vec::new();
+    for index in 0..3 {
+        let documents =
+            vec![job(("s3", ""), ("dst", ""), ""), s3(&servers, "s3", &bucket), fs_binding("dst", &case.path("back"))];
+        let report = copy(&case, &format!("shard{index}"), documents, &["--shard", &format!("{index}/3")]);
+        assert!(paths_with(&report, "skipped").is_empty(), "a shard saw another shard's objects");
+        copied.extend(paths_with(&report, "copied"));
+    }
+    let total = copied.len();
+    copied.sort();
+    copied.dedup();
+    assert_eq!((total, copied.len()), (251, 251), "overlap or gap between shards");
+    assert_eq!(tree_hashes(&case.path("source")), tree_hashes(&case.path("back")));
+}
