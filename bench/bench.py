@@ -165,7 +165,7 @@ def print_table(results, runs):
     print("|---|---|---:|---:|---:|---:|---:|---:|")
     for name, objects, size, rows in results:
         for tool, row in rows.items():
-            print(f"| {name} | {tool} | {row['wall']:.2f} | {objects / row['wall']:.0f} | {size / 1e6 / row['wall']:.1f} | "
+            print(f"| {name} | {tool} | {row['wall']:.2f} | {objects / row['wall']:.1f} | {size / 1e6 / row['wall']:.1f} | "
                   f"{row['cpu']:.2f} | {row['server']:.2f} | {row['rss']:.0f} |")
     print("\n| case | Ferry/rclone objects/s | Ferry/rclone MB/s | Ferry/rclone CPU s | Ferry/floor wall |")
     print("|---|---:|---:|---:|---:|")

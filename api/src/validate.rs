@@ -227,8 +227,9 @@ fn dotted(pointer: &str) -> String {
     out
 }
 
-/// Turns OpenAPI's `nullable: true` into JSON Schema's `type: [T, "null"]`.
-fn as_json_schema(mut schema: Value) -> Value {
+/// Turns OpenAPI's `nullable: true` into JSON Schema's `type: [T, "null"]`, so a standard
+/// JSON-schema validator reads a CRD schema as the API server does.
+pub fn as_json_schema(mut schema: Value) -> Value {
     fn walk(node: &mut Value) {
         match node {
             Value::Object(map) => {
