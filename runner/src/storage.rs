@@ -1,12 +1,12 @@
 //! One OpenDAL operator per side of a job, built from a binding and its secret, with
-//! retry, timeout and bandwidth behaviour added as layers. The engine sees only a [`Store`].
+//! tracing, timeout, retry and bandwidth behaviour added as layers. The engine sees only a [`Store`].
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_api::{CredentialBindingSpec, Provider};
 use opendal::Operator;
-use opendal::layers::{RetryLayer, ThrottleLayer, TimeoutLayer};
+use opendal::layers::{RetryLayer, ThrottleLayer, TimeoutLayer, TracingLayer};
 
 use crate::secrets::SecretFields;
 
@@ -148,7 +148,9 @@ pub fn open(
         }
         (provider, _, _) => return Err(StorageError::Unsupported { binding: binding.to_owned(), provider }),
     };
+    // Tracing innermost, so every retried attempt shows as its own span (FERRY_LOG=opendal=debug).
     let mut operator = operator
+        .layer(TracingLayer::new())
         .layer(TimeoutLayer::new().with_timeout(Duration::from_secs(60)).with_io_timeout(Duration::from_secs(120)))
         .layer(
             RetryLayer::new()
