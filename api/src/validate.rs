@@ -80,7 +80,7 @@ pub enum ManifestError {
 pub fn parse_manifests(yaml: &str) -> Result<Vec<Manifest>, ManifestError> {
     let mut manifests = Vec::new();
     for (index, document) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let value = serde_json::Value::deserialize_from(document)
+        let value: Value = serde::Deserialize::deserialize(document)
             .map_err(|source| ManifestError::Yaml { document: index + 1, source })?;
         if value.is_null() {
             continue;
@@ -90,16 +90,6 @@ pub fn parse_manifests(yaml: &str) -> Result<Vec<Manifest>, ManifestError> {
         );
     }
     Ok(manifests)
-}
-
-trait DeserializeFrom: Sized {
-    fn deserialize_from<'de>(document: serde_yaml::Deserializer<'de>) -> Result<Self, serde_yaml::Error>;
-}
-
-impl DeserializeFrom for Value {
-    fn deserialize_from<'de>(document: serde_yaml::Deserializer<'de>) -> Result<Self, serde_yaml::Error> {
-        serde::Deserialize::deserialize(document)
-    }
 }
 
 fn describe(value: &Value, position: usize) -> String {
@@ -134,7 +124,6 @@ pub fn validate_job_update(old: &Value, new: &Value) -> Result<MigrationJob, Vec
 
 /// The compiled checks of one kind.
 struct KindRules {
-    schema: Value,
     structure: Option<jsonschema::Validator>,
     cel: CompiledSchema,
 }
@@ -144,7 +133,7 @@ impl KindRules {
         let schema = crd::open_api_schema(crd);
         let structure = jsonschema::options().should_validate_formats(true).build(&as_json_schema(schema.clone())).ok();
         let cel = compile_schema(&schema);
-        Self { schema, structure, cel }
+        Self { structure, cel }
     }
 }
 
@@ -171,8 +160,6 @@ fn check<T: DeserializeOwned>(rules: &KindRules, value: &Value, old: Option<&Val
     if let Err(errors) = validator.validate_compiled(&rules.cel, value, old) {
         return Err(errors.iter().map(|error| violation(&error.field_path, error.message.clone())).collect());
     }
-    // The schema is kept for callers that need defaults applied the server's way.
-    let _ = &rules.schema;
     Ok(typed)
 }
 

@@ -252,12 +252,9 @@ impl Transfers {
         if self.destination.traits.local {
             return Ok(None);
         }
-        let wanted = upload_kibibytes(size, self.part_size).min(self.upload_memory_capacity());
+        let capacity = u32::try_from(UPLOAD_MEMORY_KIB).unwrap_or(u32::MAX);
+        let wanted = upload_kibibytes(size, self.part_size).min(capacity);
         self.upload_memory.clone().acquire_many_owned(wanted).await.map(Some).map_err(|_| TransferError::Interrupted)
-    }
-
-    fn upload_memory_capacity(&self) -> u32 {
-        u32::try_from(UPLOAD_MEMORY_KIB).unwrap_or(u32::MAX)
     }
 
     async fn destination_writer(&self, key: &str) -> Result<opendal::Writer, TransferError> {
