@@ -19,7 +19,10 @@ wait_for() { # wait_for URL SECONDS
 stop() {
   for pidfile in "$state"/*.pid; do
     [ -e "$pidfile" ] || continue
-    kill "$(cat "$pidfile")" 2>/dev/null || true
+    pid=$(cat "$pidfile")
+    kill "$pid" 2>/dev/null || true
+    # Wait for it to exit, so the data directory is not removed under a writing server.
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     rm -f "$pidfile"
   done
   rm -rf "$state/weed-data"

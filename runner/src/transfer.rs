@@ -178,9 +178,7 @@ impl Transfers {
     async fn download(&self, object: &ObjectInfo) -> Result<(SpoolEntry, Digests), TransferError> {
         let mut writer = self.spool.writer(object.size).await?;
         let mut hasher = Hasher::new(self.digest_set(object.size));
-        let reader =
-            self.source.operator.reader(&self.source_path(&object.key)).await.map_err(TransferError::Source)?;
-        let mut stream = reader.into_bytes_stream(..).await.map_err(TransferError::Source)?;
+        let mut stream = self.source_stream(&object.key).await?;
         while let Some(piece) = stream.try_next().await.map_err(|e| TransferError::Source(io_to_opendal(e)))? {
             if self.stopped() {
                 return Err(TransferError::Interrupted);
@@ -198,6 +196,11 @@ impl Transfers {
             return Err(TransferError::SourceChanged { listed: object.size, read: digests.length });
         }
         Ok((writer.finish().await?, digests))
+    }
+
+    async fn source_stream(&self, key: &str) -> Result<opendal::FuturesBytesStream, TransferError> {
+        let reader = self.source.operator.reader(&self.source_path(key)).await.map_err(TransferError::Source)?;
+        reader.into_bytes_stream(..).await.map_err(TransferError::Source)
     }
 
     async fn upload_from_spool(&self, key: &str, entry: &SpoolEntry) -> Result<Option<String>, TransferError> {
@@ -221,9 +224,7 @@ impl Transfers {
     /// destination; a retry reads the source again.
     async fn stream_directly(&self, object: &ObjectInfo) -> Result<Copied, TransferError> {
         let mut hasher = Hasher::new(self.digest_set(object.size));
-        let reader =
-            self.source.operator.reader(&self.source_path(&object.key)).await.map_err(TransferError::Source)?;
-        let mut stream = reader.into_bytes_stream(..).await.map_err(TransferError::Source)?;
+        let mut stream = self.source_stream(&object.key).await?;
         let _memory = self.reserve_upload_memory(object.size).await?;
         let mut writer = self.destination_writer(&object.key).await?;
         let outcome: Result<(), TransferError> = async {

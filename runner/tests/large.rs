@@ -5,15 +5,8 @@
 
 mod common;
 
-use common::{Case, assert_exit, paths_with, rclone_check};
+use common::{Case, paths_with, rclone_check};
 use ferry_e2e::{fs_binding, job, servers, tree_hashes, write_small_files};
-
-fn run_job(case: &Case, name: &str, documents: Vec<String>) -> Vec<serde_json::Value> {
-    let manifests = case.manifests(&format!("{name}.yaml"), &documents);
-    let report = format!("{name}.jsonl");
-    assert_exit(&case.run(&manifests, &report, &[]), 0);
-    case.report(&report)
-}
 
 /// fs -> S3 -> S3 -> fs, then fs -> fs, and the result equals the source.
 fn every_direction(case: &Case, expected_objects: usize) {
@@ -23,27 +16,33 @@ fn every_direction(case: &Case, expected_objects: usize) {
     let source = fs_binding("src", &case.path("source"));
     let copied = |report: &[serde_json::Value]| paths_with(report, "copied").len();
 
-    let report =
-        run_job(case, "fs-s3", vec![job(("src", ""), ("a", ""), "  transfers: 32\n"), source.clone(), s3("a", &first)]);
+    let report = case.run_ok(
+        "fs-s3",
+        vec![job(("src", ""), ("a", ""), "  transfers: 32\n"), source.clone(), s3("a", &first)],
+        &[],
+    );
     assert_eq!(copied(&report), expected_objects);
     rclone_check(&servers, &case.path("source").to_string_lossy(), &servers.s3_remote(&first));
-    let report =
-        run_job(case, "s3-s3", vec![job(("a", ""), ("b", ""), "  transfers: 32\n"), s3("a", &first), s3("b", &second)]);
+    let report = case.run_ok(
+        "s3-s3",
+        vec![job(("a", ""), ("b", ""), "  transfers: 32\n"), s3("a", &first), s3("b", &second)],
+        &[],
+    );
     assert_eq!(copied(&report), expected_objects);
-    let report = run_job(
-        case,
+    let report = case.run_ok(
         "s3-fs",
         vec![
             job(("b", ""), ("back", ""), "  transfers: 32\n"),
             s3("b", &second),
             fs_binding("back", &case.path("back")),
         ],
+        &[],
     );
     assert_eq!(copied(&report), expected_objects);
-    let report = run_job(
-        case,
+    let report = case.run_ok(
         "fs-fs",
         vec![job(("src", ""), ("copy", ""), "  transfers: 32\n"), source, fs_binding("copy", &case.path("copy"))],
+        &[],
     );
     assert_eq!(copied(&report), expected_objects);
     let expected = tree_hashes(&case.path("source"));

@@ -8,14 +8,6 @@ mod common;
 use common::{Case, assert_exit, paths_with, rclone_check};
 use ferry_e2e::{Servers, fs_binding, job, servers, tree_hashes, write_small_files, write_tricky_tree};
 
-/// Runs a job between two bindings and asserts success.
-fn copy(case: &Case, name: &str, documents: Vec<String>, extra_flags: &[&str]) -> Vec<serde_json::Value> {
-    let manifests = case.manifests(&format!("{name}.yaml"), &documents);
-    let report = format!("{name}.jsonl");
-    assert_exit(&case.run(&manifests, &report, extra_flags), 0);
-    case.report(&report)
-}
-
 fn s3(servers: &Servers, name: &str, bucket: &str) -> String {
     servers.s3_binding(name, bucket, &servers.s3_credentials_in_vault())
 }
@@ -29,8 +21,7 @@ fn tricky_names_and_empty_files_move_in_every_direction() {
     let count = ferry_e2e::TRICKY_NAMES.len();
 
     // fs -> S3
-    let report = copy(
-        &case,
+    let report = case.run_ok(
         "fs-s3",
         vec![
             job(("src", ""), ("s3a", "in/"), ""),
@@ -44,8 +35,7 @@ fn tricky_names_and_empty_files_move_in_every_direction() {
     rclone_check(&servers, &case.path("source").to_string_lossy(), &servers.s3_remote(&format!("{first}/in")));
 
     // S3 -> S3
-    let report = copy(
-        &case,
+    let report = case.run_ok(
         "s3-s3",
         vec![job(("s3a", "in/"), ("s3b", ""), ""), s3(&servers, "s3a", &first), s3(&servers, "s3b", &second)],
         &[],
@@ -54,8 +44,7 @@ fn tricky_names_and_empty_files_move_in_every_direction() {
     rclone_check(&servers, &servers.s3_remote(&format!("{first}/in")), &servers.s3_remote(&second));
 
     // S3 -> fs
-    let report = copy(
-        &case,
+    let report = case.run_ok(
         "s3-fs",
         vec![job(("s3b", ""), ("dst", ""), ""), s3(&servers, "s3b", &second), fs_binding("dst", &case.path("back"))],
         &[],
@@ -64,8 +53,7 @@ fn tricky_names_and_empty_files_move_in_every_direction() {
     assert_eq!(tree_hashes(&case.path("source")), tree_hashes(&case.path("back")));
 
     // Again: everything is proven identical without copying.
-    let report = copy(
-        &case,
+    let report = case.run_ok(
         "fs-s3-again",
         vec![
             job(("src", ""), ("s3a", "in/"), ""),
@@ -75,8 +63,7 @@ fn tricky_names_and_empty_files_move_in_every_direction() {
         &[],
     );
     assert_eq!(paths_with(&report, "skipped").len(), count, "{report:?}");
-    let report = copy(
-        &case,
+    let report = case.run_ok(
         "s3-fs-again",
         vec![job(("s3b", ""), ("dst", ""), ""), s3(&servers, "s3b", &second), fs_binding("dst", &case.path("back"))],
         &[],
@@ -95,11 +82,11 @@ fn multipart_objects_are_verified_by_their_composite_etag() {
     let bucket = servers.bucket("multipart");
     let documents =
         || vec![job(("src", ""), ("s3", ""), ""), fs_binding("src", &case.path("source")), s3(&servers, "s3", &bucket)];
-    let report = copy(&case, "up", documents(), &[]);
+    let report = case.run_ok("up", documents(), &[]);
     assert_eq!(report[0]["verifiedBy"], "multipartEtag", "{report:?}");
     assert!(report[0]["destinationEtag"].as_str().unwrap().ends_with("-3"));
     // A second run proves the object identical from the ETag alone.
-    let report = copy(&case, "again", documents(), &[]);
+    let report = case.run_ok("again", documents(), &[]);
     assert_eq!(report[0]["action"], "skipped", "{report:?}");
     servers.download(&bucket, &case.path("down"));
     assert_eq!(tree_hashes(&case.path("source")), tree_hashes(&case.path("down")));
@@ -113,7 +100,7 @@ fn a_changed_object_at_an_s3_destination_is_caught() {
     let bucket = servers.bucket("changed");
     let documents =
         || vec![job(("src", ""), ("s3", ""), ""), fs_binding("src", &case.path("source")), s3(&servers, "s3", &bucket)];
-    copy(&case, "first", documents(), &[]);
+    case.run_ok("first", documents(), &[]);
     // Same size, one byte different.
     let mut bytes = std::fs::read(case.path("source/d003/f000003.bin")).unwrap();
     bytes[500] ^= 0xff;
@@ -123,7 +110,7 @@ fn a_changed_object_at_an_s3_destination_is_caught() {
         &case.path("tampered.bin").to_string_lossy(),
         &servers.s3_remote(&format!("{bucket}/d003/f000003.bin")),
     ]);
-    let report = copy(&case, "second", documents(), &[]);
+    let report = case.run_ok("second", documents(), &[]);
     assert_eq!(paths_with(&report, "copied"), vec!["d003/f000003.bin".to_owned()]);
     rclone_check(&servers, &case.path("source").to_string_lossy(), &servers.s3_remote(&bucket));
 }
@@ -152,8 +139,7 @@ fn credentials_encrypted_with_transit_are_decrypted_in_memory() {
         .replace(&format!("path: {path}\n"), &format!("path: {path}\n    transitKey: {key}\n"));
     let case = Case::new();
     write_small_files(&case.path("source"), 3, 100);
-    let report = copy(
-        &case,
+    let report = case.run_ok(
         "transit",
         vec![job(("src", ""), ("s3", ""), ""), fs_binding("src", &case.path("source")), binding],
         &[],
@@ -268,8 +254,7 @@ fn shards_of_an_s3_source_split_the_work_exactly() {
     write_small_files(&case.path("source"), 250, 100);
     std::fs::write(case.path("source/top-level-file.txt"), "at the root").unwrap();
     let bucket = servers.bucket("shards");
-    copy(
-        &case,
+    case.run_ok(
         "seed",
         vec![job(("src", ""), ("s3", ""), ""), fs_binding("src", &case.path("source")), s3(&servers, "s3", &bucket)],
         &[],
@@ -278,7 +263,7 @@ fn shards_of_an_s3_source_split_the_work_exactly() {
     for index in 0..3 {
         let documents =
             vec![job(("s3", ""), ("dst", ""), ""), s3(&servers, "s3", &bucket), fs_binding("dst", &case.path("back"))];
-        let report = copy(&case, &format!("shard{index}"), documents, &["--shard", &format!("{index}/3")]);
+        let report = case.run_ok(&format!("shard{index}"), documents, &["--shard", &format!("{index}/3")]);
         assert!(paths_with(&report, "skipped").is_empty(), "a shard saw another shard's objects");
         copied.extend(paths_with(&report, "copied"));
     }

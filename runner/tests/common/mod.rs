@@ -51,6 +51,15 @@ impl Case {
         self.command(&arguments).output().unwrap()
     }
 
+    /// Writes `documents` as `<name>.yaml`, runs them with report `<name>.jsonl`, asserts
+    /// success and returns the report's records.
+    pub fn run_ok(&self, name: &str, documents: Vec<String>, extra: &[&str]) -> Vec<serde_json::Value> {
+        let manifests = self.manifests(&format!("{name}.yaml"), &documents);
+        let report = format!("{name}.jsonl");
+        assert_exit(&self.run(&manifests, &report, extra), 0);
+        self.report(&report)
+    }
+
     /// The report's records.
     pub fn report(&self, name: &str) -> Vec<serde_json::Value> {
         std::fs::read_to_string(self.path(name))
