@@ -29,6 +29,10 @@ pub struct RunnerPlan {
     /// The Vault server that issued the wrapping tokens; absent when no binding needs one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub vault_address: Option<String>,
+    /// When the wrapping tokens expire (RFC 3339). A token that Vault no longer knows before
+    /// this moment was unwrapped by someone else; after it, it merely expired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_expire_at: Option<String>,
 }
 
 /// Names a job across the operator and its runners.
@@ -88,6 +92,10 @@ pub struct PlannedBinding {
     /// absent for bindings without credentials.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub secret_creation_path: Option<String>,
+    /// For Transit-encrypted secrets: the field names, in the order of the batch decryption
+    /// whose response the wrapping token holds.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub secret_fields: Vec<String>,
 }
 
 /// A cumulative, sequence-numbered report of one attempt of one shard. Reports are
@@ -144,6 +152,12 @@ pub enum Outcome {
     },
     /// The runner was told to stop.
     Interrupted,
+    /// The credentials could not be trusted: a wrapping token was already unwrapped by
+    /// someone else, or was not created by the read the plan names. Never retried.
+    SecurityViolation {
+        /// What was wrong (never a secret).
+        reason: String,
+    },
 }
 
 #[cfg(test)]

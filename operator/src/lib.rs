@@ -1,6 +1,5 @@
-//! Ferry's operator: reconciles `MigrationJob` and `CredentialBinding` resources.
-//!
-//! The controllers, the Vault client and the progress API arrive with the operator issue;
-//! this crate already depends on `ferry-api` so the shared types stay in one place.
+//! Ferry's operator: the MigrationJob and CredentialBinding controllers, the Vault client
+//! that wraps credentials for runners, and the progress API runners report to.
 
-pub use ferry_api as api;
+pub mod progress;
+pub mod vault;

@@ -140,6 +140,7 @@ pub fn summary(
         Outcome::Succeeded => "succeeded: every selected object is verified at the destination".to_owned(),
         Outcome::ObjectsFailed => format!("{} objects failed (see the report)", progress.objects_failed),
         Outcome::Aborted { reason } => format!("stopped: {reason}"),
+        Outcome::SecurityViolation { reason } => format!("refused for security: {reason}"),
         Outcome::Interrupted => "interrupted: run the same command again to resume".to_owned(),
     };
     println!("Ferry run summary");

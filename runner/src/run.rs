@@ -36,6 +36,8 @@ pub enum ExitStatus {
     Interrupted = 3,
     /// The run could not start: storage, Vault or spool unavailable.
     CannotStart = 4,
+    /// The credentials could not be trusted (a wrapping token already used, or from the wrong path).
+    SecurityViolation = 5,
 }
 
 /// The options of `run`.
@@ -132,6 +134,7 @@ pub async fn run(options: RunOptions) -> ExitStatus {
         Outcome::Succeeded => ExitStatus::Success,
         Outcome::Interrupted => ExitStatus::Interrupted,
         Outcome::ObjectsFailed | Outcome::Aborted { .. } => ExitStatus::ObjectsFailed,
+        Outcome::SecurityViolation { .. } => ExitStatus::SecurityViolation,
     }
 }
 

@@ -1,0 +1,1 @@
+//! Vault (or OpenBao): operator authentication, binding checks and response-wrapped reads.
