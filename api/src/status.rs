@@ -43,6 +43,10 @@ pub struct MigrationJobStatus {
     /// Attempts started so far.
     #[serde(default)]
     pub attempts: u32,
+    /// Attempts that ended without verifying every object (suspensions do not count);
+    /// the job fails when this exceeds `spec.retries`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub failed_attempts: u32,
     /// When the first attempt started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub start_time: Option<Time>,
@@ -67,6 +71,10 @@ pub struct MigrationJobStatus {
     /// Where the per-object report was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<ReportLocation>,
+}
+
+fn is_zero(value: &u32) -> bool {
+    *value == 0
 }
 
 /// Cumulative counters of one attempt (or of all shards, summed).

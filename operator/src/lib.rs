@@ -2,6 +2,8 @@
 //! that wraps credentials for runners, and the progress API runners report to.
 
 pub mod children;
+pub mod conditions;
+pub mod lifecycle;
 pub mod names;
 pub mod progress;
 pub mod vault;

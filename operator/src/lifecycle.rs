@@ -1,0 +1,256 @@
+//! What a job should do next, as a pure function of what the controller observed: launch
+//! an attempt, wait, stop its runners, or finish. Reconcile only carries the decision out.
+
+use ferry_api::contract::{Outcome, ProgressReport};
+use ferry_api::{MigrationJobSpec, MigrationJobStatus, ObjectFailure, Phase, Progress};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+use crate::conditions;
+
+/// At most this many failures are kept in status.
+pub const MAX_FAILURES_IN_STATUS: usize = 10;
+
+/// Why a job cannot launch now; the message names the field to fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Blocker {
+    /// A CamelCase condition reason.
+    pub reason: &'static str,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+/// One shard of the current attempt, as its pod and last report show it.
+#[derive(Clone, Debug, PartialEq)]
+pub enum ShardState {
+    /// No pod (never created, or deleted).
+    Missing,
+    /// Scheduled or starting.
+    Pending,
+    /// Copying.
+    Running,
+    /// The pod exited 0 after verifying every object.
+    Succeeded {
+        /// The runner's last report.
+        report: Option<ProgressReport>,
+    },
+    /// The pod failed.
+    Failed {
+        /// Why, from the report's outcome or the pod's termination.
+        reason: String,
+        /// Whether the runner refused its credentials (never retried).
+        security: bool,
+        /// The runner's last report.
+        report: Option<ProgressReport>,
+    },
+}
+
+impl ShardState {
+    fn report(&self) -> Option<&ProgressReport> {
+        match self {
+            Self::Succeeded { report } | Self::Failed { report, .. } => report.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+/// What the controller saw this pass.
+#[derive(Clone, Debug)]
+pub struct Observation<'a> {
+    /// The job's spec.
+    pub spec: &'a MigrationJobSpec,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The status as last written.
+    pub status: MigrationJobStatus,
+    /// Whether the bindings allow a launch (checked only when one is due).
+    pub bindings: Result<(), Blocker>,
+    /// Whether the current attempt's Secret exists, i.e. its children were created.
+    pub attempt_launched: bool,
+    /// The current attempt's shards, indexed by shard.
+    pub shards: Vec<ShardState>,
+    /// Now.
+    pub now: Time,
+}
+
+/// What reconcile must do besides writing the status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Nothing.
+    None,
+    /// Create the children of attempt `status.attempts` (new tokens, new pods).
+    Launch,
+    /// Delete the current attempt's pods and tokens (suspend, deadline, security stop).
+    StopRunners,
+    /// The job is finished: remove the tokens that remain.
+    Cleanup,
+}
+
+/// The decision: the next status, the action, and an event when the phase changes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decision {
+    /// The status to write.
+    pub status: MigrationJobStatus,
+    /// What to do.
+    pub action: Action,
+    /// `(reason, message)` worth an Event: set when the phase or attempt changed.
+    pub event: Option<(String, String)>,
+    /// Whether the event is a warning.
+    pub warning: bool,
+}
+
+/// Decides the next step of a job.
+pub fn decide(observed: Observation<'_>) -> Decision {
+    let Observation { spec, generation, status: previous, bindings, attempt_launched, shards, now } = observed;
+    let mut next = previous.clone();
+    next.observed_generation = generation;
+    let phase = previous.phase.unwrap_or_default();
+
+    let (phase, reason, message, action) = if phase.is_finished() {
+        let reason = conditions::reason_of(&previous.conditions, "Ready").unwrap_or("Finished").to_owned();
+        let message = previous.conditions.first().map(|c| c.message.clone()).unwrap_or_default();
+        (phase, reason, message, Action::Cleanup)
+    } else if let Some(message) = deadline_passed(spec, &previous, &now) {
+        (Phase::Failed, "DeadlineExceeded".to_owned(), message, Action::StopRunners)
+    } else if spec.suspend {
+        let message = "spec.suspend is true: runners stopped; set it to false to resume".to_owned();
+        (Phase::Suspended, "Suspended".to_owned(), message, Action::StopRunners)
+    } else if previous.attempts == 0 || phase == Phase::Suspended {
+        launch(&mut next, bindings, "Starting", "launching runners".to_owned())
+    } else if !attempt_launched {
+        launch(&mut next, bindings, "Starting", format!("launching attempt {}", previous.attempts))
+    } else {
+        judge_attempt(spec, &mut next, bindings, &shards)
+    };
+
+    let finished = phase.is_finished() && !previous.phase.is_some_and(Phase::is_finished);
+    if finished {
+        next.completion_time = Some(now.clone());
+        let reports: Vec<&ProgressReport> = shards.iter().filter_map(ShardState::report).collect();
+        if !reports.is_empty() {
+            let mut progress = Progress::default();
+            for report in &reports {
+                progress.accumulate(&report.progress);
+            }
+            progress.bytes_per_second = 0;
+            progress.eta_seconds = None;
+            next.summary = Some(progress.summary());
+            next.progress = Some(progress);
+            next.failures = reports
+                .iter()
+                .flat_map(|r| r.recent_failures.iter().cloned())
+                .take(MAX_FAILURES_IN_STATUS)
+                .collect::<Vec<ObjectFailure>>();
+        }
+    }
+    if action == Action::Launch && next.start_time.is_none() {
+        next.start_time = Some(now.clone());
+    }
+    next.phase = Some(phase);
+    next.conditions = conditions::job_conditions(phase, &reason, &message, generation, &previous.conditions, &now);
+    let changed = previous.phase != Some(phase) || previous.attempts != next.attempts;
+    let warning = matches!(phase, Phase::Failed | Phase::Waiting) || next.failed_attempts > previous.failed_attempts;
+    Decision { event: changed.then(|| (reason, message)), warning, status: next, action }
+}
+
+/// Launches the current attempt (numbering a new one when none is current), unless a binding blocks it.
+fn launch(
+    next: &mut MigrationJobStatus,
+    bindings: Result<(), Blocker>,
+    reason: &str,
+    message: String,
+) -> (Phase, String, String, Action) {
+    match bindings {
+        Err(blocker) => (Phase::Waiting, blocker.reason.to_owned(), blocker.message, Action::None),
+        Ok(()) => {
+            let resuming = next.phase == Some(Phase::Suspended);
+            if next.attempts == 0 || resuming {
+                next.attempts += 1;
+            }
+            (Phase::Running, reason.to_owned(), message, Action::Launch)
+        }
+    }
+}
+
+/// Judges a launched attempt from its shards.
+fn judge_attempt(
+    spec: &MigrationJobSpec,
+    next: &mut MigrationJobStatus,
+    bindings: Result<(), Blocker>,
+    shards: &[ShardState],
+) -> (Phase, String, String, Action) {
+    let attempt = next.attempts;
+    if let Some(reason) = shards.iter().find_map(|s| match s {
+        ShardState::Failed { security: true, reason, .. } => Some(reason.clone()),
+        _ => None,
+    }) {
+        let message = format!("attempt {attempt} refused its credentials: {reason}; not retried");
+        next.failed_attempts += 1;
+        return (Phase::Failed, "SecurityViolation".to_owned(), message, Action::StopRunners);
+    }
+    if shards.iter().any(|s| matches!(s, ShardState::Pending | ShardState::Running)) {
+        let running = shards.iter().filter(|s| matches!(s, ShardState::Running)).count();
+        let message = format!("attempt {attempt}: {running} of {} runners running", shards.len());
+        return (Phase::Running, "Running".to_owned(), message, Action::None);
+    }
+    if shards.iter().all(|s| matches!(s, ShardState::Succeeded { .. })) {
+        let message = format!("attempt {attempt} verified every selected object");
+        return (Phase::Succeeded, "Succeeded".to_owned(), message, Action::Cleanup);
+    }
+    let why = shards
+        .iter()
+        .enumerate()
+        .find_map(|(index, s)| match s {
+            ShardState::Failed { reason, .. } => Some(format!("shard {index}: {reason}")),
+            ShardState::Missing => Some(format!("shard {index}: the runner pod disappeared")),
+            _ => None,
+        })
+        .unwrap_or_default();
+    next.failed_attempts += 1;
+    if next.failed_attempts > spec.retries {
+        let message = format!("attempt {attempt} failed ({why}); spec.retries ({}) exhausted", spec.retries);
+        return (Phase::Failed, "RetriesExhausted".to_owned(), message, Action::Cleanup);
+    }
+    let message = format!("attempt {attempt} failed ({why}); retrying with new credentials");
+    next.attempts += 1;
+    match bindings {
+        Ok(()) => (Phase::Running, "Retrying".to_owned(), message, Action::Launch),
+        Err(blocker) => (Phase::Waiting, blocker.reason.to_owned(), blocker.message, Action::None),
+    }
+}
+
+/// The deadline message, once `activeDeadlineSeconds` has passed since the first attempt started.
+fn deadline_passed(spec: &MigrationJobSpec, status: &MigrationJobStatus, now: &Time) -> Option<String> {
+    let limit = spec.active_deadline_seconds?;
+    let started = status.start_time.as_ref()?;
+    let elapsed = now.0.as_second() - started.0.as_second();
+    (elapsed >= limit).then(|| format!("spec.activeDeadlineSeconds ({limit}) passed before every object was verified"))
+}
+
+/// Seconds left before the deadline, for the pods' own `activeDeadlineSeconds`.
+pub fn deadline_remaining(spec: &MigrationJobSpec, status: &MigrationJobStatus, now: &Time) -> Option<i64> {
+    let limit = spec.active_deadline_seconds?;
+    let started = status.start_time.as_ref().map_or(now.0.as_second(), |t| t.0.as_second());
+    Some((started + limit - now.0.as_second()).max(1))
+}
+
+/// The shard state from a finished pod's exit code and the runner's final report.
+pub fn finished_shard(exit_code: i32, report: Option<ProgressReport>, termination_reason: Option<&str>) -> ShardState {
+    let outcome = report.as_ref().and_then(|r| r.outcome.clone());
+    match (exit_code, outcome) {
+        (0, None | Some(Outcome::Succeeded)) => ShardState::Succeeded { report },
+        (_, Some(Outcome::SecurityViolation { reason })) => ShardState::Failed { reason, security: true, report },
+        (5, _) => ShardState::Failed { reason: "the runner refused its credentials".into(), security: true, report },
+        (_, Some(Outcome::Aborted { reason })) => ShardState::Failed { reason, security: false, report },
+        (_, Some(Outcome::ObjectsFailed)) => {
+            let failed = report.as_ref().map_or(0, |r| r.progress.objects_failed);
+            ShardState::Failed { reason: format!("{failed} objects failed"), security: false, report }
+        }
+        (code, _) => {
+            let why = termination_reason.unwrap_or("Error");
+            ShardState::Failed { reason: format!("runner exited with code {code} ({why})"), security: false, report }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

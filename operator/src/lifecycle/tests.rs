@@ -1,0 +1,190 @@
+use ferry_api::contract::{Shard, Stage};
+
+use super::*;
+use crate::children::fixtures;
+
+fn at(seconds: i64) -> Time {
+    Time(jiff::Timestamp::from_second(1_800_000_000 + seconds).unwrap())
+}
+
+fn observe(spec: &MigrationJobSpec, status: MigrationJobStatus, launched: bool, shards: Vec<ShardState>) -> Decision {
+    decide(Observation {
+        spec,
+        generation: Some(1),
+        status,
+        bindings: Ok(()),
+        attempt_launched: launched,
+        shards,
+        now: at(100),
+    })
+}
+
+fn status(phase: Phase, attempts: u32, failed: u32) -> MigrationJobStatus {
+    MigrationJobStatus {
+        phase: Some(phase),
+        attempts,
+        failed_attempts: failed,
+        start_time: Some(at(0)),
+        ..Default::default()
+    }
+}
+
+fn report(verified: u64, outcome: Outcome) -> ProgressReport {
+    ProgressReport {
+        job_uid: "u-1".into(),
+        attempt: 1,
+        shard: Shard::WHOLE,
+        sequence: 9,
+        stage: Stage::Finished,
+        progress: Progress { objects_total: verified, objects_verified: verified, ..Default::default() },
+        recent_failures: vec![],
+        outcome: Some(outcome),
+    }
+}
+
+fn spec(extra: &str) -> MigrationJobSpec {
+    fixtures::job(&format!("{}{extra}", fixtures::S3_TO_PVC)).spec
+}
+
+#[test]
+fn a_new_job_launches_attempt_one() {
+    let spec = spec("");
+    let decision = observe(&spec, MigrationJobStatus::default(), false, vec![]);
+    assert_eq!(decision.action, Action::Launch);
+    assert_eq!(decision.status.attempts, 1);
+    assert_eq!(decision.status.phase, Some(Phase::Running));
+    assert_eq!(decision.status.start_time, Some(at(100)));
+    assert!(decision.event.is_some());
+}
+
+#[test]
+fn a_blocked_binding_waits_without_launching() {
+    let spec = spec("");
+    let decision = decide(Observation {
+        spec: &spec,
+        generation: Some(1),
+        status: MigrationJobStatus::default(),
+        bindings: Err(Blocker { reason: "BindingNotReady", message: "spec.source.binding legacy-s3: ...".into() }),
+        attempt_launched: false,
+        shards: vec![],
+        now: at(1),
+    });
+    assert_eq!(decision.action, Action::None);
+    assert_eq!(decision.status.phase, Some(Phase::Waiting));
+    assert_eq!(decision.status.attempts, 0);
+    let stalled = decision.status.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "BindingNotReady"));
+}
+
+#[test]
+fn running_shards_keep_running_quietly() {
+    let spec = spec("");
+    let decision = observe(&spec, status(Phase::Running, 1, 0), true, vec![ShardState::Running, ShardState::Pending]);
+    assert_eq!(decision.action, Action::None);
+    assert_eq!(decision.status.phase, Some(Phase::Running));
+    assert!(decision.event.is_none(), "no event without a change");
+}
+
+#[test]
+fn all_shards_verified_is_success_with_exact_counts() {
+    let spec = spec("");
+    let shards = vec![
+        ShardState::Succeeded { report: Some(report(40, Outcome::Succeeded)) },
+        ShardState::Succeeded { report: Some(report(2, Outcome::Succeeded)) },
+    ];
+    let decision = observe(&spec, status(Phase::Running, 1, 0), true, shards);
+    assert_eq!(decision.status.phase, Some(Phase::Succeeded));
+    assert_eq!(decision.action, Action::Cleanup);
+    assert_eq!(decision.status.progress.as_ref().unwrap().objects_verified, 42);
+    assert_eq!(decision.status.summary.as_ref().unwrap().objects, "42/42");
+    assert_eq!(decision.status.completion_time, Some(at(100)));
+    assert!(decision.status.conditions.iter().any(|c| c.type_ == "Complete" && c.status == "True"));
+}
+
+#[test]
+fn a_failed_attempt_is_retried_then_the_job_fails() {
+    let spec = spec("  retries: 1\n");
+    let failed = || ShardState::Failed { reason: "3 objects failed".into(), security: false, report: None };
+    let first =
+        observe(&spec, status(Phase::Running, 1, 0), true, vec![failed(), ShardState::Succeeded { report: None }]);
+    assert_eq!(first.action, Action::Launch);
+    assert_eq!((first.status.attempts, first.status.failed_attempts), (2, 1));
+    assert!(first.warning);
+    let second = observe(&spec, first.status, true, vec![failed(), failed()]);
+    assert_eq!(second.status.phase, Some(Phase::Failed));
+    assert_eq!(second.action, Action::Cleanup);
+    let failed_condition = second.status.conditions.iter().find(|c| c.type_ == "Failed").unwrap();
+    assert_eq!(failed_condition.reason, "RetriesExhausted");
+    assert!(failed_condition.message.contains("spec.retries"));
+}
+
+#[test]
+fn waits_for_every_shard_before_judging() {
+    let spec = spec("");
+    let failed = ShardState::Failed { reason: "x".into(), security: false, report: None };
+    let decision = observe(&spec, status(Phase::Running, 1, 0), true, vec![failed, ShardState::Running]);
+    assert_eq!((decision.action, decision.status.failed_attempts), (Action::None, 0));
+}
+
+#[test]
+fn a_security_violation_fails_at_once_and_stops_the_rest() {
+    let spec = spec("  retries: 5\n");
+    let bad = ShardState::Failed { reason: "token already unwrapped".into(), security: true, report: None };
+    let decision = observe(&spec, status(Phase::Running, 1, 0), true, vec![bad, ShardState::Running]);
+    assert_eq!(decision.status.phase, Some(Phase::Failed));
+    assert_eq!(decision.action, Action::StopRunners);
+    assert_eq!(conditions::reason_of(&decision.status.conditions, "Failed"), Some("SecurityViolation"));
+}
+
+#[test]
+fn a_vanished_pod_fails_the_attempt() {
+    let spec = spec("  retries: 2\n");
+    let decision = observe(&spec, status(Phase::Running, 1, 0), true, vec![ShardState::Missing, ShardState::Missing]);
+    assert_eq!((decision.action, decision.status.attempts), (Action::Launch, 2));
+    assert!(decision.status.conditions[1].message.contains("disappeared"));
+}
+
+#[test]
+fn suspend_stops_and_resume_starts_a_fresh_attempt_without_spending_a_retry() {
+    let suspended_spec = spec("  suspend: true\n");
+    let stop = observe(&suspended_spec, status(Phase::Running, 1, 0), true, vec![ShardState::Running]);
+    assert_eq!((stop.action, stop.status.phase), (Action::StopRunners, Some(Phase::Suspended)));
+    let resumed_spec = spec("");
+    let resume = observe(&resumed_spec, stop.status, false, vec![]);
+    assert_eq!(resume.action, Action::Launch);
+    assert_eq!((resume.status.attempts, resume.status.failed_attempts), (2, 0));
+}
+
+#[test]
+fn the_deadline_fails_the_job_and_stops_runners() {
+    let spec = spec("  activeDeadlineSeconds: 60\n");
+    let decision = observe(&spec, status(Phase::Running, 1, 0), true, vec![ShardState::Running]);
+    assert_eq!((decision.action, decision.status.phase), (Action::StopRunners, Some(Phase::Failed)));
+    assert_eq!(deadline_remaining(&spec, &status(Phase::Running, 1, 0), &at(30)), Some(30));
+}
+
+#[test]
+fn finished_jobs_stay_finished() {
+    let spec = spec("");
+    let done = observe(&spec, status(Phase::Running, 1, 0), true, vec![ShardState::Succeeded { report: None }; 2]);
+    let again = observe(&spec, done.status.clone(), false, vec![]);
+    assert_eq!(again.status.phase, Some(Phase::Succeeded));
+    assert_eq!(again.action, Action::Cleanup);
+    assert!(again.event.is_none());
+    assert_eq!(again.status.completion_time, done.status.completion_time);
+}
+
+#[test]
+fn exit_codes_and_reports_combine() {
+    assert!(matches!(finished_shard(0, Some(report(1, Outcome::Succeeded)), None), ShardState::Succeeded { .. }));
+    let ShardState::Failed { security, .. } = finished_shard(5, None, None) else { panic!() };
+    assert!(security);
+    let ShardState::Failed { reason, security, .. } =
+        finished_shard(1, Some(report(1, Outcome::Aborted { reason: "budget".into() })), None)
+    else {
+        panic!()
+    };
+    assert_eq!((reason.as_str(), security), ("budget", false));
+    let ShardState::Failed { reason, .. } = finished_shard(137, None, Some("OOMKilled")) else { panic!() };
+    assert!(reason.contains("OOMKilled"));
+}
