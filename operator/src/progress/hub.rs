@@ -243,11 +243,13 @@ impl ProgressHub {
                 self.register_attempt(&job, report.attempt, hash);
             }
             Ok(Some((job, _))) => {
-                tracing::warn!(job = %key, returned = %JobKey::new(&job.namespace, &job.name), "attempt lookup answered for another job");
+                let returned = JobKey::new(&job.namespace, &job.name);
+                tracing::warn!(job = %key, %returned, "attempt lookup answered for another job");
             }
             Ok(None) => {}
             Err(error) => {
-                tracing::warn!(job = %key, attempt = report.attempt, %error, "recovering an attempt's token hash failed");
+                let attempt = report.attempt;
+                tracing::warn!(job = %key, attempt, %error, "recovering an attempt's token hash failed");
                 return Err(Rejection::Unavailable);
             }
         }

@@ -164,14 +164,15 @@ async fn post_progress(
         }
     };
     let (attempt, shard, sequence) = (report.attempt, report.shard, report.sequence);
+    let job = format!("{namespace}/{name}");
     match hub.accept(&namespace, &name, token, report).await {
         Ok(Accepted::Applied) => {
-            tracing::debug!(job = %format_args!("{namespace}/{name}"), attempt, %shard, sequence, "progress applied");
+            tracing::debug!(%job, attempt, %shard, sequence, "progress applied");
             StatusCode::NO_CONTENT.into_response()
         }
         Ok(Accepted::Stale) => (StatusCode::OK, "stale or duplicate report ignored").into_response(),
         Err(rejection) => {
-            tracing::info!(job = %format_args!("{namespace}/{name}"), attempt, %shard, %rejection, "progress report refused");
+            tracing::info!(%job, attempt, %shard, %rejection, "progress report refused");
             rejection_response(&rejection)
         }
     }
