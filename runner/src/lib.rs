@@ -10,6 +10,7 @@ pub mod filter;
 pub mod listing;
 pub mod object;
 pub mod plan;
+pub mod progress_client;
 pub mod report;
 pub mod secrets;
 pub mod shard;

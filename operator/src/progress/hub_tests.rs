@@ -1,0 +1,128 @@
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ferry_api::contract::{Shard, Stage};
+use ferry_api::status::Progress;
+use futures::FutureExt;
+
+use super::*;
+
+fn job(uid: &str) -> JobIdentity {
+    JobIdentity { namespace: "ns".into(), name: "copy".into(), uid: uid.into() }
+}
+
+fn report(uid: &str, attempt: u32, sequence: u64) -> ProgressReport {
+    ProgressReport {
+        job_uid: uid.into(),
+        attempt,
+        shard: Shard::WHOLE,
+        sequence,
+        stage: Stage::Copying,
+        progress: Progress { objects_verified: sequence, ..Default::default() },
+        recent_failures: Vec::new(),
+        outcome: None,
+    }
+}
+
+fn registered(attempt: u32, token: &str) -> ProgressHub {
+    let hub = ProgressHub::without_lookup();
+    hub.register_attempt(&job("u1"), attempt, token_hash(token));
+    hub
+}
+
+#[tokio::test]
+async fn keeps_the_newest_report_and_ignores_stale_and_duplicate_ones() {
+    let hub = registered(1, "t1");
+    assert_eq!(hub.accept("ns", "copy", "t1", report("u1", 1, 2)).await, Ok(Accepted::Applied));
+    assert_eq!(hub.accept("ns", "copy", "t1", report("u1", 1, 2)).await, Ok(Accepted::Stale));
+    assert_eq!(hub.accept("ns", "copy", "t1", report("u1", 1, 1)).await, Ok(Accepted::Stale));
+    let latest = hub.latest("u1").unwrap();
+    assert_eq!(latest.attempt, 1);
+    assert_eq!(latest.shards[&0].sequence, 2);
+    assert!(latest.last_report_at.is_some());
+    assert_eq!(hub.take_dirty(), vec!["u1".to_owned()]);
+    assert!(hub.take_dirty().is_empty());
+}
+
+#[tokio::test]
+async fn rejects_wrong_tokens_jobs_and_attempts() {
+    let hub = registered(1, "t1");
+    assert_eq!(hub.accept("ns", "copy", "nope", report("u1", 1, 1)).await, Err(Rejection::Unauthorized));
+    assert_eq!(hub.accept("ns", "copy", "t1", report("u2", 1, 1)).await, Err(Rejection::WrongJob));
+    assert_eq!(hub.accept("ns", "copy", "t1", report("u1", 2, 1)).await, Err(Rejection::WrongAttempt));
+    assert_eq!(hub.accept("ns", "other", "t1", report("u1", 1, 1)).await, Err(Rejection::UnknownJob));
+    // Without a lookup, a claim of a newer attempt with an unknown token is just a wrong token.
+    assert_eq!(hub.accept("ns", "copy", "t9", report("u1", 9, 1)).await, Err(Rejection::Unauthorized));
+
+    hub.register_attempt(&job("u1"), 2, token_hash("t2"));
+    assert_eq!(hub.accept("ns", "copy", "t1", report("u1", 1, 5)).await, Err(Rejection::WrongAttempt));
+    assert_eq!(hub.accept("ns", "copy", "t2", report("u1", 2, 1)).await, Ok(Accepted::Applied));
+    // An older attempt registered late never replaces the newer one.
+    hub.register_attempt(&job("u1"), 1, token_hash("t1"));
+    assert_eq!(hub.latest("u1").unwrap().attempt, 2);
+}
+
+#[tokio::test]
+async fn shards_must_be_consistent() {
+    let hub = registered(1, "t1");
+    let mut bad = report("u1", 1, 1);
+    bad.shard = Shard { index: 3, count: 2 };
+    assert!(matches!(hub.accept("ns", "copy", "t1", bad).await, Err(Rejection::InvalidShard(_))));
+}
+
+#[tokio::test]
+async fn a_recreated_job_replaces_the_old_one_and_forget_drops_it() {
+    let hub = registered(1, "t1");
+    hub.accept("ns", "copy", "t1", report("u1", 1, 1)).await.unwrap();
+    hub.register_attempt(&job("u2"), 1, token_hash("t2"));
+    assert!(hub.latest("u1").is_none());
+    assert_eq!(hub.take_dirty(), vec!["u1".to_owned()], "the writer hears that u1 is gone");
+    assert_eq!(hub.accept("ns", "copy", "t1", report("u1", 1, 2)).await, Err(Rejection::Unauthorized));
+    assert_eq!(hub.latest("u2").unwrap().shards.len(), 0);
+    hub.forget_job("u2");
+    assert!(hub.latest("u2").is_none());
+    assert_eq!(hub.accept("ns", "copy", "t2", report("u2", 1, 1)).await, Err(Rejection::UnknownJob));
+}
+
+fn counting_lookup(calls: Arc<AtomicU32>, current: u32, token: &'static str) -> AttemptLookup {
+    Arc::new(move |key: JobKey, attempt: u32| {
+        calls.fetch_add(1, Ordering::SeqCst);
+        async move {
+            let known = key.name == "copy" && attempt == current;
+            Ok(known.then(|| (job("u1"), token_hash(token))))
+        }
+        .boxed()
+    })
+}
+
+#[tokio::test]
+async fn recovers_an_unknown_attempt_through_the_lookup() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let hub = ProgressHub::new(counting_lookup(calls.clone(), 3, "t3"));
+    assert_eq!(hub.accept("ns", "copy", "t3", report("u1", 3, 7)).await, Ok(Accepted::Applied));
+    assert_eq!(hub.latest("u1").unwrap().attempt, 3);
+    // Once known, the lookup is not asked again.
+    assert_eq!(hub.accept("ns", "copy", "t3", report("u1", 3, 8)).await, Ok(Accepted::Applied));
+    assert_eq!(calls.load(Ordering::SeqCst), 1);
+    // A stale attempt is not recovered; a wrong token for a recovered job stays wrong.
+    assert_eq!(hub.accept("ns", "gone", "t3", report("u1", 3, 1)).await, Err(Rejection::UnknownJob));
+    assert_eq!(hub.accept("ns", "copy", "bad", report("u1", 4, 1)).await, Err(Rejection::Unauthorized));
+}
+
+#[tokio::test]
+async fn a_newer_attempt_found_by_the_lookup_replaces_the_registered_one() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let hub = ProgressHub::new(counting_lookup(calls, 2, "t2"));
+    hub.register_attempt(&job("u1"), 1, token_hash("t1"));
+    assert_eq!(hub.accept("ns", "copy", "t2", report("u1", 2, 1)).await, Ok(Accepted::Applied));
+    assert_eq!(hub.latest("u1").unwrap().attempt, 2);
+    assert_eq!(hub.accept("ns", "copy", "t1", report("u1", 1, 9)).await, Err(Rejection::WrongAttempt));
+}
+
+#[tokio::test]
+async fn a_failing_lookup_asks_the_runner_to_retry() {
+    let lookup: AttemptLookup = Arc::new(|_, _| async { Err(LookupError("API server unreachable".into())) }.boxed());
+    let hub = ProgressHub::new(lookup);
+    assert_eq!(hub.accept("ns", "copy", "t1", report("u1", 1, 1)).await, Err(Rejection::Unavailable));
+}

@@ -1,0 +1,253 @@
+//! The HTTPS front end of the progress API.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path as FsPath, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
+use ferry_api::contract::ProgressReport;
+use rustls::ServerConfig;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use zeroize::Zeroizing;
+
+use super::{Accepted, ProgressHub, Rejection};
+
+/// The largest report body accepted; reports carry counters and a few failures, nothing more.
+pub const MAX_REPORT_BYTES: usize = 64 * 1024;
+
+/// How long in-flight requests may finish after shutdown was asked for.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// How much of a JSON error the runner is told.
+const MAX_ERROR_CHARS: usize = 200;
+
+/// The PEM files the server presents (the Helm chart mounts them from a Secret).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+/// Why the progress server could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ProgressServerError {
+    /// A TLS file could not be read.
+    #[error("reading the TLS file {}", path.display())]
+    ReadTls {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS file held no usable PEM.
+    #[error("the TLS file {} holds no usable PEM {what}: {reason}", path.display())]
+    BadPem {
+        /// The file.
+        path: PathBuf,
+        /// "certificate" or "private key".
+        what: &'static str,
+        /// What the parser said.
+        reason: String,
+    },
+    /// The certificate and key do not work together.
+    #[error("the TLS certificate {} and key {} do not form a TLS configuration", cert.display(), key.display())]
+    TlsConfig {
+        /// The certificate file.
+        cert: PathBuf,
+        /// The key file.
+        key: PathBuf,
+        /// What rustls said.
+        #[source]
+        source: rustls::Error,
+    },
+    /// The listening socket could not be used.
+    #[error("preparing the progress API's listening socket")]
+    Listener(#[source] std::io::Error),
+    /// Serving failed.
+    #[error("serving the progress API")]
+    Serve(#[source] std::io::Error),
+}
+
+/// Serves the progress API over HTTPS on `listener` until `shutdown` resolves, then lets
+/// in-flight requests finish for a few seconds.
+pub async fn serve(
+    listener: std::net::TcpListener,
+    tls: TlsFiles,
+    hub: ProgressHub,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), ProgressServerError> {
+    let config = RustlsConfig::from_config(tls_config(&tls)?);
+    // Tokio adopts the socket as is; it must not block the runtime.
+    listener.set_nonblocking(true).map_err(ProgressServerError::Listener)?;
+    let handle: Handle<SocketAddr> = Handle::new();
+    let server = axum_server::from_tcp_rustls(listener, config)
+        .map_err(ProgressServerError::Listener)?
+        .handle(handle.clone())
+        .http1_only()
+        .serve(router(hub).into_make_service());
+    tokio::pin!(server);
+    tokio::select! {
+        result = &mut server => return result.map_err(ProgressServerError::Serve),
+        () = shutdown => handle.graceful_shutdown(Some(SHUTDOWN_GRACE)),
+    }
+    server.await.map_err(ProgressServerError::Serve)
+}
+
+/// Reads the PEM files into a rustls config with an explicit crypto provider, so nothing
+/// depends on which providers happen to be compiled in.
+fn tls_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, ProgressServerError> {
+    let cert_pem = read(&files.cert)?;
+    let key_pem = Zeroizing::new(read(&files.key)?);
+    let bad_pem =
+        |path: &FsPath, what, reason: String| ProgressServerError::BadPem { path: path.to_owned(), what, reason };
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|error| bad_pem(&files.cert, "certificate", error.to_string()))?;
+    if certs.is_empty() {
+        return Err(bad_pem(&files.cert, "certificate", "no CERTIFICATE block".into()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&key_pem)
+        .map_err(|error| bad_pem(&files.key, "private key", error.to_string()))?;
+    let config_error =
+        |source| ProgressServerError::TlsConfig { cert: files.cert.clone(), key: files.key.clone(), source };
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(config_error)?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(config_error)?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn read(path: &FsPath) -> Result<Vec<u8>, ProgressServerError> {
+    std::fs::read(path).map_err(|source| ProgressServerError::ReadTls { path: path.to_owned(), source })
+}
+
+fn router(hub: ProgressHub) -> Router {
+    Router::new()
+        .route("/v1/namespaces/{namespace}/migrationjobs/{name}/progress", post(post_progress))
+        .route("/healthz", get(|| async { "ok" }))
+        .layer(DefaultBodyLimit::max(MAX_REPORT_BYTES))
+        .with_state(hub)
+}
+
+async fn post_progress(
+    State(hub): State<ProgressHub>,
+    Path((namespace, name)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let Some(token) = bearer_token(&headers) else {
+        return rejection_response(&Rejection::Unauthorized);
+    };
+    let report: ProgressReport = match serde_json::from_slice(&body) {
+        Ok(report) => report,
+        Err(error) => {
+            let message: String = format!("malformed progress report: {error}").chars().take(MAX_ERROR_CHARS).collect();
+            return (StatusCode::BAD_REQUEST, message).into_response();
+        }
+    };
+    let (attempt, shard, sequence) = (report.attempt, report.shard, report.sequence);
+    let job = format!("{namespace}/{name}");
+    match hub.accept(&namespace, &name, token, report).await {
+        Ok(Accepted::Applied) => {
+            tracing::debug!(%job, attempt, %shard, sequence, "progress applied");
+            StatusCode::NO_CONTENT.into_response()
+        }
+        Ok(Accepted::Stale) => (StatusCode::OK, "stale or duplicate report ignored").into_response(),
+        Err(rejection) => {
+            tracing::info!(%job, attempt, %shard, %rejection, "progress report refused");
+            rejection_response(&rejection)
+        }
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` header.
+fn bearer_token(headers: &HeaderMap) -> Option<&str> {
+    let value = headers.get(AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, token) = value.split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// The HTTP status of a refusal: the runner retries only `Unavailable`.
+fn rejection_status(rejection: &Rejection) -> StatusCode {
+    match rejection {
+        Rejection::Unauthorized => StatusCode::UNAUTHORIZED,
+        Rejection::WrongJob | Rejection::WrongAttempt => StatusCode::FORBIDDEN,
+        Rejection::UnknownJob => StatusCode::NOT_FOUND,
+        Rejection::InvalidShard(_) => StatusCode::BAD_REQUEST,
+        Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn rejection_response(rejection: &Rejection) -> Response {
+    let status = rejection_status(rejection);
+    if status == StatusCode::UNAUTHORIZED {
+        (status, [(WWW_AUTHENTICATE, "Bearer")], rejection.to_string()).into_response()
+    } else {
+        (status, rejection.to_string()).into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::HeaderValue;
+
+    use super::*;
+
+    fn headers(authorization: &str) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(AUTHORIZATION, HeaderValue::from_str(authorization).unwrap());
+        headers
+    }
+
+    #[test]
+    fn reads_bearer_tokens_only() {
+        assert_eq!(bearer_token(&headers("Bearer abc")), Some("abc"));
+        assert_eq!(bearer_token(&headers("bearer  abc ")), Some("abc"));
+        assert_eq!(bearer_token(&headers("Basic abc")), None);
+        assert_eq!(bearer_token(&headers("Bearer ")), None);
+        assert_eq!(bearer_token(&HeaderMap::new()), None);
+    }
+
+    #[test]
+    fn only_unavailability_is_worth_a_retry() {
+        assert_eq!(rejection_status(&Rejection::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(rejection_status(&Rejection::WrongAttempt), StatusCode::FORBIDDEN);
+        assert_eq!(rejection_status(&Rejection::UnknownJob), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn a_missing_tls_file_is_named() {
+        let files = TlsFiles { cert: "/nonexistent/tls.crt".into(), key: "/nonexistent/tls.key".into() };
+        let error = tls_config(&files).unwrap_err().to_string();
+        assert!(error.contains("/nonexistent/tls.crt"), "{error}");
+    }
+
+    #[test]
+    fn a_file_without_pem_is_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let cert = dir.path().join("tls.crt");
+        std::fs::write(&cert, "not pem").unwrap();
+        let files = TlsFiles { cert: cert.clone(), key: cert.clone() };
+        let error = tls_config(&files).unwrap_err().to_string();
+        assert!(error.contains("tls.crt") && error.contains("certificate"), "{error}");
+    }
+}
