@@ -274,6 +274,23 @@ pub struct VaultSecretReference {
     pub transit_mount: String,
 }
 
+impl VaultSecretReference {
+    /// The path of the Vault request whose wrapped response carries this secret: the KV v2
+    /// read (`<mount>/data/<path>`), or the Transit decryption (`<transitMount>/decrypt/<key>`).
+    /// The operator wraps exactly this request and the runner accepts only tokens created by it.
+    pub fn creation_path(&self) -> String {
+        match &self.transit_key {
+            None => format!("{}/data/{}", self.mount, self.path),
+            Some(key) => format!("{}/decrypt/{key}", self.transit_mount),
+        }
+    }
+
+    /// The KV v2 read path (`<mount>/data/<path>`), which holds the values or their ciphertext.
+    pub fn kv_data_path(&self) -> String {
+        format!("{}/data/{}", self.mount, self.path)
+    }
+}
+
 fn default_kv_mount() -> String {
     "secret".to_owned()
 }
@@ -307,4 +324,25 @@ pub struct CredentialBindingStatus {
     /// Ready (with reasons such as SecretValid, SecretNotFound, MissingField, VaultUnreachable).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(transit_key: Option<&str>) -> VaultSecretReference {
+        VaultSecretReference {
+            mount: "kv".into(),
+            path: "tenants/a/s3".into(),
+            transit_key: transit_key.map(str::to_owned),
+            transit_mount: "transit-prod".into(),
+        }
+    }
+
+    #[test]
+    fn creation_path_is_the_read_that_gets_wrapped() {
+        assert_eq!(reference(None).creation_path(), "kv/data/tenants/a/s3");
+        assert_eq!(reference(Some("tenant-a")).creation_path(), "transit-prod/decrypt/tenant-a");
+        assert_eq!(reference(Some("tenant-a")).kv_data_path(), "kv/data/tenants/a/s3");
+    }
 }

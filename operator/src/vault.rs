@@ -1,1 +1,0 @@
-//! Vault (or OpenBao): operator authentication, binding checks and response-wrapped reads.
