@@ -1,10 +1,18 @@
 //! Ferry's operator: the MigrationJob and CredentialBinding controllers, the Vault client
 //! that wraps credentials for runners, and the progress API runners report to.
 
+pub mod binding_controller;
 pub mod bindings;
 pub mod children;
 pub mod conditions;
+pub mod config;
+pub mod context;
+pub mod error;
+pub mod job_controller;
 pub mod lifecycle;
+pub mod metrics;
 pub mod names;
+pub mod observe;
 pub mod progress;
+pub mod run;
 pub mod vault;

@@ -149,7 +149,7 @@ pub fn decide(observed: Observation<'_>) -> Decision {
     next.conditions = conditions::job_conditions(phase, &reason, &message, generation, &previous.conditions, &now);
     let changed = previous.phase != Some(phase) || previous.attempts != next.attempts;
     let warning = matches!(phase, Phase::Failed | Phase::Waiting) || next.failed_attempts > previous.failed_attempts;
-    Decision { event: changed.then(|| (reason, message)), warning, status: next, action }
+    Decision { event: changed.then_some((reason, message)), warning, status: next, action }
 }
 
 /// Launches the current attempt (numbering a new one when none is current), unless a binding blocks it.

@@ -61,7 +61,8 @@ pub fn config_map(attempt: &Attempt<'_>, environment: &RunnerEnvironment) -> Res
     Ok(ConfigMap {
         metadata: attempt.metadata(names::attempt_object(&attempt.identity.name, attempt.attempt)),
         data: Some(data),
-        immutable: Some(true),
+        // Not immutable: a launch interrupted before its Secret existed is redone with new
+        // expiry times, and the apply must be able to update the plans.
         ..ConfigMap::default()
     })
 }

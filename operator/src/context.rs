@@ -1,0 +1,89 @@
+//! What both controllers share: the Kubernetes client, Vault, the progress hub, the
+//! runner environment, events and metrics.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::{Client, Resource};
+
+use crate::children::RunnerEnvironment;
+use crate::metrics::Metrics;
+use crate::progress::ProgressHub;
+use crate::vault::Vault;
+
+/// Shared state of the controllers.
+pub struct Context {
+    /// The Kubernetes client.
+    pub client: Client,
+    /// Vault, when configured; jobs whose bindings need it wait without it.
+    pub vault: Option<Vault>,
+    /// Where runners' reports arrive.
+    pub hub: ProgressHub,
+    /// How runners are built and reach things.
+    pub environment: RunnerEnvironment,
+    /// How long a wrapping token lives.
+    pub wrap_ttl: Duration,
+    /// The Vault path prefix template (`{namespace}` is replaced).
+    pub vault_path_prefix: String,
+    /// Publishes Kubernetes Events.
+    pub recorder: Recorder,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Consecutive failures per object, for the requeue backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    /// A context; events are reported as `ferry-operator`.
+    pub fn new(
+        client: Client,
+        vault: Option<Vault>,
+        hub: ProgressHub,
+        environment: RunnerEnvironment,
+        wrap_ttl: Duration,
+        vault_path_prefix: String,
+        metrics: Metrics,
+    ) -> Self {
+        let reporter = Reporter { controller: "ferry-operator".into(), instance: std::env::var("POD_NAME").ok() };
+        Self {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            vault,
+            hub,
+            environment,
+            wrap_ttl,
+            vault_path_prefix,
+            metrics,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// Publishes an Event about `object`; a failure to publish is logged, never fatal.
+    pub async fn event<K: Resource<DynamicType = ()>>(&self, object: &K, warning: bool, reason: &str, note: String) {
+        let event = Event {
+            type_: if warning { EventType::Warning } else { EventType::Normal },
+            reason: reason.to_owned(),
+            note: Some(note.chars().take(1000).collect()),
+            action: "Reconcile".into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &object.object_ref(&())).await {
+            tracing::warn!(%error, reason, "cannot publish an event");
+        }
+    }
+
+    /// The delay before retrying `key` after another failure: 5 s doubling to 5 minutes.
+    pub fn backoff(&self, key: &str) -> Duration {
+        let mut failures = self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let count = failures.entry(key.to_owned()).or_insert(0);
+        *count = count.saturating_add(1);
+        Duration::from_secs((5u64 << (*count - 1).min(6)).min(300))
+    }
+
+    /// Forgets the failures of `key` after a successful pass.
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(key);
+    }
+}

@@ -1,0 +1,295 @@
+//! Starting the operator: Kubernetes and Vault clients, the progress API, the status
+//! writer, the metrics endpoint and both controllers, until SIGTERM.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_api::contract::JobIdentity;
+use ferry_api::{CredentialBinding, MigrationJob};
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, ResourceExt};
+use zeroize::Zeroizing;
+
+use crate::children::RunnerEnvironment;
+use crate::children::credentials::PROGRESS_TOKEN_KEY;
+use crate::children::network_policy::EgressTarget;
+use crate::config::{Config, egress_for};
+use crate::context::Context;
+use crate::metrics::Metrics;
+use crate::progress::{self, AttemptLookup, JobKey, LookupError, ProgressHub, StatusWriter, TlsFiles};
+use crate::vault::{Vault, VaultAuth, VaultConfig};
+use crate::{binding_controller, job_controller, names};
+
+/// Why the operator could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// Kubernetes configuration or connection.
+    #[error("Kubernetes: {0}")]
+    Kube(#[from] kube::Error),
+    /// Vault login.
+    #[error("Vault: {0}")]
+    Vault(#[from] crate::vault::VaultError),
+    /// A file named by a flag cannot be read.
+    #[error("{flag} {path}: {source}")]
+    File {
+        /// The flag.
+        flag: &'static str,
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A listener could not bind.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// Anything else about the configuration.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Runs the operator until SIGTERM or Ctrl-C.
+pub async fn run(config: Config) -> Result<(), StartError> {
+    let client = Client::try_default().await?;
+    let vault = connect_vault(&config).await?;
+    let environment = runner_environment(&config).await?;
+    let metrics = Metrics::new().map_err(|e| StartError::Config(format!("metrics: {e}")))?;
+    let hub = ProgressHub::new(attempt_lookup(client.clone()));
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let shutdown = move || {
+        let mut stopped = stopped.clone();
+        async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }
+    };
+
+    let progress_listener = std::net::TcpListener::bind(config.progress_listen)
+        .map_err(|source| StartError::Listen { address: config.progress_listen.to_string(), source })?;
+    let tls = TlsFiles { cert: config.tls_cert.clone(), key: config.tls_key.clone() };
+    let progress_server = tokio::spawn(progress::serve(progress_listener, tls, hub.clone(), shutdown()));
+    let writer = StatusWriter::new(hub.clone(), progress::KubeStatusSink::new(client.clone()))
+        .with_interval(Duration::from_secs(config.status_interval));
+    let writer = tokio::spawn(writer.run(shutdown()));
+    let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
+        .await
+        .map_err(|source| StartError::Listen { address: config.metrics_listen.to_string(), source })?;
+    let metrics_server = tokio::spawn(crate::metrics::serve(metrics_listener, metrics.clone(), shutdown()));
+    let renewal = vault.as_ref().map(Vault::spawn_renewal);
+
+    let context = Arc::new(Context::new(
+        client.clone(),
+        vault,
+        hub,
+        environment,
+        Duration::from_secs(config.wrap_ttl),
+        config.vault_path_prefix.clone(),
+        metrics,
+    ));
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("stopping");
+        let _ = stop.send(true);
+    });
+    tracing::info!(progress = %config.progress_listen, metrics = %config.metrics_listen, "ferry-operator started");
+
+    let namespaces: Vec<Option<String>> = if config.watch_namespaces.is_empty() {
+        vec![None]
+    } else {
+        config.watch_namespaces.iter().cloned().map(Some).collect()
+    };
+    let mut controllers = Vec::new();
+    for namespace in namespaces {
+        controllers.push(run_job_controller(client.clone(), namespace.clone(), context.clone(), shutdown()).boxed());
+        controllers.push(run_binding_controller(client.clone(), namespace, context.clone(), shutdown()).boxed());
+    }
+    futures::future::join_all(controllers).await;
+    if let Some(renewal) = renewal {
+        renewal.abort();
+    }
+    if let Ok(Err(error)) = progress_server.await {
+        tracing::error!(%error, "the progress API stopped");
+    }
+    let _ = writer.await;
+    let _ = metrics_server.await;
+    Ok(())
+}
+
+fn api<K>(client: Client, namespace: Option<&str>) -> Api<K>
+where
+    K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>,
+{
+    match namespace {
+        Some(namespace) => Api::namespaced(client, namespace),
+        None => Api::all(client),
+    }
+}
+
+async fn run_job_controller(
+    client: Client,
+    namespace: Option<String>,
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let namespace = namespace.as_deref();
+    let jobs: Api<MigrationJob> = api(client.clone(), namespace);
+    let pods: Api<Pod> = api(client.clone(), namespace);
+    let bindings: Api<CredentialBinding> = api(client, namespace);
+    let controller = Controller::new(jobs, watcher::Config::default());
+    let store = controller.store();
+    let runner_pods = watcher::Config::default().labels(&format!("{}={}", names::MANAGED_BY.0, names::MANAGED_BY.1));
+    controller
+        .owns(pods, runner_pods)
+        // A binding turning Ready wakes the jobs that wait for it.
+        .watches(bindings, watcher::Config::default(), move |binding| {
+            let namespace = binding.namespace();
+            let name = binding.name_any();
+            store
+                .state()
+                .into_iter()
+                .filter(|job| {
+                    job.namespace() == namespace
+                        && (job.spec.source.binding == name || job.spec.destination.binding == name)
+                })
+                .map(|job| ObjectRef::from_obj(job.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .graceful_shutdown_on(shutdown)
+        .run(job_controller::reconcile, job_controller::error_policy, context)
+        .for_each(|_| std::future::ready(()))
+        .await;
+}
+
+async fn run_binding_controller(
+    client: Client,
+    namespace: Option<String>,
+    context: Arc<Context>,
+    shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
+) {
+    let bindings: Api<CredentialBinding> = api(client, namespace.as_deref());
+    Controller::new(bindings, watcher::Config::default())
+        .graceful_shutdown_on(shutdown)
+        .run(binding_controller::reconcile, binding_controller::error_policy, context)
+        .for_each(|_| std::future::ready(()))
+        .await;
+}
+
+/// Recovers an attempt's token hash from its Secret (after an operator restart), only for
+/// the job's current attempt.
+fn attempt_lookup(client: Client) -> AttemptLookup {
+    Arc::new(move |key: JobKey, attempt: u32| {
+        let client = client.clone();
+        async move {
+            let jobs: Api<MigrationJob> = Api::namespaced(client.clone(), &key.namespace);
+            let failed = |e: kube::Error| LookupError(e.to_string());
+            let Some(job) = jobs.get_opt(&key.name).await.map_err(failed)? else { return Ok(None) };
+            let current = job.status.as_ref().map_or(0, |s| s.attempts);
+            let Some(uid) = job.uid().filter(|_| current == attempt) else { return Ok(None) };
+            let secrets: Api<Secret> = Api::namespaced(client, &key.namespace);
+            let Some(secret) = secrets.get_opt(&names::attempt_object(&key.name, attempt)).await.map_err(failed)?
+            else {
+                return Ok(None);
+            };
+            let Some(token) = secret.data.as_ref().and_then(|d| d.get(PROGRESS_TOKEN_KEY)) else { return Ok(None) };
+            let token = Zeroizing::new(String::from_utf8_lossy(&token.0).into_owned());
+            let identity = JobIdentity { namespace: key.namespace.clone(), name: key.name.clone(), uid };
+            Ok(Some((identity, progress::token_hash(&token))))
+        }
+        .boxed()
+    })
+}
+
+async fn connect_vault(config: &Config) -> Result<Option<Vault>, StartError> {
+    let Some(address) = config.vault_addr.clone() else {
+        tracing::warn!("no VAULT_ADDR: bindings that keep credentials in Vault will not become Ready");
+        return Ok(None);
+    };
+    let auth = match (&config.vault_role, std::env::var("VAULT_TOKEN")) {
+        (Some(role), _) => VaultAuth::Kubernetes {
+            role: role.clone(),
+            mount: config.vault_auth_mount.clone(),
+            jwt_file: config.vault_jwt_file.clone(),
+        },
+        (None, Ok(token)) => VaultAuth::Token(Zeroizing::new(token)),
+        (None, Err(_)) => {
+            return Err(StartError::Config(
+                "VAULT_ADDR is set: give --vault-role (Kubernetes auth) or VAULT_TOKEN".into(),
+            ));
+        }
+    };
+    let vault = Vault::connect(VaultConfig { address, ca_file: config.vault_cacert.clone(), auth }).await?;
+    Ok(Some(vault))
+}
+
+async fn read(flag: &'static str, path: &std::path::Path) -> Result<String, StartError> {
+    tokio::fs::read_to_string(path).await.map_err(|source| StartError::File {
+        flag,
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Where runners reach Vault and the progress API, from the flags or else the URLs' addresses.
+async fn runner_environment(config: &Config) -> Result<RunnerEnvironment, StartError> {
+    let vault_url = config.runner_vault_addr.clone().or_else(|| config.vault_addr.clone());
+    let progress_ca = read("--tls-ca/--tls-cert", config.tls_ca.as_ref().unwrap_or(&config.tls_cert)).await?;
+    let vault_ca = match &config.vault_cacert {
+        Some(path) => Some(read("VAULT_CACERT", path).await?),
+        None => None,
+    };
+    let vault_egress = match (&vault_url, config.vault_egress.is_empty()) {
+        (Some(url), true) => egress_of(url).await?,
+        _ => config.vault_egress.clone(),
+    };
+    let progress_egress = if config.progress_egress.is_empty() {
+        egress_of(&config.progress_url).await?
+    } else {
+        config.progress_egress.clone()
+    };
+    Ok(RunnerEnvironment {
+        image: config.runner_image.clone(),
+        progress_url: config.progress_url.as_str().trim_end_matches('/').to_owned(),
+        vault_address: vault_url.map(|u| u.as_str().trim_end_matches('/').to_owned()),
+        progress_ca_pem: Some(progress_ca),
+        vault_ca_pem: vault_ca,
+        vault_egress,
+        progress_egress,
+    })
+}
+
+/// The egress targets of a URL: its host's addresses at its port.
+async fn egress_of(url: &url::Url) -> Result<Vec<EgressTarget>, StartError> {
+    let port = url.port_or_known_default().ok_or_else(|| StartError::Config(format!("{url}: no port")))?;
+    let host = url.host_str().ok_or_else(|| StartError::Config(format!("{url}: no host")))?;
+    let addresses: Vec<IpAddr> = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+        Ok(address) => vec![address],
+        Err(_) => tokio::net::lookup_host((host, port))
+            .await
+            .map_err(|e| StartError::Config(format!("cannot resolve {host} for the runners' NetworkPolicy: {e}")))?
+            .map(|socket| socket.ip())
+            .collect(),
+    };
+    Ok(egress_for(&addresses, port))
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut terminate) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
