@@ -1,0 +1,327 @@
+//! The controllers against a mocked API server (tower-test): launching, waiting, retrying,
+//! failing, succeeding, suspending and deleting, as the API server would see them.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_api::contract::{Outcome, ProgressReport, Shard, Stage};
+use ferry_api::{CredentialBinding, MigrationJob, Progress};
+use ferry_operator::children::RunnerEnvironment;
+use ferry_operator::children::network_policy::EgressTarget;
+use ferry_operator::context::Context;
+use ferry_operator::metrics::Metrics;
+use ferry_operator::progress::ProgressHub;
+use ferry_operator::{binding_controller, job_controller};
+use serde_json::{Value, json};
+use support::fake_api::FakeCluster;
+
+const NS: &str = "team-a";
+
+fn environment() -> RunnerEnvironment {
+    RunnerEnvironment {
+        image: "ferry-runner:test".into(),
+        progress_url: "https://10.0.0.5:8443".into(),
+        vault_address: None,
+        progress_ca_pem: Some("PEM".into()),
+        vault_ca_pem: None,
+        vault_egress: vec![],
+        progress_egress: vec![EgressTarget { cidr: "10.0.0.5/32".into(), port: 8443 }],
+    }
+}
+
+struct Harness {
+    cluster: FakeCluster,
+    context: Arc<Context>,
+}
+
+impl Harness {
+    fn new() -> Self {
+        let (client, cluster) = FakeCluster::start();
+        let context = Arc::new(Context::new(
+            client,
+            None,
+            ProgressHub::without_lookup(),
+            environment(),
+            Duration::from_secs(60),
+            "tenants/{namespace}/".into(),
+            Metrics::new().unwrap(),
+        ));
+        Self { cluster, context }
+    }
+
+    fn binding(&self, name: &str, ready: bool) {
+        let status = if ready { "True" } else { "False" };
+        self.cluster.insert(
+            "credentialbindings",
+            json!({
+                "apiVersion": "ferry.dev/v1alpha1", "kind": "CredentialBinding",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"provider": "fs", "fs": {"root": format!("/{name}"), "claimName": format!("{name}-pvc")}},
+                "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": status,
+                    "reason": if ready { "NoCredentials" } else { "SecretNotFound" }, "message": "m",
+                    "lastTransitionTime": "2026-11-24T00:00:00Z"}]}
+            }),
+        );
+    }
+
+    fn job(&self, extra: Value) {
+        let mut spec = json!({"source": {"binding": "in", "path": "a"}, "destination": {"binding": "out", "path": "b"}, "shards": 2});
+        json_patch::merge(&mut spec, &extra);
+        self.cluster.insert(
+            "migrationjobs",
+            json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "MigrationJob",
+                   "metadata": {"name": "nightly", "namespace": NS}, "spec": spec}),
+        );
+    }
+
+    fn read_job(&self) -> Option<MigrationJob> {
+        self.cluster.get("migrationjobs", NS, "nightly").map(|v| serde_json::from_value(v).unwrap())
+    }
+
+    async fn reconcile(&self) {
+        let job = self.read_job().expect("the job exists");
+        job_controller::reconcile(Arc::new(job), self.context.clone()).await.unwrap();
+    }
+
+    fn status(&self) -> Value {
+        self.cluster.get("migrationjobs", NS, "nightly").unwrap()["status"].clone()
+    }
+
+    fn condition(&self, type_: &str) -> (String, String) {
+        let status = self.status();
+        let condition = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_).unwrap().clone();
+        (condition["status"].as_str().unwrap().to_owned(), condition["reason"].as_str().unwrap().to_owned())
+    }
+
+    fn finish_pod(&self, name: &str, exit_code: i32, report: Option<&ProgressReport>) {
+        self.cluster.update("pods", NS, name, |pod| {
+            pod["status"] = json!({
+                "phase": if exit_code == 0 { "Succeeded" } else { "Failed" },
+                "containerStatuses": [{"name": "runner", "image": "i", "imageID": "", "ready": false, "restartCount": 0,
+                    "state": {"terminated": {"exitCode": exit_code, "reason": if exit_code == 0 { "Completed" } else { "Error" },
+                        "message": report.map(|r| serde_json::to_string(r).unwrap())}}}]
+            });
+        });
+    }
+
+    /// Creates the finalizer, then launches the first attempt.
+    async fn launched(&self) {
+        self.reconcile().await;
+        self.reconcile().await;
+    }
+}
+
+fn final_report(shard: u32, verified: u64, outcome: Outcome) -> ProgressReport {
+    ProgressReport {
+        job_uid: "uid".into(),
+        attempt: 1,
+        shard: Shard { index: shard, count: 2 },
+        sequence: 12,
+        stage: Stage::Finished,
+        progress: Progress { objects_total: verified, objects_verified: verified, bytes_total: 10, bytes_verified: 10, ..Default::default() },
+        recent_failures: vec![],
+        outcome: Some(outcome),
+    }
+}
+
+#[tokio::test]
+async fn a_new_job_gets_its_children_applied() {
+    let harness = Harness::new();
+    harness.binding("in", true);
+    harness.binding("out", true);
+    harness.job(json!({}));
+    harness.launched().await;
+
+    let job = harness.cluster.get("migrationjobs", NS, "nightly").unwrap();
+    assert_eq!(job["metadata"]["finalizers"], json!(["ferry.dev/cleanup"]));
+    assert_eq!(harness.status()["attempts"], 1);
+    assert_eq!(harness.status()["phase"], "Running");
+    assert_eq!(harness.condition("Progressing"), ("True".into(), "Starting".into()));
+    assert_eq!(harness.cluster.names("pods", NS), ["ferry-nightly-a1-s0", "ferry-nightly-a1-s1"]);
+    assert_eq!(harness.cluster.names("configmaps", NS), ["ferry-nightly-a1"]);
+    assert_eq!(harness.cluster.names("networkpolicies", NS), ["ferry-nightly"]);
+    let secret = harness.cluster.get("secrets", NS, "ferry-nightly-a1").unwrap();
+    let keys: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["progress-token"], "filesystem bindings have no credentials to wrap");
+    let pod = harness.cluster.get("pods", NS, "ferry-nightly-a1-s1").unwrap();
+    assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "MigrationJob");
+    assert_eq!(pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
+    assert!(harness.cluster.event_reasons().contains(&"Starting".to_owned()));
+
+    // Reconciling again changes nothing: same children, same attempt, no new event.
+    let events = harness.cluster.event_reasons().len();
+    harness.reconcile().await;
+    assert_eq!(harness.status()["attempts"], 1);
+    assert_eq!(harness.cluster.names("pods", NS).len(), 2);
+    assert_eq!(harness.cluster.event_reasons().len(), events);
+}
+
+#[tokio::test]
+async fn a_binding_that_is_not_ready_makes_the_job_wait() {
+    let harness = Harness::new();
+    harness.binding("in", false);
+    harness.binding("out", true);
+    harness.job(json!({}));
+    harness.launched().await;
+
+    assert_eq!(harness.status()["phase"], "Waiting");
+    assert_eq!(harness.condition("Stalled"), ("True".into(), "BindingNotReady".into()));
+    assert!(harness.cluster.names("pods", NS).is_empty());
+    assert!(harness.cluster.names("secrets", NS).is_empty());
+
+    harness.binding("in", true);
+    harness.reconcile().await;
+    assert_eq!(harness.status()["phase"], "Running");
+    assert_eq!(harness.cluster.names("pods", NS).len(), 2);
+}
+
+#[tokio::test]
+async fn a_missing_binding_is_named() {
+    let harness = Harness::new();
+    harness.binding("out", true);
+    harness.job(json!({}));
+    harness.launched().await;
+    let status = harness.status();
+    let stalled = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Stalled").unwrap();
+    assert_eq!(stalled["reason"], "BindingNotFound");
+    assert!(stalled["message"].as_str().unwrap().starts_with("spec.source.binding"));
+}
+
+#[tokio::test]
+async fn a_failed_pod_starts_a_new_attempt_with_a_new_token() {
+    let harness = Harness::new();
+    harness.binding("in", true);
+    harness.binding("out", true);
+    harness.job(json!({"retries": 2}));
+    harness.launched().await;
+    let first_token = harness.cluster.get("secrets", NS, "ferry-nightly-a1").unwrap()["data"]["progress-token"].clone();
+
+    harness.finish_pod("ferry-nightly-a1-s0", 1, Some(&final_report(0, 3, Outcome::ObjectsFailed)));
+    harness.finish_pod("ferry-nightly-a1-s1", 0, Some(&final_report(1, 5, Outcome::Succeeded)));
+    harness.reconcile().await;
+
+    assert_eq!(harness.status()["attempts"], 2);
+    assert_eq!(harness.status()["failedAttempts"], 1);
+    assert_eq!(harness.condition("Progressing"), ("True".into(), "Retrying".into()));
+    let second = harness.cluster.get("secrets", NS, "ferry-nightly-a2").expect("attempt 2 has its own Secret");
+    assert_ne!(second["data"]["progress-token"], first_token);
+    assert!(harness.cluster.get("secrets", NS, "ferry-nightly-a1").is_none(), "old tokens are removed");
+    let pods = harness.cluster.names("pods", NS);
+    assert!(pods.contains(&"ferry-nightly-a2-s0".to_owned()) && pods.contains(&"ferry-nightly-a2-s1".to_owned()));
+}
+
+#[tokio::test]
+async fn exhausted_retries_fail_the_job() {
+    let harness = Harness::new();
+    harness.binding("in", true);
+    harness.binding("out", true);
+    harness.job(json!({"retries": 0}));
+    harness.launched().await;
+    harness.finish_pod("ferry-nightly-a1-s0", 1, Some(&final_report(0, 3, Outcome::ObjectsFailed)));
+    harness.finish_pod("ferry-nightly-a1-s1", 1, None);
+    harness.reconcile().await;
+
+    assert_eq!(harness.status()["phase"], "Failed");
+    assert_eq!(harness.condition("Failed"), ("True".into(), "RetriesExhausted".into()));
+    assert!(harness.cluster.names("secrets", NS).is_empty(), "a finished job keeps no token");
+    assert!(harness.cluster.event_reasons().contains(&"RetriesExhausted".to_owned()));
+}
+
+#[tokio::test]
+async fn verified_shards_complete_the_job_with_exact_counts() {
+    let harness = Harness::new();
+    harness.binding("in", true);
+    harness.binding("out", true);
+    harness.job(json!({}));
+    harness.launched().await;
+    harness.finish_pod("ferry-nightly-a1-s0", 0, Some(&final_report(0, 7, Outcome::Succeeded)));
+    harness.finish_pod("ferry-nightly-a1-s1", 0, Some(&final_report(1, 5, Outcome::Succeeded)));
+    harness.reconcile().await;
+
+    let status = harness.status();
+    assert_eq!(status["phase"], "Succeeded");
+    assert_eq!(status["summary"]["objects"], "12/12");
+    assert_eq!(status["progress"]["objectsVerified"], 12);
+    assert_eq!(harness.condition("Complete"), ("True".into(), "Succeeded".into()));
+    assert_eq!(harness.condition("Ready"), ("True".into(), "Succeeded".into()));
+    assert!(harness.cluster.names("secrets", NS).is_empty());
+}
+
+#[tokio::test]
+async fn suspend_stops_runners_and_resume_starts_a_fresh_attempt() {
+    let harness = Harness::new();
+    harness.binding("in", true);
+    harness.binding("out", true);
+    harness.job(json!({}));
+    harness.launched().await;
+    harness.cluster.update("migrationjobs", NS, "nightly", |job| job["spec"]["suspend"] = json!(true));
+    harness.reconcile().await;
+    assert_eq!(harness.status()["phase"], "Suspended");
+    assert!(harness.cluster.names("pods", NS).is_empty(), "runners are stopped");
+    assert!(harness.cluster.names("secrets", NS).is_empty(), "their tokens are gone");
+
+    harness.cluster.update("migrationjobs", NS, "nightly", |job| job["spec"]["suspend"] = json!(false));
+    harness.reconcile().await;
+    assert_eq!(harness.status()["phase"], "Running");
+    assert_eq!(harness.status()["attempts"], 2);
+    assert!(harness.status()["failedAttempts"].is_null(), "a suspension spends no retry");
+    assert_eq!(harness.cluster.names("pods", NS), ["ferry-nightly-a2-s0", "ferry-nightly-a2-s1"]);
+}
+
+#[tokio::test]
+async fn deleting_a_job_removes_everything_it_owns() {
+    let harness = Harness::new();
+    harness.binding("in", true);
+    harness.binding("out", true);
+    harness.job(json!({}));
+    harness.launched().await;
+    harness.cluster.update("migrationjobs", NS, "nightly", |job| {
+        job["metadata"]["deletionTimestamp"] = json!("2026-11-24T01:00:00Z");
+    });
+    harness.reconcile().await;
+    for kind in ["pods", "secrets", "configmaps", "networkpolicies"] {
+        assert!(harness.cluster.names(kind, NS).is_empty(), "{kind} left behind");
+    }
+    assert!(harness.read_job().is_none(), "the finalizer was removed, so the job is gone");
+}
+
+#[tokio::test]
+async fn bindings_become_ready_or_say_why_not() {
+    let harness = Harness::new();
+    let reconcile = |name: &str| {
+        let binding: CredentialBinding =
+            serde_json::from_value(harness.cluster.get("credentialbindings", NS, name).unwrap()).unwrap();
+        binding_controller::reconcile(Arc::new(binding), harness.context.clone())
+    };
+    harness.cluster.insert(
+        "credentialbindings",
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "CredentialBinding", "metadata": {"name": "pvc", "namespace": NS},
+               "spec": {"provider": "fs", "fs": {"root": "/data", "claimName": "data"}}}),
+    );
+    harness.cluster.insert(
+        "credentialbindings",
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "CredentialBinding", "metadata": {"name": "elsewhere", "namespace": NS},
+               "spec": {"provider": "s3", "s3": {"region": "r", "bucket": "b"}, "vault": {"path": "tenants/team-b/s3"}}}),
+    );
+    harness.cluster.insert(
+        "credentialbindings",
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "CredentialBinding", "metadata": {"name": "s3", "namespace": NS},
+               "spec": {"provider": "s3", "s3": {"region": "r", "bucket": "b"}, "vault": {"path": "tenants/team-a/s3"}}}),
+    );
+    reconcile("pvc").await.unwrap();
+    reconcile("elsewhere").await.unwrap();
+    reconcile("s3").await.unwrap();
+    let ready = |name: &str| {
+        let binding = harness.cluster.get("credentialbindings", NS, name).unwrap();
+        let condition = binding["status"]["conditions"][0].clone();
+        (condition["status"].as_str().unwrap().to_owned(), condition["reason"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(ready("pvc"), ("True".into(), "NoCredentials".into()));
+    assert_eq!(ready("elsewhere"), ("False".into(), "VaultPathOutsideNamespace".into()));
+    assert_eq!(ready("s3"), ("False".into(), "VaultNotConfigured".into()));
+    assert!(harness.cluster.event_reasons().contains(&"VaultPathOutsideNamespace".to_owned()));
+}

@@ -1,0 +1,3 @@
+//! Test support shared by the operator's integration tests.
+
+pub mod fake_api;
