@@ -9,7 +9,7 @@ use std::time::Duration;
 use base64::Engine;
 use ferry_api::contract::PlannedBinding;
 use serde_json::Value;
-use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
+use vaultrs::client::{Client, VaultClient, VaultClientSettingsBuilder};
 use vaultrs::error::ClientError;
 use zeroize::{Zeroize, Zeroizing};
 
@@ -171,21 +171,37 @@ pub async fn unwrap_credentials(
         });
     }
 
-    // Someone may unwrap it between the lookup and here: that too reads as an unknown token.
-    let mut response: Value = match vaultrs::sys::wrapping::unwrap(&client, Some(token.as_str())).await {
+    // Unwrapping authenticates with the wrapping token itself (a token in the body would need
+    // a token of the runner's own). Someone may unwrap it between the lookup and here: that
+    // too reads as an unknown token.
+    let mut unwrapping = TokenClient(client);
+    unwrapping.0.set_token(&token);
+    drop(token);
+    let answer = vaultrs::sys::wrapping::unwrap::<Value>(&unwrapping.0, None).await;
+    drop(unwrapping);
+    let mut response = match answer {
         Ok(response) => response,
         Err(error) if is_unknown_token(&error) => return Err(gone()),
         Err(error) => {
             return Err(UnwrapError::Vault { binding: name, operation: "unwrapping", detail: describe(&error) });
         }
     };
-    drop(token);
     let fields = match &reference.transit_key {
         None => kv_fields(&name, expected, &mut response),
         Some(key) => transit_fields(&name, expected, key, &binding.secret_fields, &mut response),
     };
     zeroize_json(&mut response);
     fields
+}
+
+/// vaultrs keeps the client's token in plain `String`s: wipe them when the client goes.
+struct TokenClient(VaultClient);
+
+impl Drop for TokenClient {
+    fn drop(&mut self) {
+        self.0.settings.token.zeroize();
+        self.0.middle.token.zeroize();
+    }
 }
 
 fn client(vault_address: &str, ca_file: Option<&Path>) -> Result<VaultClient, String> {
@@ -242,10 +258,11 @@ fn malformed(binding: &str, path: &str, detail: impl Into<String>) -> UnwrapErro
     UnwrapError::Malformed { binding: binding.to_owned(), path: path.to_owned(), detail: detail.into() }
 }
 
-/// A KV v2 read: `data.data` holds the fields. Strings are moved out, never copied.
+/// A KV v2 read: its `data.data` holds the fields. Strings are moved out, never copied.
 fn kv_fields(binding: &str, path: &str, response: &mut Value) -> Result<SecretFields, UnwrapError> {
-    let Some(Value::Object(data)) = response.get_mut("data").and_then(|data| data.get_mut("data")) else {
-        return Err(malformed(binding, path, "no `data.data` object (a KV v2 read was expected)"));
+    // vaultrs hands over the response's `data`: for a KV v2 read, `{"data": {...}, "metadata": ...}`.
+    let Some(Value::Object(data)) = response.get_mut("data") else {
+        return Err(malformed(binding, path, "no `data` object (a KV v2 read was expected)"));
     };
     let mut fields = SecretFields::default();
     for (name, value) in data.iter_mut() {
@@ -342,11 +359,10 @@ mod tests {
 
     #[test]
     fn kv_strings_are_moved_out_and_the_rest_wiped() {
-        let mut response = serde_json::json!({"data": {"data": {"a": "one", "n": 2}, "metadata": {"version": 1}}});
+        let mut response = serde_json::json!({"data": {"a": "one", "n": 2, "s": "two"}, "metadata": {"version": 1}});
         let fields = kv_fields("b", "secret/data/x", &mut response).unwrap();
         assert_eq!(fields.get("a"), Some("one"));
-        assert_eq!(fields.names().collect::<Vec<_>>(), ["a"]);
-        zeroize_json(&mut response);
-        assert_eq!(response["data"]["data"]["a"], "");
+        assert_eq!(fields.names().collect::<Vec<_>>(), ["a", "s"]);
+        assert_eq!(response["data"]["a"], "");
     }
 }
