@@ -17,6 +17,7 @@ pub mod shard;
 pub mod spool;
 pub mod storage;
 pub mod transfer;
+pub mod unwrap;
 
 pub mod display;
 pub mod manifest;

@@ -108,6 +108,23 @@ impl Servers {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// POSTs with the root token, asking OpenBao to wrap the response for `ttl` (such as `60s`).
+    pub fn vault_post_wrapped(&self, api_path: &str, body: &str, ttl: &str) -> String {
+        let output = run(Command::new("curl").args([
+            "-sf",
+            "-X",
+            "POST",
+            "-H",
+            &format!("X-Vault-Token: {}", self.vault_token),
+            "-H",
+            &format!("X-Vault-Wrap-TTL: {ttl}"),
+            "-d",
+            body,
+            &format!("{}/v1/{api_path}", self.vault_address),
+        ]));
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     /// POSTs to OpenBao's API and ignores a refusal (such as mounting an engine twice).
     pub fn vault_post_allowing_failure(&self, api_path: &str, body: &str) -> bool {
         Command::new("curl")
@@ -115,6 +132,32 @@ impl Servers {
             .arg(format!("{}/v1/{api_path}", self.vault_address))
             .status()
             .is_ok_and(|status| status.success())
+    }
+
+    /// Writes an ACL policy (HCL) named `name`.
+    pub fn vault_policy(&self, name: &str, hcl: &str) {
+        self.vault_post(&format!("sys/policies/acl/{name}"), &format!("{{\"policy\":{}}}", json_string(hcl)));
+    }
+
+    /// Creates a token with `auth/token/create` (`body` is its JSON) and returns the token.
+    pub fn vault_token(&self, body: &str) -> String {
+        let response = self.vault_post("auth/token/create", body);
+        json_field(&response, "client_token").unwrap_or_else(|| panic!("no client_token in {response}"))
+    }
+
+    /// Mounts the Transit engine at `transit` (once) and creates a new key; returns its name.
+    pub fn transit_key(&self, prefix: &str) -> String {
+        let _ = self.vault_post_allowing_failure("sys/mounts/transit", r#"{"type":"transit"}"#);
+        let key = unique(prefix).to_lowercase();
+        self.vault_post(&format!("transit/keys/{key}"), "{}");
+        key
+    }
+
+    /// Encrypts `plaintext` with a Transit key and returns the ciphertext (`vault:v1:...`).
+    pub fn transit_encrypt(&self, key: &str, plaintext: &str) -> String {
+        let body = format!("{{\"plaintext\":\"{}\"}}", base64(plaintext.as_bytes(), false));
+        let response = self.vault_post(&format!("transit/encrypt/{key}"), &body);
+        json_field(&response, "ciphertext").unwrap_or_else(|| panic!("no ciphertext in {response}"))
     }
 
     /// Bindings for a bucket with credentials at `secret/<vault_path>`.
@@ -136,6 +179,49 @@ impl Servers {
     pub fn download(&self, bucket_path: &str, into: &Path) {
         self.rclone(&["copy", &self.s3_remote(bucket_path), &into.to_string_lossy()]);
     }
+}
+
+/// `text` as a JSON string literal (quotes included).
+pub fn json_string(text: &str) -> String {
+    let mut out = String::from("\"");
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            c if u32::from(c) < 0x20 => out.push_str(&format!("\\u{:04x}", u32::from(c))),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The first string value of `"name":"..."` in a JSON text (values without escapes only).
+pub fn json_field(json: &str, name: &str) -> Option<String> {
+    let start = json.find(&format!("\"{name}\":\""))? + name.len() + 4;
+    let length = json[start..].find('"')?;
+    Some(json[start..start + length].to_owned())
+}
+
+/// Base64 of `bytes`: standard with padding, or URL-safe without (as in JWTs).
+pub fn base64(bytes: &[u8], url_safe: bool) -> String {
+    let alphabet: &[u8; 64] = if url_safe {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    } else {
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/"
+    };
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let n = chunk.iter().enumerate().fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(alphabet[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+        if !url_safe {
+            out.push_str(&"=".repeat(3 - chunk.len()));
+        }
+    }
+    out
 }
 
 fn json_object(map: &BTreeMap<&str, &str>) -> String {

@@ -6,6 +6,7 @@
 //! request and hands back the body in zeroizing memory.
 
 mod binding_check;
+mod error;
 mod session;
 mod transport;
 mod wrap;
@@ -20,8 +21,10 @@ use vaultrs::client::{VaultClient, VaultClientSettingsBuilder};
 use zeroize::Zeroizing;
 
 pub use binding_check::SecretCheck;
+pub use error::VaultError;
 pub use wrap::WrappedCredentials;
 
+use error::{error_chain, json_problem};
 use session::Session;
 use transport::{Call, CallError};
 
@@ -82,138 +85,6 @@ impl fmt::Debug for VaultAuth {
                 .finish(),
         }
     }
-}
-
-/// Why a Vault operation failed. Messages name paths, fields and roles, never a secret
-/// value or a token; [`VaultError::reason`] gives the condition reason.
-#[derive(Debug, thiserror::Error)]
-pub enum VaultError {
-    /// The configuration cannot work (address, CA file, token format, TTL).
-    #[error("Vault configuration: {0}")]
-    Config(String),
-    /// The Kubernetes service account token could not be read.
-    #[error("cannot read the service account token {}: {source}", path.display())]
-    ServiceAccountToken {
-        /// The JWT file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The binding names no Vault secret.
-    #[error("{context}: the binding has no spec.vault, so there is no secret to check or wrap")]
-    NoSecretReference {
-        /// What was being done.
-        context: String,
-    },
-    /// There is no (live) secret at the path.
-    #[error("{context}: no secret at {mount}/{path}; write it with `bao kv put -mount={mount} {path} <field>=...`")]
-    SecretNotFound {
-        /// What was being done.
-        context: String,
-        /// The KV v2 mount.
-        mount: String,
-        /// The secret's path inside the mount.
-        path: String,
-    },
-    /// Vault refused the operator's token (or login) for this path.
-    #[error("{context}: permission denied on {path}; {hint}")]
-    PermissionDenied {
-        /// What was being done.
-        context: String,
-        /// The API path refused.
-        path: String,
-        /// What to change.
-        hint: String,
-    },
-    /// The secret lacks fields the provider needs.
-    #[error("{context}: {}", missing_fields_message(.mount, .path, .missing, .transit_key.as_deref()))]
-    MissingField {
-        /// What was being done.
-        context: String,
-        /// The KV v2 mount.
-        mount: String,
-        /// The secret's path inside the mount.
-        path: String,
-        /// For every unmet requirement, its alternatives (one of them is enough).
-        missing: Vec<Vec<String>>,
-        /// The Transit key the values must be encrypted with, if any.
-        transit_key: Option<String>,
-    },
-    /// Vault could not be reached or is unavailable (connection errors, 5xx, 429).
-    #[error("{context}: Vault at {address} is unreachable: {detail}")]
-    Unreachable {
-        /// What was being done.
-        context: String,
-        /// The server's address.
-        address: String,
-        /// The connection error or status.
-        detail: String,
-    },
-    /// Vault answered with another error.
-    #[error("{context}: Vault answered HTTP {status} for {path}: {message}")]
-    Api {
-        /// What was being done.
-        context: String,
-        /// The API path.
-        path: String,
-        /// The HTTP status.
-        status: u16,
-        /// Vault's error messages.
-        message: String,
-    },
-    /// Vault answered something this client does not understand.
-    #[error("{context}: unexpected response from {path}: {detail}")]
-    Malformed {
-        /// What was being done.
-        context: String,
-        /// The API path.
-        path: String,
-        /// What was wrong (never the body).
-        detail: String,
-    },
-}
-
-impl VaultError {
-    /// The CamelCase condition reason: `SecretNotFound`, `PermissionDenied`, `MissingField`,
-    /// `VaultUnreachable`, or `VaultError` for anything else.
-    pub fn reason(&self) -> &'static str {
-        match self {
-            Self::SecretNotFound { .. } => "SecretNotFound",
-            Self::PermissionDenied { .. } => "PermissionDenied",
-            Self::MissingField { .. } => "MissingField",
-            Self::Unreachable { .. } => "VaultUnreachable",
-            Self::Config(_)
-            | Self::ServiceAccountToken { .. }
-            | Self::NoSecretReference { .. }
-            | Self::Api { .. }
-            | Self::Malformed { .. } => "VaultError",
-        }
-    }
-}
-
-fn missing_fields_message(mount: &str, path: &str, missing: &[Vec<String>], transit_key: Option<&str>) -> String {
-    let describe = |group: &Vec<String>| match group.split_first() {
-        Some((first, [])) => format!("`{first}`"),
-        Some((first, others)) => {
-            let others: Vec<String> = others.iter().map(|name| format!("`{name}`")).collect();
-            format!("`{first}` (or {})", others.join(", "))
-        }
-        None => String::new(),
-    };
-    let names: Vec<String> = missing.iter().map(describe).collect();
-    let assignments: Vec<String> =
-        missing.iter().filter_map(|group| group.first()).map(|name| format!("{name}=...")).collect();
-    let (noun, pronoun) = if missing.len() == 1 { ("field", "it") } else { ("fields", "them") };
-    let encrypted = match transit_key {
-        Some(key) => format!(" (values encrypted with Transit key `{key}`)"),
-        None => String::new(),
-    };
-    format!(
-        "the secret at {mount}/{path} has no {noun} {}; add {pronoun}{encrypted} with `bao kv patch -mount={mount} {path} {}`",
-        names.join(", "),
-        assignments.join(" ")
-    )
 }
 
 /// The operator's Vault client: cheap to clone, always using the latest token.
@@ -305,20 +176,18 @@ fn http_client(config: &VaultConfig) -> Result<rustify::clients::reqwest::Client
     Ok(client.http)
 }
 
-/// An error and its sources on one line (these never hold secrets: paths, URLs, causes).
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Describes a JSON parse failure by its kind and position only: serde_json's own message
-/// can quote the offending value, which may be a secret.
-fn json_problem(error: &serde_json::Error) -> String {
-    format!("{:?} JSON error at line {} column {}", error.classify(), error.line(), error.column())
+    #[test]
+    fn debug_never_shows_the_token() {
+        let auth = VaultAuth::Token(Zeroizing::new("s.dev-root-token".into()));
+        assert_eq!(format!("{auth:?}"), "Token(..)");
+        let kubernetes = format!("{:?}", VaultAuth::kubernetes("ferry"));
+        assert!(
+            kubernetes.contains("\"kubernetes\"") && kubernetes.contains(SERVICE_ACCOUNT_TOKEN_FILE),
+            "{kubernetes}"
+        );
+    }
 }

@@ -1,0 +1,368 @@
+//! In-cluster credentials: the runner receives single-use wrapping tokens, not secrets.
+//! Each token is looked up first and refused unless Vault created it for exactly the read
+//! the plan names; then it is unwrapped once and the plaintext kept only in zeroizing
+//! memory. A token Vault no longer knows before its expiry was unwrapped by someone else.
+
+use std::path::Path;
+use std::time::Duration;
+
+use base64::Engine;
+use ferry_api::contract::PlannedBinding;
+use serde_json::Value;
+use vaultrs::client::{Client, VaultClient, VaultClientSettingsBuilder};
+use vaultrs::error::ClientError;
+use zeroize::{Zeroize, Zeroizing};
+
+use crate::secrets::SecretFields;
+
+/// No Vault request may hang the attempt's start for longer than this.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a binding's credentials could not be unwrapped. Messages name the binding and paths,
+/// never the token or a value.
+#[derive(Debug, thiserror::Error)]
+pub enum UnwrapError {
+    /// The binding keeps no credentials in Vault.
+    #[error("binding {binding} has no spec.vault, so it has no wrapped credentials")]
+    NotInVault {
+        /// The binding.
+        binding: String,
+    },
+    /// The plan's creation path is missing or is not the one the binding's spec implies.
+    #[error("binding {binding}: the plan expects tokens from {planned}, but the binding's spec implies {derived}")]
+    PlanMismatch {
+        /// The binding.
+        binding: String,
+        /// The plan's `secretCreationPath` (or `(none)`).
+        planned: String,
+        /// [`ferry_api::binding::VaultSecretReference::creation_path`].
+        derived: String,
+    },
+    /// The token was created by another request than the plan names (such as
+    /// `sys/wrapping/wrap` with content someone chose).
+    #[error(
+        "binding {binding}: the wrapping token was created by {actual}, not by {expected}; refusing credentials someone else chose"
+    )]
+    WrongCreationPath {
+        /// The binding.
+        binding: String,
+        /// The path the plan names.
+        expected: String,
+        /// The token's `creation_path`.
+        actual: String,
+    },
+    /// Vault no longer knows the token although it has not expired: someone else unwrapped it.
+    #[error(
+        "binding {binding}: the wrapping token was already unwrapped before it expired; someone else may hold these credentials: rotate them"
+    )]
+    AlreadyUsed {
+        /// The binding.
+        binding: String,
+    },
+    /// The token expired before the runner used it; the next attempt gets fresh tokens.
+    #[error(
+        "binding {binding}: the wrapping token expired before the runner could use it; the next attempt gets new ones"
+    )]
+    Expired {
+        /// The binding.
+        binding: String,
+    },
+    /// Vault does not know the token, and the plan gives no expiry to tell used from expired.
+    #[error("binding {binding}: Vault does not know the wrapping token (used or expired; the plan gives no expiry)")]
+    InvalidToken {
+        /// The binding.
+        binding: String,
+    },
+    /// The Vault client could not be set up (address, CA file).
+    #[error("binding {binding}: cannot set up the Vault client: {detail}")]
+    Client {
+        /// The binding.
+        binding: String,
+        /// What was wrong.
+        detail: String,
+    },
+    /// A Vault request failed for another reason (unreachable, refused).
+    #[error("binding {binding}: {operation} the wrapping token failed: {detail}")]
+    Vault {
+        /// The binding.
+        binding: String,
+        /// `looking up` or `unwrapping`.
+        operation: &'static str,
+        /// What failed.
+        detail: String,
+    },
+    /// A Transit-encrypted field did not decrypt.
+    #[error("binding {binding}: field {field:?} did not decrypt with Transit key {key:?}: {reason}")]
+    Decrypt {
+        /// The binding.
+        binding: String,
+        /// The field.
+        field: String,
+        /// The Transit key.
+        key: String,
+        /// Vault's reason (or why the plaintext is unusable).
+        reason: String,
+    },
+    /// The unwrapped response is not what the creation path promises.
+    #[error("binding {binding}: unexpected content in the wrapped response from {path}: {detail}")]
+    Malformed {
+        /// The binding.
+        binding: String,
+        /// The creation path.
+        path: String,
+        /// What was wrong (never a value).
+        detail: String,
+    },
+}
+
+impl UnwrapError {
+    /// Whether the credentials cannot be trusted (a token wrapped elsewhere, already used,
+    /// or a plan that disagrees with its binding): the attempt ends as a security violation
+    /// and is not retried.
+    pub fn is_security_violation(&self) -> bool {
+        matches!(self, Self::WrongCreationPath { .. } | Self::AlreadyUsed { .. } | Self::PlanMismatch { .. })
+    }
+}
+
+/// Looks up, checks and unwraps one binding's wrapping `token` and returns the secret's
+/// fields: a KV v2 read's `data.data`, or a Transit batch decryption's plaintexts named by
+/// `binding.secret_fields` in batch order. `expires_at` (from the plan) tells a used token
+/// from an expired one.
+pub async fn unwrap_credentials(
+    vault_address: &str,
+    ca_file: Option<&Path>,
+    binding: &PlannedBinding,
+    token: Zeroizing<String>,
+    expires_at: Option<jiff::Timestamp>,
+) -> Result<SecretFields, UnwrapError> {
+    let name = binding.name.clone();
+    let reference = binding.spec.vault.as_ref().ok_or_else(|| UnwrapError::NotInVault { binding: name.clone() })?;
+    let derived = reference.creation_path();
+    let expected = match binding.secret_creation_path.as_deref() {
+        Some(planned) if planned == derived => planned,
+        planned => {
+            return Err(UnwrapError::PlanMismatch {
+                binding: name,
+                planned: planned.unwrap_or("(none)").to_owned(),
+                derived,
+            });
+        }
+    };
+    let client =
+        client(vault_address, ca_file).map_err(|detail| UnwrapError::Client { binding: name.clone(), detail })?;
+    let gone = || match expires_at {
+        Some(at) if jiff::Timestamp::now() < at => UnwrapError::AlreadyUsed { binding: name.clone() },
+        Some(_) => UnwrapError::Expired { binding: name.clone() },
+        None => UnwrapError::InvalidToken { binding: name.clone() },
+    };
+
+    let info = match vaultrs::sys::wrapping::lookup(&client, &token).await {
+        Ok(info) => info,
+        Err(error) if is_unknown_token(&error) => return Err(gone()),
+        Err(error) => {
+            return Err(UnwrapError::Vault { binding: name, operation: "looking up", detail: describe(&error) });
+        }
+    };
+    if info.creation_path != expected {
+        return Err(UnwrapError::WrongCreationPath {
+            binding: name,
+            expected: expected.to_owned(),
+            actual: info.creation_path,
+        });
+    }
+
+    // Unwrapping authenticates with the wrapping token itself (a token in the body would need
+    // a token of the runner's own). Someone may unwrap it between the lookup and here: that
+    // too reads as an unknown token.
+    let mut unwrapping = TokenClient(client);
+    unwrapping.0.set_token(&token);
+    drop(token);
+    let answer = vaultrs::sys::wrapping::unwrap::<Value>(&unwrapping.0, None).await;
+    drop(unwrapping);
+    let mut response = match answer {
+        Ok(response) => response,
+        Err(error) if is_unknown_token(&error) => return Err(gone()),
+        Err(error) => {
+            return Err(UnwrapError::Vault { binding: name, operation: "unwrapping", detail: describe(&error) });
+        }
+    };
+    let fields = match &reference.transit_key {
+        None => kv_fields(&name, expected, &mut response),
+        Some(key) => transit_fields(&name, expected, key, &binding.secret_fields, &mut response),
+    };
+    zeroize_json(&mut response);
+    fields
+}
+
+/// vaultrs keeps the client's token in plain `String`s: wipe them when the client goes.
+struct TokenClient(VaultClient);
+
+impl Drop for TokenClient {
+    fn drop(&mut self) {
+        self.0.settings.token.zeroize();
+        self.0.middle.token.zeroize();
+    }
+}
+
+fn client(vault_address: &str, ca_file: Option<&Path>) -> Result<VaultClient, String> {
+    let address = url::Url::parse(vault_address).map_err(|_| format!("{vault_address:?} is not a URL"))?;
+    if !matches!(address.scheme(), "http" | "https") {
+        return Err(format!("{vault_address:?} is not an http:// or https:// URL"));
+    }
+    let mut ca_certs = Vec::new();
+    if let Some(ca_file) = ca_file {
+        let path = ca_file.to_str().ok_or_else(|| format!("the CA file path {} is not UTF-8", ca_file.display()))?;
+        ca_certs.push(path.to_owned());
+    }
+    // Every setting is explicit: vaultrs would otherwise fill gaps from VAULT_* variables,
+    // and the lookup and unwrap need no token of the runner's own.
+    let settings = VaultClientSettingsBuilder::default()
+        .address(address.as_str())
+        .token("")
+        .ca_certs(ca_certs)
+        .identity(None)
+        .verify(true)
+        .timeout(Some(REQUEST_TIMEOUT))
+        .build()
+        .map_err(|error| error.to_string())?;
+    VaultClient::new(settings).map_err(|error| describe(&error))
+}
+
+/// Vault answers 400 when a wrapping token is unknown: never issued, used, or expired (the
+/// request carries nothing but the token, so nothing else in it can be wrong).
+fn is_unknown_token(error: &ClientError) -> bool {
+    matches!(error, ClientError::APIError { code: 400, .. })
+}
+
+fn describe(error: &ClientError) -> String {
+    let mut text = match error {
+        ClientError::APIError { code, errors } => format!("HTTP {code}: {}", errors.join("; ")),
+        // A JSON error's message may quote a value: keep only its position.
+        ClientError::JsonParseError { source } => {
+            format!("{:?} JSON error at line {} column {}", source.classify(), source.line(), source.column())
+        }
+        other => other.to_string(),
+    };
+    if !matches!(error, ClientError::JsonParseError { .. }) {
+        let mut source = std::error::Error::source(error);
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+    }
+    text
+}
+
+fn malformed(binding: &str, path: &str, detail: impl Into<String>) -> UnwrapError {
+    UnwrapError::Malformed { binding: binding.to_owned(), path: path.to_owned(), detail: detail.into() }
+}
+
+/// A KV v2 read: its `data.data` holds the fields. Strings are moved out, never copied.
+fn kv_fields(binding: &str, path: &str, response: &mut Value) -> Result<SecretFields, UnwrapError> {
+    // vaultrs hands over the response's `data`: for a KV v2 read, `{"data": {...}, "metadata": ...}`.
+    let Some(Value::Object(data)) = response.get_mut("data") else {
+        return Err(malformed(binding, path, "no `data` object (a KV v2 read was expected)"));
+    };
+    let mut fields = SecretFields::default();
+    for (name, value) in data.iter_mut() {
+        if let Value::String(text) = value {
+            fields.insert(name.clone(), Zeroizing::new(std::mem::take(text)));
+        }
+    }
+    Ok(fields)
+}
+
+/// A Transit batch decryption: `batch_results[i].plaintext` (base64) is field `names[i]`.
+fn transit_fields(
+    binding: &str,
+    path: &str,
+    key: &str,
+    names: &[String],
+    response: &mut Value,
+) -> Result<SecretFields, UnwrapError> {
+    let Some(Value::Array(results)) = response.get_mut("batch_results") else {
+        return Err(malformed(binding, path, "no `batch_results` (a Transit batch decryption was expected)"));
+    };
+    if results.len() != names.len() {
+        return Err(malformed(
+            binding,
+            path,
+            format!("{} results for the plan's {} fields", results.len(), names.len()),
+        ));
+    }
+    let failure = |field: &str, reason: String| UnwrapError::Decrypt {
+        binding: binding.to_owned(),
+        field: field.to_owned(),
+        key: key.to_owned(),
+        reason,
+    };
+    let mut fields = SecretFields::default();
+    for (name, result) in names.iter().zip(results.iter_mut()) {
+        if let Some(Value::String(error)) = result.get("error")
+            && !error.is_empty()
+        {
+            return Err(failure(name, error.clone()));
+        }
+        let Some(Value::String(encoded)) = result.get_mut("plaintext") else {
+            return Err(failure(name, "the result has no plaintext".to_owned()));
+        };
+        let encoded = Zeroizing::new(std::mem::take(encoded));
+        let mut bytes = Zeroizing::new(
+            base64::engine::general_purpose::STANDARD
+                .decode(encoded.as_bytes())
+                .map_err(|_| failure(name, "the plaintext is not base64".to_owned()))?,
+        );
+        let text = match String::from_utf8(std::mem::take(&mut *bytes)) {
+            Ok(text) => Zeroizing::new(text),
+            Err(error) => {
+                error.into_bytes().zeroize();
+                return Err(failure(name, "the plaintext is not UTF-8".to_owned()));
+            }
+        };
+        fields.insert(name.clone(), text);
+    }
+    Ok(fields)
+}
+
+/// Wipes every string left in a JSON value (keys are field names, not secrets).
+fn zeroize_json(value: &mut Value) {
+    match value {
+        Value::String(text) => text.zeroize(),
+        Value::Array(items) => items.iter_mut().for_each(zeroize_json),
+        Value::Object(map) => map.values_mut().for_each(zeroize_json),
+        Value::Null | Value::Bool(_) | Value::Number(_) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transit_results_follow_the_plan_order() {
+        let mut response = serde_json::json!({"batch_results": [{"plaintext": "YQ=="}, {"plaintext": "Yg=="}]});
+        let names = vec!["second".to_owned(), "first".to_owned()];
+        let fields = transit_fields("b", "transit/decrypt/k", "k", &names, &mut response).unwrap();
+        assert_eq!(fields.get("second"), Some("a"));
+        assert_eq!(fields.get("first"), Some("b"));
+        assert_eq!(response["batch_results"][0]["plaintext"], "");
+    }
+
+    #[test]
+    fn transit_errors_name_the_field() {
+        let mut response = serde_json::json!({"batch_results": [{"plaintext": "", "error": "invalid ciphertext"}]});
+        let error = transit_fields("b", "p", "k", &["accountKey".to_owned()], &mut response).unwrap_err();
+        assert!(error.to_string().contains("accountKey"), "{error}");
+        assert!(!error.is_security_violation());
+    }
+
+    #[test]
+    fn kv_strings_are_moved_out_and_the_rest_wiped() {
+        let mut response = serde_json::json!({"data": {"a": "one", "n": 2, "s": "two"}, "metadata": {"version": 1}});
+        let fields = kv_fields("b", "secret/data/x", &mut response).unwrap();
+        assert_eq!(fields.get("a"), Some("one"));
+        assert_eq!(fields.names().collect::<Vec<_>>(), ["a", "s"]);
+        assert_eq!(response["data"]["a"], "");
+    }
+}
