@@ -7,6 +7,13 @@ use crate::binding::CredentialBindingSpec;
 use crate::job::MigrationJobSpec;
 use crate::status::{ObjectFailure, Progress};
 
+/// The file (Secret key) holding the source binding's wrapping token.
+pub const SOURCE_TOKEN_FILE: &str = "source-token";
+/// The file (Secret key) holding the destination binding's wrapping token.
+pub const DESTINATION_TOKEN_FILE: &str = "destination-token";
+/// The file (Secret key) holding the attempt's progress token.
+pub const PROGRESS_TOKEN_FILE: &str = "progress-token";
+
 /// Everything a runner needs for one attempt of one shard, except credentials.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]

@@ -5,6 +5,7 @@
 //! `spool` and verifies it; `engine` drives an attempt; `accounting` and `report` record it.
 
 pub mod accounting;
+pub mod cluster;
 pub mod engine;
 pub mod filter;
 pub mod listing;

@@ -14,7 +14,8 @@ use ferry_runner::run::{ExitStatus, RunOptions};
     version,
     after_help = "Exit codes: 0 every selected object verified; 1 some objects failed or the run stopped early; \
                   2 invalid manifests or flags (nothing touched); 3 interrupted (run again to resume); \
-                  4 could not start (storage, Vault or spool unavailable)."
+                  4 could not start (storage, Vault or spool unavailable); 5 credentials refused for security \
+                  (a wrapping token already used, or not created by the read the plan names)."
 )]
 struct Cli {
     #[command(subcommand)]
@@ -43,6 +44,27 @@ enum Command {
         /// Where the encrypted spool directory is created.
         #[arg(long, env = "FERRY_SPOOL_DIR")]
         spool_dir: Option<PathBuf>,
+    },
+    /// Run one attempt of one shard as a runner pod does: plan and tokens from files, progress to the operator.
+    Cluster {
+        /// The runner plan (JSON) the operator wrote.
+        #[arg(long, env = "FERRY_PLAN", default_value = "/etc/ferry/plan/plan.json")]
+        plan: PathBuf,
+        /// The directory holding the wrapping tokens and the progress token.
+        #[arg(long, env = "FERRY_CREDENTIALS_DIR", default_value = "/etc/ferry/credentials")]
+        credentials: PathBuf,
+        /// Where the encrypted spool directory is created.
+        #[arg(long, env = "FERRY_SPOOL_DIR", default_value = "/spool")]
+        spool_dir: PathBuf,
+        /// Where the final report is left for Kubernetes (the termination message).
+        #[arg(long, env = "FERRY_TERMINATION_LOG")]
+        termination_log: Option<PathBuf>,
+        /// PEM CA bundle that signed the progress API's certificate.
+        #[arg(long, env = "FERRY_PROGRESS_CA")]
+        progress_ca: Option<PathBuf>,
+        /// PEM CA bundle that signed Vault's certificate.
+        #[arg(long, env = "FERRY_VAULT_CA")]
+        vault_ca: Option<PathBuf>,
     },
     /// Validate manifests as the API server would, and print every problem.
     Validate {
@@ -81,6 +103,16 @@ fn main() -> ExitCode {
                 json,
                 shard,
                 spool_directory,
+            }))
+        }
+        Command::Cluster { plan, credentials, spool_dir, termination_log, progress_ca, vault_ca } => {
+            runtime.block_on(ferry_runner::cluster::run(ferry_runner::cluster::ClusterOptions {
+                plan,
+                credentials,
+                spool_directory: spool_dir,
+                termination_log,
+                progress_ca,
+                vault_ca,
             }))
         }
         Command::Validate { files } => match ferry_runner::manifest::load(&files) {

@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use ferry_api::MigrationJobSpec;
 use ferry_api::contract::{Outcome, Shard};
 use tokio::sync::watch;
 
@@ -68,40 +69,89 @@ pub async fn run(options: RunOptions) -> ExitStatus {
     };
     let spec = documents.job.spec.clone();
     let style = Style::detect(options.json);
-    let store_options =
-        StoreOptions { bandwidth: spec.bandwidth_limit.as_ref().map(|q| q.bytes()), part_size: PART_SIZE };
-    let (source, destination) = match open_stores(&documents, store_options).await {
+    let (source, destination) = match open_stores(&documents, store_options(&spec)).await {
         Ok(stores) => stores,
         Err(message) => {
             eprintln!("ferry-runner: {message}");
             return ExitStatus::CannotStart;
         }
     };
-    let spool_size = spec.runner.as_ref().and_then(|r| r.spool_size.as_ref()).map_or(DEFAULT_SPOOL, |q| q.bytes());
-    let spool = match Spool::open(&options.spool_directory, spool_size, MEMORY_BUDGET) {
-        Ok(spool) => spool,
-        Err(error) => {
-            eprintln!("ferry-runner: {error}");
-            return ExitStatus::CannotStart;
-        }
-    };
-    let (report, report_writer) = match ReportSink::open(options.report.as_deref()).await {
-        Ok(pair) => pair,
-        Err(error) => {
-            eprintln!("ferry-runner: cannot write the report: {error}");
-            return ExitStatus::CannotStart;
-        }
-    };
-    let (stop_sender, stop) = watch::channel(false);
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        eprintln!("ferry-runner: stopping: aborting uploads in flight and flushing the report");
-        let _ = stop_sender.send(true);
-    });
     let accounting = Arc::new(Accounting::default());
     let (done_sender, done) = watch::channel(false);
     let job_uid = documents.job.metadata.uid.clone().unwrap_or_else(|| "local".to_owned());
     let display = tokio::spawn(display::show(style, accounting.clone(), job_uid.clone(), options.shard, done));
+    let execution = Execution {
+        dry_run: options.dry_run || spec.dry_run,
+        spec,
+        source,
+        destination,
+        shard: options.shard,
+        spool_directory: options.spool_directory,
+        report: options.report,
+    };
+    let result = execute(execution, accounting.clone(), stop_on_signal()).await;
+    let _ = done_sender.send(true);
+    let _ = display.await;
+    match result {
+        Ok((summary, report_path)) => {
+            let seconds = accounting.elapsed_seconds();
+            display::summary(style, &summary, &job_uid, options.shard, seconds, report_path.as_deref());
+            exit_status(&summary.outcome)
+        }
+        Err((status, message)) => {
+            eprintln!("ferry-runner: {message}");
+            status
+        }
+    }
+}
+
+/// The exit status an outcome maps to.
+pub fn exit_status(outcome: &Outcome) -> ExitStatus {
+    match outcome {
+        Outcome::Succeeded => ExitStatus::Success,
+        Outcome::Interrupted => ExitStatus::Interrupted,
+        Outcome::ObjectsFailed | Outcome::Aborted { .. } => ExitStatus::ObjectsFailed,
+        Outcome::SecurityViolation { .. } => ExitStatus::SecurityViolation,
+    }
+}
+
+/// Store options from the job's spec.
+pub fn store_options(spec: &MigrationJobSpec) -> StoreOptions {
+    StoreOptions { bandwidth: spec.bandwidth_limit.as_ref().map(|q| q.bytes()), part_size: PART_SIZE }
+}
+
+/// One attempt's work, whoever started it (the CLI or a runner pod).
+pub struct Execution {
+    /// The job's spec.
+    pub spec: MigrationJobSpec,
+    /// The source store.
+    pub source: Arc<Store>,
+    /// The destination store.
+    pub destination: Arc<Store>,
+    /// This runner's shard.
+    pub shard: Shard,
+    /// Change nothing.
+    pub dry_run: bool,
+    /// Where the spool directory is created.
+    pub spool_directory: PathBuf,
+    /// Where the per-object report goes.
+    pub report: Option<PathBuf>,
+}
+
+/// Opens the spool and the report, runs the engine, and flushes the report. Returns the
+/// summary and the report's path, or the exit status and message of a run that could not start.
+pub async fn execute(
+    execution: Execution,
+    accounting: Arc<Accounting>,
+    stop: watch::Receiver<bool>,
+) -> Result<(crate::engine::Summary, Option<PathBuf>), (ExitStatus, String)> {
+    let Execution { spec, source, destination, shard, dry_run, spool_directory, report } = execution;
+    let spool_size = spec.runner.as_ref().and_then(|r| r.spool_size.as_ref()).map_or(DEFAULT_SPOOL, |q| q.bytes());
+    let spool = Spool::open(&spool_directory, spool_size, MEMORY_BUDGET)
+        .map_err(|error| (ExitStatus::CannotStart, error.to_string()))?;
+    let (report, report_writer) = ReportSink::open(report.as_deref())
+        .await
+        .map_err(|error| (ExitStatus::CannotStart, format!("cannot write the report: {error}")))?;
     let upload_memory = Arc::new(tokio::sync::Semaphore::new(crate::transfer::UPLOAD_MEMORY_KIB));
     let transfers = Transfers {
         source,
@@ -113,29 +163,24 @@ pub async fn run(options: RunOptions) -> ExitStatus {
         stop,
         upload_memory,
     };
-    let dry_run = options.dry_run || spec.dry_run;
-    let run = Run { transfers, spec, shard: options.shard, dry_run };
-    let result = engine::run(run, accounting.clone(), report).await;
-    let _ = done_sender.send(true);
-    let _ = display.await;
+    let result = engine::run(Run { transfers, spec, shard, dry_run }, accounting, report).await;
     let report_path = report_writer.path().map(PathBuf::from);
     if let Err(error) = report_writer.finish().await {
         eprintln!("ferry-runner: writing the report failed: {error}");
     }
-    let summary = match result {
-        Ok(summary) => summary,
-        Err(error) => {
-            eprintln!("ferry-runner: {error}");
-            return ExitStatus::InvalidInput;
-        }
-    };
-    display::summary(style, &summary, &job_uid, options.shard, accounting.elapsed_seconds(), report_path.as_deref());
-    match summary.outcome {
-        Outcome::Succeeded => ExitStatus::Success,
-        Outcome::Interrupted => ExitStatus::Interrupted,
-        Outcome::ObjectsFailed | Outcome::Aborted { .. } => ExitStatus::ObjectsFailed,
-        Outcome::SecurityViolation { .. } => ExitStatus::SecurityViolation,
-    }
+    let summary = result.map_err(|error| (ExitStatus::InvalidInput, error.to_string()))?;
+    Ok((summary, report_path))
+}
+
+/// A stop signal that turns true on Ctrl-C or SIGTERM.
+pub fn stop_on_signal() -> watch::Receiver<bool> {
+    let (stop_sender, stop) = watch::channel(false);
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        eprintln!("ferry-runner: stopping: aborting uploads in flight and flushing the report");
+        let _ = stop_sender.send(true);
+    });
+    stop
 }
 
 async fn open_stores(documents: &JobDocuments, options: StoreOptions) -> Result<(Arc<Store>, Arc<Store>), String> {

@@ -10,12 +10,10 @@ use zeroize::Zeroizing;
 use super::Attempt;
 use crate::names;
 
-/// The key of the source binding's wrapping token.
-pub const SOURCE_TOKEN_KEY: &str = "source-token";
-/// The key of the destination binding's wrapping token.
-pub const DESTINATION_TOKEN_KEY: &str = "destination-token";
-/// The key of the per-attempt progress token.
-pub const PROGRESS_TOKEN_KEY: &str = "progress-token";
+pub use ferry_api::contract::{
+    DESTINATION_TOKEN_FILE as DESTINATION_TOKEN_KEY, PROGRESS_TOKEN_FILE as PROGRESS_TOKEN_KEY,
+    SOURCE_TOKEN_FILE as SOURCE_TOKEN_KEY,
+};
 
 /// The tokens of one attempt.
 pub struct AttemptTokens {

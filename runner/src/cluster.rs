@@ -1,0 +1,297 @@
+//! `ferry-runner cluster`: one attempt of one shard inside a runner pod. The plan comes from
+//! a file, credentials only as wrapping tokens that are unwrapped once into memory, and
+//! progress goes to the operator; the final report is also left as the pod's termination
+//! message, so the operator learns the outcome even if it missed the last post.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use ferry_api::Progress;
+use ferry_api::contract::{
+    DESTINATION_TOKEN_FILE, Outcome, PROGRESS_TOKEN_FILE, PlannedBinding, ProgressReport, RunnerPlan,
+    SOURCE_TOKEN_FILE, Stage,
+};
+use zeroize::Zeroizing;
+
+use crate::accounting::Accounting;
+use crate::progress_client::ProgressPoster;
+use crate::run::{self, Execution, ExitStatus};
+use crate::secrets::SecretFields;
+use crate::storage;
+use crate::unwrap::unwrap_credentials;
+
+/// Kubernetes keeps at most this much of a termination message.
+const TERMINATION_MESSAGE_LIMIT: usize = 4096;
+/// How often progress is posted while copying.
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+
+/// The options of `cluster`, each overridable so tests can run it outside a pod.
+#[derive(Debug, Clone)]
+pub struct ClusterOptions {
+    /// The plan file (JSON).
+    pub plan: PathBuf,
+    /// The directory holding the token files.
+    pub credentials: PathBuf,
+    /// Where the encrypted spool directory is created.
+    pub spool_directory: PathBuf,
+    /// Where the final report is written for Kubernetes (the termination message).
+    pub termination_log: Option<PathBuf>,
+    /// The CA bundle that signed the progress API's certificate.
+    pub progress_ca: Option<PathBuf>,
+    /// The CA bundle that signed Vault's certificate.
+    pub vault_ca: Option<PathBuf>,
+}
+
+/// Numbers and sends this attempt's reports.
+struct Reporter {
+    plan_identity: (String, u32, ferry_api::contract::Shard),
+    sequence: AtomicU64,
+    poster: Option<ProgressPoster>,
+}
+
+impl Reporter {
+    fn report(
+        &self,
+        stage: Stage,
+        progress: Progress,
+        accounting: Option<&Accounting>,
+        outcome: Option<Outcome>,
+    ) -> ProgressReport {
+        let (job_uid, attempt, shard) = self.plan_identity.clone();
+        ProgressReport {
+            job_uid,
+            attempt,
+            shard,
+            sequence: self.sequence.fetch_add(1, Ordering::Relaxed) + 1,
+            stage,
+            progress,
+            recent_failures: accounting.map(Accounting::recent_failures).unwrap_or_default(),
+            outcome,
+        }
+    }
+
+    fn send(&self, report: ProgressReport) {
+        if let Some(poster) = &self.poster {
+            poster.send(report);
+        }
+    }
+
+    /// Leaves the final report as the termination message and delivers it to the operator.
+    async fn finish(self, report: ProgressReport, termination_log: Option<&Path>) {
+        if let Some(path) = termination_log
+            && let Err(error) = std::fs::write(path, termination_message(&report))
+        {
+            eprintln!("ferry-runner: cannot write the termination message to {}: {error}", path.display());
+        }
+        if let Some(poster) = self.poster
+            && let Err(error) = poster.finish(report).await
+        {
+            eprintln!("ferry-runner: the operator did not take the final report: {error}");
+        }
+    }
+}
+
+/// The final report as JSON that fits Kubernetes' termination message limit: failures are
+/// dropped first, since the counters and the outcome are what the operator needs.
+pub fn termination_message(report: &ProgressReport) -> String {
+    let mut report = report.clone();
+    loop {
+        let text = serde_json::to_string(&report).unwrap_or_default();
+        if text.len() <= TERMINATION_MESSAGE_LIMIT || report.recent_failures.is_empty() {
+            return text;
+        }
+        report.recent_failures.pop();
+    }
+}
+
+/// Runs the attempt the plan describes and returns the exit status.
+pub async fn run(options: ClusterOptions) -> ExitStatus {
+    let plan = match read_plan(&options.plan) {
+        Ok(plan) => plan,
+        Err(message) => {
+            eprintln!("ferry-runner: {message}");
+            return ExitStatus::InvalidInput;
+        }
+    };
+    let poster = match &plan.progress_url {
+        None => None,
+        Some(url) => {
+            let started = read_token(&options.credentials, PROGRESS_TOKEN_FILE).and_then(|token| {
+                ProgressPoster::new(url, token, options.progress_ca.as_deref()).map_err(|e| e.to_string())
+            });
+            match started {
+                Ok(poster) => Some(poster),
+                Err(message) => {
+                    eprintln!("ferry-runner: cannot report progress: {message}");
+                    return ExitStatus::CannotStart;
+                }
+            }
+        }
+    };
+    let reporter = Reporter {
+        plan_identity: (plan.job.uid.clone(), plan.attempt, plan.shard),
+        sequence: AtomicU64::new(0),
+        poster,
+    };
+    reporter.send(reporter.report(Stage::Starting, Progress::default(), None, None));
+
+    let secrets = match unwrap_both(&plan, &options).await {
+        Ok(secrets) => secrets,
+        Err((status, outcome)) => {
+            let reason = match &outcome {
+                Outcome::Aborted { reason } | Outcome::SecurityViolation { reason } => reason.clone(),
+                _ => String::new(),
+            };
+            eprintln!("ferry-runner: {reason}");
+            let report = reporter.report(Stage::Finished, Progress::default(), None, Some(outcome));
+            reporter.finish(report, options.termination_log.as_deref()).await;
+            return status;
+        }
+    };
+    let spec = plan.spec.clone();
+    let mut stores = Vec::new();
+    for (endpoint, binding, secret) in
+        [(&spec.source, &plan.source, &secrets.0), (&spec.destination, &plan.destination, &secrets.1)]
+    {
+        match storage::open(
+            &binding.name,
+            &binding.spec,
+            secret.as_ref(),
+            None,
+            &endpoint.path,
+            run::store_options(&spec),
+        ) {
+            Ok(store) => stores.push(Arc::new(store)),
+            Err(error) => {
+                let outcome = Outcome::Aborted { reason: error.to_string() };
+                eprintln!("ferry-runner: {error}");
+                let report = reporter.report(Stage::Finished, Progress::default(), None, Some(outcome));
+                reporter.finish(report, options.termination_log.as_deref()).await;
+                return ExitStatus::CannotStart;
+            }
+        }
+    }
+    drop(secrets);
+    let (Some(destination), Some(source)) = (stores.pop(), stores.pop()) else { return ExitStatus::CannotStart };
+
+    let accounting = Arc::new(Accounting::default());
+    let reporter = Arc::new(reporter);
+    let ticker = {
+        let (reporter, accounting) = (reporter.clone(), accounting.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(REPORT_EVERY).await;
+                reporter.send(reporter.report(Stage::Copying, accounting.snapshot(), Some(&accounting), None));
+            }
+        })
+    };
+    let execution = Execution {
+        dry_run: spec.dry_run,
+        spec,
+        source,
+        destination,
+        shard: plan.shard,
+        spool_directory: options.spool_directory.clone(),
+        report: None,
+    };
+    let result = run::execute(execution, accounting.clone(), run::stop_on_signal()).await;
+    ticker.abort();
+    let _ = ticker.await;
+    let Ok(reporter) = Arc::try_unwrap(reporter) else { return ExitStatus::CannotStart };
+    let (status, report) = match result {
+        Ok((summary, _)) => {
+            let mut progress = summary.progress.clone();
+            progress.eta_seconds = None;
+            let report = reporter.report(Stage::Finished, progress, Some(&accounting), Some(summary.outcome.clone()));
+            (run::exit_status(&summary.outcome), report)
+        }
+        Err((status, message)) => {
+            eprintln!("ferry-runner: {message}");
+            let outcome = Outcome::Aborted { reason: message };
+            (status, reporter.report(Stage::Finished, accounting.snapshot(), Some(&accounting), Some(outcome)))
+        }
+    };
+    reporter.finish(report, options.termination_log.as_deref()).await;
+    status
+}
+
+fn read_plan(path: &Path) -> Result<RunnerPlan, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the plan {}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("the plan {} is not a runner plan: {e}", path.display()))
+}
+
+fn read_token(directory: &Path, name: &str) -> Result<Zeroizing<String>, String> {
+    let path = directory.join(name);
+    let bytes = Zeroizing::new(std::fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?);
+    let text = std::str::from_utf8(&bytes).map_err(|_| format!("{} is not text", path.display()))?;
+    Ok(Zeroizing::new(text.trim().to_owned()))
+}
+
+type Credentials = (Option<SecretFields>, Option<SecretFields>);
+
+/// Unwraps each binding's token; a token that cannot be trusted stops the attempt loudly.
+async fn unwrap_both(plan: &RunnerPlan, options: &ClusterOptions) -> Result<Credentials, (ExitStatus, Outcome)> {
+    let expires_at = plan.credentials_expire_at.as_deref().and_then(|text| text.parse::<jiff::Timestamp>().ok());
+    let mut unwrapped = Vec::new();
+    for (binding, file) in [(&plan.source, SOURCE_TOKEN_FILE), (&plan.destination, DESTINATION_TOKEN_FILE)] {
+        unwrapped.push(unwrap_one(plan, binding, file, expires_at, options).await?);
+    }
+    let destination = unwrapped.pop().flatten();
+    let source = unwrapped.pop().flatten();
+    Ok((source, destination))
+}
+
+async fn unwrap_one(
+    plan: &RunnerPlan,
+    binding: &PlannedBinding,
+    file: &str,
+    expires_at: Option<jiff::Timestamp>,
+    options: &ClusterOptions,
+) -> Result<Option<SecretFields>, (ExitStatus, Outcome)> {
+    let cannot_start = |reason: String| (ExitStatus::CannotStart, Outcome::Aborted { reason });
+    if binding.spec.vault.is_none() {
+        return Ok(None);
+    }
+    let vault = plan
+        .vault_address
+        .as_deref()
+        .ok_or_else(|| cannot_start(format!("binding {}: the plan names no Vault address", binding.name)))?;
+    let token = read_token(&options.credentials, file).map_err(cannot_start)?;
+    match unwrap_credentials(vault, options.vault_ca.as_deref(), binding, token, expires_at).await {
+        Ok(fields) => Ok(Some(fields)),
+        Err(error) if error.is_security_violation() => {
+            Err((ExitStatus::SecurityViolation, Outcome::SecurityViolation { reason: error.to_string() }))
+        }
+        Err(error) => Err(cannot_start(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_api::ObjectFailure;
+    use ferry_api::contract::Shard;
+
+    use super::*;
+
+    #[test]
+    fn termination_messages_fit_by_dropping_failures_first() {
+        let failure = ObjectFailure { path: "p".repeat(200), reason: "r".repeat(200) };
+        let report = ProgressReport {
+            job_uid: "u".into(),
+            attempt: 1,
+            shard: Shard::WHOLE,
+            sequence: 3,
+            stage: Stage::Finished,
+            progress: Progress { objects_failed: 30, ..Default::default() },
+            recent_failures: vec![failure; 30],
+            outcome: Some(Outcome::ObjectsFailed),
+        };
+        let message = termination_message(&report);
+        assert!(message.len() <= TERMINATION_MESSAGE_LIMIT);
+        let back: ProgressReport = serde_json::from_str(&message).unwrap();
+        assert_eq!(back.outcome, Some(Outcome::ObjectsFailed));
+        assert!(!back.recent_failures.is_empty() && back.recent_failures.len() < 30);
+    }
+}
