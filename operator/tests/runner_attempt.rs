@@ -1,0 +1,151 @@
+//! One runner attempt end to end without Kubernetes: the operator wraps real credentials in
+//! OpenBao and builds the plan; `ferry-runner cluster` (in process) unwraps them, moves a
+//! bucket between real S3 buckets, and reports to the real HTTPS progress API. Running the
+//! same attempt twice is refused, because its tokens were already used.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use ferry_api::MigrationJob;
+use ferry_api::contract::{JobIdentity, Outcome, PlannedBinding, ProgressReport};
+use ferry_e2e::{Servers, servers, unique, write_small_files};
+use ferry_operator::children::credentials::{DESTINATION_TOKEN_KEY, PROGRESS_TOKEN_KEY, SOURCE_TOKEN_KEY};
+use ferry_operator::children::{Attempt, RunnerEnvironment, plan};
+use ferry_operator::progress::{ProgressHub, TlsFiles, new_attempt_token, serve, token_hash};
+use ferry_operator::vault::{Vault, VaultAuth, VaultConfig, WrappedCredentials};
+use ferry_runner::cluster::{ClusterOptions, run};
+use ferry_runner::run::ExitStatus;
+use zeroize::Zeroizing;
+
+fn self_signed(dir: &Path) -> TlsFiles {
+    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
+    let output = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl makes the test certificate");
+    assert!(output.status.success(), "openssl: {}", String::from_utf8_lossy(&output.stderr));
+    TlsFiles { cert, key }
+}
+
+fn job(source: &str, destination: &str) -> MigrationJob {
+    serde_yaml::from_str(&format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: MigrationJob\nmetadata: {{name: copy, namespace: team-a, uid: {}}}\nspec:\n  source: {{binding: {source}, path: data}}\n  destination: {{binding: {destination}, path: moved}}\n  verify: checksum\n",
+        unique("uid")
+    ))
+    .unwrap()
+}
+
+fn binding(servers: &Servers, name: &str, bucket: &str, vault_path: &str) -> PlannedBinding {
+    let spec = serde_yaml::from_str(&format!(
+        "provider: s3\ns3: {{endpoint: \"{}\", region: us-east-1, bucket: {bucket}, forcePathStyle: true}}\nvault: {{path: {vault_path}}}",
+        servers.s3_endpoint
+    ))
+    .unwrap();
+    PlannedBinding { name: name.into(), spec, secret_creation_path: None, secret_fields: vec![] }
+}
+
+fn planned(mut binding: PlannedBinding, wrapped: &WrappedCredentials) -> PlannedBinding {
+    binding.secret_creation_path = Some(wrapped.creation_path.clone());
+    binding.secret_fields = wrapped.fields.clone();
+    binding
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_unwraps_copies_verifies_and_reports_then_its_tokens_are_spent() {
+    let servers = servers();
+    let work = tempfile::tempdir().unwrap();
+    let (source_bucket, destination_bucket) = (servers.bucket("attempt-src"), servers.bucket("attempt-dst"));
+    let local = work.path().join("data");
+    write_small_files(&local, 40, 1000);
+    servers.rclone(&["copy", &local.to_string_lossy(), &servers.s3_remote(&format!("{source_bucket}/data"))]);
+    let vault_path = servers.s3_credentials_in_vault();
+
+    let vault = Vault::connect(VaultConfig {
+        address: servers.vault_address.parse().unwrap(),
+        ca_file: None,
+        auth: VaultAuth::Token(Zeroizing::new(servers.vault_token.clone())),
+    })
+    .await
+    .unwrap();
+    let source = binding(&servers, "old", &source_bucket, &vault_path);
+    let destination = binding(&servers, "new", &destination_bucket, &vault_path);
+    let ttl = Duration::from_secs(120);
+    let source_wrapped = vault.wrap_credentials(&source.spec, ttl).await.unwrap();
+    let destination_wrapped = vault.wrap_credentials(&destination.spec, ttl).await.unwrap();
+
+    let tls = self_signed(work.path());
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let hub = ProgressHub::without_lookup();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, tls.clone(), hub.clone(), async move {
+        stopped.await.ok();
+    }));
+
+    let job = job("old", "new");
+    let identity =
+        JobIdentity { namespace: "team-a".into(), name: "copy".into(), uid: job.metadata.uid.clone().unwrap() };
+    let progress_token = new_attempt_token().unwrap();
+    hub.register_attempt(&identity, 1, token_hash(&progress_token));
+    let attempt = Attempt {
+        job: &job,
+        identity: identity.clone(),
+        attempt: 1,
+        source: planned(source, &source_wrapped),
+        destination: planned(destination, &destination_wrapped),
+        credentials_expire_at: Some(source_wrapped.expires_at.min(destination_wrapped.expires_at).to_string()),
+        deadline_seconds: None,
+    };
+    let environment = RunnerEnvironment {
+        progress_url: format!("https://{address}"),
+        vault_address: Some(servers.vault_address.clone()),
+        ..RunnerEnvironment::default()
+    };
+    let plans = plan::plans(&attempt, &environment);
+    let plan_file = work.path().join("plan.json");
+    std::fs::write(&plan_file, serde_json::to_string(&plans[0]).unwrap()).unwrap();
+    let credentials = work.path().join("credentials");
+    std::fs::create_dir(&credentials).unwrap();
+    std::fs::write(credentials.join(SOURCE_TOKEN_KEY), source_wrapped.token.as_bytes()).unwrap();
+    std::fs::write(credentials.join(DESTINATION_TOKEN_KEY), destination_wrapped.token.as_bytes()).unwrap();
+    std::fs::write(credentials.join(PROGRESS_TOKEN_KEY), progress_token.as_bytes()).unwrap();
+    let spool = work.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let termination = work.path().join("termination-log");
+    let options = ClusterOptions {
+        plan: plan_file,
+        credentials,
+        spool_directory: spool,
+        termination_log: Some(termination.clone()),
+        progress_ca: Some(tls.cert.clone()),
+        vault_ca: None,
+    };
+
+    assert_eq!(run(options.clone()).await, ExitStatus::Success);
+    let last: ProgressReport = serde_json::from_str(&std::fs::read_to_string(&termination).unwrap()).unwrap();
+    assert_eq!(last.outcome, Some(Outcome::Succeeded));
+    assert_eq!((last.progress.objects_total, last.progress.objects_verified), (40, 40));
+    let reported = hub.latest(&identity.uid).unwrap();
+    assert_eq!(reported.shards[&0].progress.objects_verified, 40, "the operator has the final counts");
+    servers.rclone(&[
+        "check",
+        &servers.s3_remote(&format!("{source_bucket}/data")),
+        &servers.s3_remote(&format!("{destination_bucket}/moved")),
+    ]);
+
+    // The same tokens again: Vault no longer knows them although they have not expired, so
+    // someone used them. The attempt is refused loudly and nothing is read.
+    assert_eq!(run(options).await, ExitStatus::SecurityViolation);
+    let refused: ProgressReport = serde_json::from_str(&std::fs::read_to_string(&termination).unwrap()).unwrap();
+    assert!(matches!(refused.outcome, Some(Outcome::SecurityViolation { .. })), "{refused:?}");
+    let _ = stop.send(());
+}
