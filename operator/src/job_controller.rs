@@ -109,12 +109,14 @@ async fn apply_observed(job: &MigrationJob, identity: &JobIdentity, context: &Co
         now: now.clone(),
     });
     let mut next = decision.status.clone();
+    let mut written = previous.clone();
     let mut event = decision.event.clone().map(|(reason, message)| (decision.warning, reason, message));
     match decision.action {
         Step::Launch => {
             // The attempt number is durable before any token exists, so a crash never
             // launches two attempts under one number.
             write_status(job, &previous, &next, context).await?;
+            written = next.clone();
             let (source, destination) = resolved.map_err(|blocker| Error::Incomplete(blocker.message))?;
             if let Err(error) = launch(job, identity, &next, source, destination, context).await {
                 let message = format!("cannot launch attempt {}: {error}", next.attempts);
@@ -127,7 +129,7 @@ async fn apply_observed(job: &MigrationJob, identity: &JobIdentity, context: &Co
                     &next.conditions,
                     &now,
                 );
-                write_status(job, &previous, &next, context).await?;
+                write_status(job, &written, &next, context).await?;
                 context.event(job, true, error.reason(), message).await;
                 return Err(error);
             }
@@ -148,7 +150,7 @@ async fn apply_observed(job: &MigrationJob, identity: &JobIdentity, context: &Co
         }
         Step::None => {}
     }
-    write_status(job, &previous, &next, context).await?;
+    write_status(job, &written, &next, context).await?;
     if let Some((warning, reason, message)) = event.take() {
         context.event(job, warning, &reason, message).await;
     }

@@ -157,13 +157,17 @@ mod tests {
             "apiVersion: ferry.dev/v1alpha1\nkind: MigrationJob\nmetadata: {name: j, namespace: n, uid: u}\nspec: {source: {binding: a}, destination: {binding: b}}",
         )
         .unwrap();
-        job.status = Some(
-            serde_json::from_value(serde_json::json!({
-                "phase": "Running", "attempts": 1,
-                "progress": {"objectsTotal": 10, "objectsVerified": 4, "bytesTotal": 100, "bytesVerified": 40}
-            }))
-            .unwrap(),
-        );
+        job.status = Some(ferry_api::MigrationJobStatus {
+            phase: Some(Phase::Running),
+            progress: Some(ferry_api::Progress {
+                objects_total: 10,
+                objects_verified: 4,
+                bytes_total: 100,
+                bytes_verified: 40,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
         metrics.observe_job(&job);
         metrics.reconciled("MigrationJob", 0.02);
         let text = metrics.render();
