@@ -44,6 +44,9 @@ enum Command {
         /// Where the encrypted spool directory is created.
         #[arg(long, env = "FERRY_SPOOL_DIR")]
         spool_dir: Option<PathBuf>,
+        /// Serve Prometheus metrics at http://ADDRESS/metrics while the run lasts.
+        #[arg(long, env = "FERRY_METRICS_LISTEN", value_name = "ADDRESS")]
+        metrics_listen: Option<std::net::SocketAddr>,
     },
     /// Run one attempt of one shard as a runner pod does: plan and tokens from files, progress to the operator.
     Cluster {
@@ -94,7 +97,7 @@ fn main() -> ExitCode {
         }
     };
     let status = match cli.command {
-        Command::Run { files, report, dry_run, json, shard, spool_dir } => {
+        Command::Run { files, report, dry_run, json, shard, spool_dir, metrics_listen } => {
             let spool_directory = spool_dir.unwrap_or_else(std::env::temp_dir);
             runtime.block_on(ferry_runner::run::run(RunOptions {
                 files,
@@ -103,6 +106,7 @@ fn main() -> ExitCode {
                 json,
                 shard,
                 spool_directory,
+                metrics_listen,
             }))
         }
         Command::Cluster { plan, credentials, spool_dir, termination_log, progress_ca, vault_ca } => {

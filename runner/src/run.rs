@@ -11,6 +11,7 @@ use crate::accounting::Accounting;
 use crate::display::{self, Style};
 use crate::engine::{self, Run};
 use crate::manifest::{self, JobDocuments};
+use crate::metrics::RunnerMetrics;
 use crate::report::ReportSink;
 use crate::secrets::SecretFields;
 use crate::spool::Spool;
@@ -56,6 +57,8 @@ pub struct RunOptions {
     pub shard: Shard,
     /// Where the spool directory goes.
     pub spool_directory: PathBuf,
+    /// Serve Prometheus metrics here while the run lasts.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// Runs a job and returns the exit status.
@@ -69,14 +72,26 @@ pub async fn run(options: RunOptions) -> ExitStatus {
     };
     let spec = documents.job.spec.clone();
     let style = Style::detect(options.json);
-    let (source, destination) = match open_stores(&documents, store_options(&spec)).await {
+    let accounting = Arc::new(Accounting::default());
+    let metrics = match options.metrics_listen {
+        None => None,
+        Some(address) => match start_metrics(address, accounting.clone()).await {
+            Ok(metrics) => Some(metrics),
+            Err(message) => {
+                eprintln!("ferry-runner: {message}");
+                return ExitStatus::CannotStart;
+            }
+        },
+    };
+    let mut store_options = store_options(&spec);
+    store_options.metrics = metrics.as_ref().map(RunnerMetrics::layer);
+    let (source, destination) = match open_stores(&documents, store_options).await {
         Ok(stores) => stores,
         Err(message) => {
             eprintln!("ferry-runner: {message}");
             return ExitStatus::CannotStart;
         }
     };
-    let accounting = Arc::new(Accounting::default());
     let (done_sender, done) = watch::channel(false);
     let job_uid = documents.job.metadata.uid.clone().unwrap_or_else(|| "local".to_owned());
     let display = tokio::spawn(display::show(style, accounting.clone(), job_uid.clone(), options.shard, done));
@@ -117,7 +132,15 @@ pub fn exit_status(outcome: &Outcome) -> ExitStatus {
 
 /// Store options from the job's spec.
 pub fn store_options(spec: &MigrationJobSpec) -> StoreOptions {
-    StoreOptions { bandwidth: spec.bandwidth_limit.as_ref().map(|q| q.bytes()), part_size: PART_SIZE }
+    StoreOptions { bandwidth: spec.bandwidth_limit.as_ref().map(|q| q.bytes()), part_size: PART_SIZE, metrics: None }
+}
+
+async fn start_metrics(address: std::net::SocketAddr, accounting: Arc<Accounting>) -> Result<RunnerMetrics, String> {
+    let metrics = RunnerMetrics::new().map_err(|e| format!("metrics: {e}"))?;
+    let listener =
+        tokio::net::TcpListener::bind(address).await.map_err(|e| format!("--metrics-listen {address}: {e}"))?;
+    tokio::spawn(crate::metrics::serve(listener, metrics.clone(), accounting));
+    Ok(metrics)
 }
 
 /// One attempt's work, whoever started it (the CLI or a runner pod).
@@ -192,9 +215,15 @@ async fn open_stores(documents: &JobDocuments, options: StoreOptions) -> Result<
             Some(reference) => Some(fetch_secret(&endpoint.binding, reference).await?),
             None => None,
         };
-        let store =
-            storage::open(&endpoint.binding, binding, secret.as_ref(), Some(directory), &endpoint.path, options)
-                .map_err(|error| error.to_string())?;
+        let store = storage::open(
+            &endpoint.binding,
+            binding,
+            secret.as_ref(),
+            Some(directory),
+            &endpoint.path,
+            options.clone(),
+        )
+        .map_err(|error| error.to_string())?;
         stores.push(Arc::new(store));
     }
     let destination = stores.pop().ok_or("no destination")?;

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use ferry_api::{CredentialBindingSpec, Provider};
 use opendal::Operator;
-use opendal::layers::{RetryLayer, ThrottleLayer, TimeoutLayer, TracingLayer};
+use opendal::layers::{PrometheusLayer, RetryLayer, ThrottleLayer, TimeoutLayer, TracingLayer};
 
 use crate::secrets::SecretFields;
 
@@ -39,12 +39,14 @@ pub struct StoreTraits {
 }
 
 /// Settings that apply to every store of a run.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct StoreOptions {
     /// Bytes per second for writes; `None` for unlimited.
     pub bandwidth: Option<u64>,
     /// The multipart part size.
     pub part_size: usize,
+    /// Per-operation Prometheus metrics (local runs with `--metrics-listen`).
+    pub metrics: Option<PrometheusLayer>,
 }
 
 /// Why a store could not be built.
@@ -159,6 +161,10 @@ pub fn open(
                 .with_min_delay(Duration::from_millis(200))
                 .with_max_delay(Duration::from_secs(10)),
         );
+    if let Some(metrics) = options.metrics {
+        // Outside the retries: one sample per operation the engine asked for.
+        operator = operator.layer(metrics);
+    }
     if let Some(bandwidth) = options.bandwidth {
         // OpenDAL throttles writes; a burst must hold a whole part.
         let rate = u32::try_from(bandwidth).unwrap_or(u32::MAX).max(1);
