@@ -43,3 +43,16 @@ impl Error {
         }
     }
 }
+
+/// An error and its sources on one line, for logs and conditions (sources here hold paths,
+/// URLs and causes, never secrets).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

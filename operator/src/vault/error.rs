@@ -134,18 +134,6 @@ fn missing_fields_message(mount: &str, path: &str, missing: &[Vec<String>], tran
     )
 }
 
-/// An error and its sources on one line (these never hold secrets: paths, URLs, causes).
-pub(super) fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
-}
-
 /// Describes a JSON parse failure by its kind and position only: serde_json's own message
 /// can quote the offending value, which may be a secret.
 pub(super) fn json_problem(error: &serde_json::Error) -> String {

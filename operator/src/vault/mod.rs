@@ -24,7 +24,8 @@ pub use binding_check::SecretCheck;
 pub use error::VaultError;
 pub use wrap::WrappedCredentials;
 
-use error::{error_chain, json_problem};
+use crate::error::error_chain;
+use error::json_problem;
 use session::Session;
 use transport::{Call, CallError};
 

@@ -7,7 +7,8 @@ use serde::Deserialize;
 use vaultrs::api::EndpointMiddleware;
 use zeroize::{Zeroize, Zeroizing};
 
-use super::{VaultError, error_chain};
+use super::VaultError;
+use crate::error::error_chain;
 
 /// A request to one API path (relative to `/v1/`).
 pub(super) struct Call {
