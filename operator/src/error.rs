@@ -25,6 +25,14 @@ pub enum Error {
     /// The object has no namespace or UID (it was not read from the API server).
     #[error("{0} has no namespace or UID")]
     Incomplete(String),
+    /// An attempt could not be launched; the job already shows why (Waiting, with the reason).
+    #[error("cannot launch attempt {attempt}: {source}")]
+    Launch {
+        /// The attempt.
+        attempt: u32,
+        /// Why.
+        source: Box<Error>,
+    },
     /// Adding or removing the finalizer failed.
     #[error("finalizer: {0}")]
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
@@ -40,6 +48,7 @@ impl Error {
             Self::Token(_) => "RandomSourceFailed",
             Self::Serialize(..) | Self::Incomplete(_) => "InternalError",
             Self::Finalizer(_) => "FinalizerError",
+            Self::Launch { source, .. } => source.reason(),
         }
     }
 }

@@ -74,7 +74,9 @@ async fn apply(job: &MigrationJob, context: &Context) -> Result<Action, Error> {
             Ok(action)
         }
         Err(error) => {
-            surface_error(job, context, &error).await;
+            if !matches!(error, Error::Launch { .. }) {
+                surface_error(job, context, &error).await;
+            }
             Err(error)
         }
     }
@@ -131,7 +133,7 @@ async fn apply_observed(job: &MigrationJob, identity: &JobIdentity, context: &Co
                 );
                 write_status(job, &written, &next, context).await?;
                 context.event(job, true, error.reason(), message).await;
-                return Err(error);
+                return Err(Error::Launch { attempt: next.attempts, source: Box::new(error) });
             }
             delete_children(
                 namespace,

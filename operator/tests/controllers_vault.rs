@@ -1,0 +1,151 @@
+//! The job controller with a real OpenBao behind it (the API server is still mocked): the
+//! attempt's Secret holds only wrapping tokens that the runner can unwrap once, and a secret
+//! that vanished after its binding turned Ready makes the job wait with Vault's reason.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[allow(dead_code)] // each test binary uses part of the support code
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use ferry_api::MigrationJob;
+use ferry_api::contract::RunnerPlan;
+use ferry_e2e::{servers, unique};
+use ferry_operator::children::RunnerEnvironment;
+use ferry_operator::context::Context;
+use ferry_operator::job_controller;
+use ferry_operator::metrics::Metrics;
+use ferry_operator::progress::ProgressHub;
+use ferry_operator::vault::{Vault, VaultAuth, VaultConfig};
+use serde_json::{Value, json};
+use support::fake_api::FakeCluster;
+use zeroize::Zeroizing;
+
+const NS: &str = "team-a";
+
+async fn harness() -> (FakeCluster, Arc<Context>) {
+    let servers = servers();
+    let vault = Vault::connect(VaultConfig {
+        address: servers.vault_address.parse().unwrap(),
+        ca_file: None,
+        auth: VaultAuth::Token(Zeroizing::new(servers.vault_token.clone())),
+    })
+    .await
+    .unwrap();
+    let (client, cluster) = FakeCluster::start();
+    let environment = RunnerEnvironment {
+        image: "ferry-runner:test".into(),
+        progress_url: "https://10.0.0.5:8443".into(),
+        vault_address: Some(servers.vault_address.clone()),
+        ..RunnerEnvironment::default()
+    };
+    let context = Context::new(
+        client,
+        Some(vault),
+        ProgressHub::without_lookup(),
+        environment,
+        Duration::from_secs(60),
+        "tenants/{namespace}/".into(),
+        Metrics::new().unwrap(),
+    );
+    (cluster, Arc::new(context))
+}
+
+fn s3_binding(cluster: &FakeCluster, name: &str, vault_path: &str) {
+    let servers = servers();
+    cluster.insert(
+        "credentialbindings",
+        json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "CredentialBinding",
+            "metadata": {"name": name, "namespace": NS},
+            "spec": {"provider": "s3", "s3": {"endpoint": servers.s3_endpoint, "region": "us-east-1", "bucket": name, "forcePathStyle": true},
+                     "vault": {"path": vault_path}, "egress": [{"cidr": "127.0.0.1/32", "ports": [8333]}]},
+            "status": {"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True", "reason": "SecretValid",
+                "message": "m", "lastTransitionTime": "2026-11-24T00:00:00Z"}]}
+        }),
+    );
+}
+
+fn job(cluster: &FakeCluster) {
+    cluster.insert(
+        "migrationjobs",
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "MigrationJob", "metadata": {"name": "nightly", "namespace": NS},
+               "spec": {"source": {"binding": "old", "path": "a"}, "destination": {"binding": "new", "path": "b"}}}),
+    );
+}
+
+async fn reconcile_twice(cluster: &FakeCluster, context: &Arc<Context>) {
+    for _ in 0..2 {
+        let job: MigrationJob = serde_json::from_value(cluster.get("migrationjobs", NS, "nightly").unwrap()).unwrap();
+        let _ = job_controller::reconcile(Arc::new(job), context.clone()).await;
+    }
+}
+
+fn decoded(secret: &Value, key: &str) -> String {
+    let text = secret["data"][key].as_str().unwrap();
+    String::from_utf8(base64::engine::general_purpose::STANDARD.decode(text).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn the_attempt_secret_holds_only_wrapping_tokens_the_runner_can_unwrap_once() {
+    let servers = servers();
+    let path = format!("tenants/{NS}/{}", unique("s3"));
+    servers.put_secret(&path, &[("accessKeyId", &servers.s3_access_key), ("secretAccessKey", &servers.s3_secret_key)]);
+    let (cluster, context) = harness().await;
+    s3_binding(&cluster, "old", &path);
+    s3_binding(&cluster, "new", &path);
+    job(&cluster);
+    reconcile_twice(&cluster, &context).await;
+
+    let secret = cluster.get("secrets", NS, "ferry-nightly-a1").expect("attempt 1 launched");
+    let keys: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
+    assert_eq!(keys, ["destination-token", "progress-token", "source-token"]);
+    for key in keys {
+        let value = decoded(&secret, key);
+        assert!(!value.contains(&servers.s3_secret_key) && !value.contains(&servers.s3_access_key), "{key} leaks");
+    }
+    let config_map = cluster.get("configmaps", NS, "ferry-nightly-a1").unwrap();
+    let plan: RunnerPlan = serde_json::from_str(config_map["data"]["plan-0.json"].as_str().unwrap()).unwrap();
+    assert_eq!(plan.source.secret_creation_path.as_deref(), Some(format!("secret/data/{path}").as_str()));
+    assert!(plan.credentials_expire_at.is_some());
+    let policy = cluster.get("networkpolicies", NS, "ferry-nightly").unwrap();
+    let egress = policy["spec"]["egress"].as_array().unwrap();
+    assert!(egress.iter().any(|rule| rule["to"][0]["ipBlock"]["cidr"] == "127.0.0.1/32"), "{egress:?}");
+
+    let token = Zeroizing::new(decoded(&secret, "source-token"));
+    let fields =
+        ferry_runner::unwrap::unwrap_credentials(&servers.vault_address, None, &plan.source, token.clone(), None)
+            .await
+            .unwrap();
+    assert_eq!(fields.get("secretAccessKey"), Some(servers.s3_secret_key.as_str()));
+    let again = ferry_runner::unwrap::unwrap_credentials(
+        &servers.vault_address,
+        None,
+        &plan.source,
+        token,
+        plan.credentials_expire_at.as_deref().map(|t| t.parse().unwrap()),
+    )
+    .await
+    .unwrap_err();
+    assert!(again.is_security_violation(), "{again}");
+}
+
+#[tokio::test]
+async fn a_vanished_secret_makes_the_job_wait_with_vaults_reason() {
+    let (cluster, context) = harness().await;
+    let path = format!("tenants/{NS}/{}", unique("gone"));
+    s3_binding(&cluster, "old", &path);
+    s3_binding(&cluster, "new", &path);
+    job(&cluster);
+    reconcile_twice(&cluster, &context).await;
+
+    let status = cluster.get("migrationjobs", NS, "nightly").unwrap()["status"].clone();
+    assert_eq!(status["phase"], "Waiting");
+    let stalled = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Stalled").unwrap().clone();
+    assert_eq!(stalled["reason"], "SecretNotFound");
+    assert!(cluster.names("pods", NS).is_empty(), "nothing launched");
+    assert!(cluster.names("secrets", NS).is_empty(), "no token left behind");
+}
