@@ -122,7 +122,13 @@ fn final_report(shard: u32, verified: u64, outcome: Outcome) -> ProgressReport {
         shard: Shard { index: shard, count: 2 },
         sequence: 12,
         stage: Stage::Finished,
-        progress: Progress { objects_total: verified, objects_verified: verified, bytes_total: 10, bytes_verified: 10, ..Default::default() },
+        progress: Progress {
+            objects_total: verified,
+            objects_verified: verified,
+            bytes_total: 10,
+            bytes_verified: 10,
+            ..Default::default()
+        },
         recent_failures: vec![],
         outcome: Some(outcome),
     }

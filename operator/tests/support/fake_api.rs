@@ -33,9 +33,7 @@ fn parse(uri: &http::Uri) -> Target {
     let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
     let at = segments.iter().position(|s| *s == "namespaces").expect("namespaced requests only");
     let selector = uri.query().and_then(|query| {
-        query.split('&').find_map(|pair| pair.strip_prefix("labelSelector=")).map(|s| {
-            percent_decode(s)
-        })
+        query.split('&').find_map(|pair| pair.strip_prefix("labelSelector=")).map(|s| percent_decode(s))
     });
     Target {
         namespace: segments[at + 1].to_owned(),
@@ -79,7 +77,10 @@ fn matches(object: &Value, selector: Option<&str>) -> bool {
 
 fn status(code: StatusCode, message: &str) -> (StatusCode, Value) {
     let reason = if code == StatusCode::NOT_FOUND { "NotFound" } else { "Invalid" };
-    (code, json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()}))
+    (
+        code,
+        json!({"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reason, "code": code.as_u16()}),
+    )
 }
 
 impl FakeCluster {
@@ -92,8 +93,12 @@ impl FakeCluster {
             while let Some((request, send)) = handle.next_request().await {
                 let (parts, body) = request.into_parts();
                 let bytes = body.collect_bytes().await.unwrap();
-                let content_type =
-                    parts.headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+                let content_type = parts
+                    .headers
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("")
+                    .to_owned();
                 let (code, value) = server.handle(&parts.method, &parts.uri, &content_type, &bytes);
                 let response =
                     Response::builder().status(code).body(Body::from(serde_json::to_vec(&value).unwrap())).unwrap();
@@ -133,7 +138,10 @@ impl FakeCluster {
                     })
                     .map(|(_, object)| object.clone())
                     .collect();
-                (StatusCode::OK, json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}))
+                (
+                    StatusCode::OK,
+                    json!({"apiVersion": "v1", "kind": "List", "metadata": {"resourceVersion": "1"}, "items": items}),
+                )
             }
             ("PATCH", Some(name)) => {
                 let existing = objects.get(&key(name)).cloned();
@@ -145,7 +153,9 @@ impl FakeCluster {
                         created["metadata"]["creationTimestamp"] = json!("2026-11-24T00:00:00Z");
                         created
                     }
-                    (None, _) => return status(StatusCode::NOT_FOUND, &format!("{} {name} not found", target.resource)),
+                    (None, _) => {
+                        return status(StatusCode::NOT_FOUND, &format!("{} {name} not found", target.resource));
+                    }
                 };
                 match content_type {
                     "application/json-patch+json" => {
