@@ -32,9 +32,9 @@ struct Target {
 fn parse(uri: &http::Uri) -> Target {
     let segments: Vec<&str> = uri.path().split('/').filter(|s| !s.is_empty()).collect();
     let at = segments.iter().position(|s| *s == "namespaces").expect("namespaced requests only");
-    let selector = uri.query().and_then(|query| {
-        query.split('&').find_map(|pair| pair.strip_prefix("labelSelector=")).map(|s| percent_decode(s))
-    });
+    let selector = uri
+        .query()
+        .and_then(|query| query.split('&').find_map(|pair| pair.strip_prefix("labelSelector=")).map(percent_decode));
     Target {
         namespace: segments[at + 1].to_owned(),
         resource: segments[at + 2].to_owned(),
