@@ -46,7 +46,7 @@ use kube::runtime::wait::{await_condition, conditions};
 use kube::{Api, Client, Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use support::cluster::{
-    Gate, OperatorProcess, SecretView, condition_status, credential_problems, free_port, gate, log_tail,
+    Gate, OperatorProcess, SecretView, condition_status, credential_problems, free_ports, gate, log_tail,
 };
 use support::kubelet::LocalKubelet;
 
@@ -204,7 +204,7 @@ async fn a_migration_job_moves_and_verifies_every_object_on_a_real_cluster() {
 
     // The operator, as it runs on a laptop against a kubeconfig.
     let (certificate, key) = support::cluster::self_signed_certificate(work.path()).unwrap();
-    let (progress_port, metrics_port) = (free_port().unwrap(), free_port().unwrap());
+    let [progress_port, metrics_port] = free_ports(2).unwrap()[..] else { unreachable!() };
     let kubeconfig_text = kubeconfig.to_string_lossy().into_owned();
     let mut operator = OperatorProcess::start(
         &operator_binary,

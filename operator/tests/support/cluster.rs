@@ -224,10 +224,13 @@ pub fn self_signed_certificate(directory: &Path) -> Result<(PathBuf, PathBuf), S
     Ok((cert, key))
 }
 
-/// A loopback port nothing listens on right now.
-pub fn free_port() -> Result<u16, String> {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
-    listener.local_addr().map(|a| a.port()).map_err(|e| e.to_string())
+/// `count` distinct loopback ports nothing listens on right now (each held until all are
+/// chosen, so no two are the same).
+pub fn free_ports(count: usize) -> Result<Vec<u16>, String> {
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())).collect()
 }
 
 /// The last `lines` lines of a file (empty when it cannot be read).
@@ -362,6 +365,12 @@ mod tests {
         assert!(problems[0].contains("Secret user key config holds the S3 secret key"));
         assert!(problems[1].contains("secretAccessKey"));
         assert!(problems.iter().all(|p| !p.contains("k3y")));
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports = free_ports(3).unwrap();
+        assert!(ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2], "{ports:?}");
     }
 
     #[test]
