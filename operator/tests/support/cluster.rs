@@ -1,0 +1,400 @@
+//! The end-to-end suite's pieces that do not need a cluster: whether to run, the manifests it
+//! applies, the credential checks it makes, and the operator process it starts. Kept pure
+//! (or plain process handling) so they are unit-tested here, where no cluster exists.
+
+use std::collections::BTreeSet;
+use std::ffi::OsString;
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use serde_json::{Value, json};
+
+/// The kubeconfig of the cluster to run against.
+pub const KUBECONFIG_VARIABLE: &str = "FERRY_E2E_KUBECONFIG";
+/// Set to `1` to make a missing kubeconfig a failure instead of a skip.
+pub const REQUIRE_VARIABLE: &str = "FERRY_E2E_REQUIRE";
+/// The node label the runner pods select: no node should carry it, so the pods stay
+/// unscheduled and the test's own kubelet runs them, with or without nodes.
+pub const LOCAL_RUNNER_LABEL: &str = "ferry.dev/e2e-local-runner";
+/// The keys an attempt's Secret may hold: wrapping tokens and the progress token.
+pub const ATTEMPT_SECRET_KEYS: [&str; 3] = ["destination-token", "progress-token", "source-token"];
+
+/// Whether the suite runs.
+#[derive(Debug, PartialEq)]
+pub enum Gate {
+    /// Against the cluster of this kubeconfig.
+    Run(PathBuf),
+    /// Not at all; the message says why and what to set.
+    Skip(String),
+    /// Not at all, but a cluster was required: fail with the message.
+    Fail(String),
+}
+
+/// Decides from `FERRY_E2E_KUBECONFIG` and `FERRY_E2E_REQUIRE` (their values passed in).
+pub fn gate(kubeconfig: Option<OsString>, require: Option<OsString>) -> Gate {
+    if let Some(path) = kubeconfig.filter(|p| !p.is_empty()) {
+        return Gate::Run(PathBuf::from(path));
+    }
+    let message = format!(
+        "{KUBECONFIG_VARIABLE} is not set: the end-to-end suite against a Kubernetes cluster is skipped. \
+         Set {KUBECONFIG_VARIABLE} to a kubeconfig (any cluster, even a bare control plane such as envtest's) \
+         and run it under scripts/test-all.sh (or after `eval \"$(scripts/test-servers.sh start)\"`); \
+         {REQUIRE_VARIABLE}=1 makes a missing kubeconfig a failure."
+    );
+    if require.is_some_and(|value| value == "1") {
+        Gate::Fail(format!("{REQUIRE_VARIABLE}=1, but {message}"))
+    } else {
+        Gate::Skip(message)
+    }
+}
+
+/// The `ferry-runner` binary built next to the operator binary.
+pub fn runner_binary(operator_binary: &Path) -> Result<PathBuf, String> {
+    let runner = operator_binary.with_file_name("ferry-runner");
+    if runner.is_file() {
+        Ok(runner)
+    } else {
+        Err(format!("{} does not exist: build it first: cargo build -p ferry-runner", runner.display()))
+    }
+}
+
+/// Checks that the runner has the `cluster` subcommand its pods run, so a runner without it
+/// fails here with that reason rather than as three failed runner pods.
+pub fn require_cluster_mode(runner: &Path) -> Result<(), String> {
+    let output = Command::new(runner)
+        .args(["cluster", "--help"])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", runner.display()))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} has no `cluster` subcommand, which runner pods run (`ferry-runner cluster --help` said: {})",
+            runner.display(),
+            String::from_utf8_lossy(&output.stderr).trim()
+        ))
+    }
+}
+
+/// The CustomResourceDefinitions in `directory`'s `*.yaml` files, sorted by file name.
+pub fn crds(directory: &Path) -> Result<Vec<CustomResourceDefinition>, String> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(directory)
+        .map_err(|e| format!("{}: {e}", directory.display()))?
+        .filter_map(|entry| entry.ok().map(|e| e.path()))
+        .filter(|path| path.extension().is_some_and(|e| e == "yaml"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .map(|file| {
+            let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
+            serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))
+        })
+        .collect()
+}
+
+/// The address and port of an `http(s)://host:port` endpoint, for an egress rule; a host name
+/// counts as loopback (the test servers run there).
+pub fn endpoint_address(endpoint: &str) -> Result<(IpAddr, u16), String> {
+    let url = url::Url::parse(endpoint).map_err(|e| format!("{endpoint}: {e}"))?;
+    let port = url.port_or_known_default().ok_or_else(|| format!("{endpoint}: no port"))?;
+    let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
+    let address = host.parse().unwrap_or(IpAddr::from([127, 0, 0, 1]));
+    Ok((address, port))
+}
+
+/// A CredentialBinding for an S3 bucket whose keys are in Vault at `secret/<vault_path>`.
+pub fn s3_binding(
+    name: &str,
+    namespace: &str,
+    endpoint: &str,
+    bucket: &str,
+    vault_path: &str,
+) -> Result<Value, String> {
+    let (address, port) = endpoint_address(endpoint)?;
+    let bits = if address.is_ipv4() { 32 } else { 128 };
+    Ok(json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "CredentialBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "provider": "s3",
+            "s3": {"endpoint": endpoint, "region": "us-east-1", "bucket": bucket, "forcePathStyle": true},
+            "vault": {"mount": "secret", "path": vault_path},
+            "egress": [{"cidr": format!("{address}/{bits}"), "ports": [port]}]
+        }
+    }))
+}
+
+/// A MigrationJob copying all of `source` to `destination` in `shards` runner pods, each
+/// object proven by checksum, whose pods no node runs (see [`LOCAL_RUNNER_LABEL`]).
+pub fn migration_job(name: &str, namespace: &str, source: &str, destination: &str, shards: u32) -> Value {
+    json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "MigrationJob",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "source": {"binding": source, "path": ""},
+            "destination": {"binding": destination, "path": ""},
+            "mode": "copy",
+            "verify": "checksum",
+            "shards": shards,
+            // A failed attempt must fail the test with its own reason, not hide behind a retry.
+            "retries": 0,
+            "activeDeadlineSeconds": 600,
+            "runner": {"nodeSelector": {LOCAL_RUNNER_LABEL: "true"}}
+        }
+    })
+}
+
+/// What the credential check needs of a Secret.
+#[derive(Clone, Debug)]
+pub struct SecretView {
+    /// The Secret's name.
+    pub name: String,
+    /// Whether it belongs to the job (carries its UID label).
+    pub owned_by_job: bool,
+    /// Its keys and values.
+    pub data: std::collections::BTreeMap<String, Vec<u8>>,
+}
+
+impl SecretView {
+    /// The view of a Secret read from the API server, for the job with `job_uid`.
+    pub fn of(secret: &Secret, job_uid: &str) -> Self {
+        let owned_by_job = secret
+            .metadata
+            .labels
+            .as_ref()
+            .and_then(|labels| labels.get(ferry_operator::names::JOB_UID_LABEL))
+            .is_some_and(|uid| uid == job_uid);
+        Self {
+            name: secret.metadata.name.clone().unwrap_or_default(),
+            owned_by_job,
+            data: secret.data.iter().flatten().map(|(k, v)| (k.clone(), v.0.clone())).collect(),
+        }
+    }
+}
+
+/// Every way `secrets` break the credential rule: no value holds `credential`, and the job's
+/// Secrets hold exactly the attempt's tokens. Never prints a value.
+pub fn credential_problems(secrets: &[SecretView], credential: &[u8]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for secret in secrets {
+        for (key, value) in &secret.data {
+            if !credential.is_empty() && value.windows(credential.len()).any(|w| w == credential) {
+                problems.push(format!("Secret {} key {key} holds the S3 secret key", secret.name));
+            }
+        }
+        if secret.owned_by_job {
+            let keys: BTreeSet<&str> = secret.data.keys().map(String::as_str).collect();
+            if keys != BTreeSet::from(ATTEMPT_SECRET_KEYS) {
+                problems.push(format!("Secret {} has keys {keys:?}, not {ATTEMPT_SECRET_KEYS:?}", secret.name));
+            }
+        }
+    }
+    problems
+}
+
+/// The status (`True`, `False`, `Unknown`) of condition `type_`, if present.
+pub fn condition_status<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a str> {
+    conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
+}
+
+/// Writes a self-signed certificate and key for 127.0.0.1 and localhost into `directory`.
+pub fn self_signed_certificate(directory: &Path) -> Result<(PathBuf, PathBuf), String> {
+    let (cert, key) = (directory.join("tls.crt"), directory.join("tls.key"));
+    let output = Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // webpki refuses a CA certificate as a server's own.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .map_err(|e| format!("openssl must be installed to make the test certificate: {e}"))?;
+    if !output.status.success() {
+        return Err(format!("openssl: {}", String::from_utf8_lossy(&output.stderr)));
+    }
+    Ok((cert, key))
+}
+
+/// `count` distinct loopback ports nothing listens on right now (each held until all are
+/// chosen, so no two are the same).
+pub fn free_ports(count: usize) -> Result<Vec<u16>, String> {
+    let listeners = (0..count)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}")))
+        .collect::<Result<Vec<_>, _>>()?;
+    listeners.iter().map(|l| l.local_addr().map(|a| a.port()).map_err(|e| e.to_string())).collect()
+}
+
+/// The last `lines` lines of a file (empty when it cannot be read).
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let Ok(file) = std::fs::File::open(path) else { return String::new() };
+    let all: Vec<String> = BufReader::new(file).lines().map_while(Result::ok).collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The operator as a child process, killed when dropped (also when the test panics).
+pub struct OperatorProcess {
+    child: Child,
+    /// Its stdout and stderr.
+    pub log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Starts `binary` with `args` and `env`, its output to `log`.
+    pub fn start(binary: &Path, args: &[String], env: &[(&str, &str)], log: PathBuf) -> Result<Self, String> {
+        let output = std::fs::File::create(&log).map_err(|e| format!("{}: {e}", log.display()))?;
+        let errors = output.try_clone().map_err(|e| format!("{}: {e}", log.display()))?;
+        let child = Command::new(binary)
+            .args(args)
+            .envs(env.iter().copied())
+            // The operator reads credentials from Vault itself; the image's bundle breaks S3 clients.
+            .env_remove("AWS_CA_BUNDLE")
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(output))
+            .stderr(Stdio::from(errors))
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+        Ok(Self { child, log })
+    }
+
+    /// `Some(why)` once the process has exited.
+    pub fn exited(&mut self) -> Option<String> {
+        match self.child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            Ok(None) => None,
+            Err(error) => Some(error.to_string()),
+        }
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- ferry-operator log ({}), last 200 lines ---\n{}",
+                self.log.display(),
+                log_tail(&self.log, 200)
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use ferry_api::validate::{Manifest, validate};
+
+    use super::*;
+
+    #[test]
+    fn a_missing_kubeconfig_skips_unless_a_cluster_is_required() {
+        let Gate::Skip(message) = gate(None, None) else { panic!("must skip") };
+        assert!(message.contains("FERRY_E2E_KUBECONFIG is not set") && message.contains("skipped"), "{message}");
+        assert!(matches!(gate(Some("".into()), Some("0".into())), Gate::Skip(_)));
+        let Gate::Fail(message) = gate(None, Some("1".into())) else { panic!("must fail") };
+        assert!(message.starts_with("FERRY_E2E_REQUIRE=1, but FERRY_E2E_KUBECONFIG is not set"), "{message}");
+        assert_eq!(gate(Some("/k/config".into()), Some("1".into())), Gate::Run("/k/config".into()));
+    }
+
+    #[test]
+    fn the_runner_is_looked_for_next_to_the_operator() {
+        let directory = tempfile::tempdir().unwrap();
+        let operator = directory.path().join("ferry-operator");
+        let error = runner_binary(&operator).unwrap_err();
+        assert!(error.contains("build it first: cargo build -p ferry-runner"), "{error}");
+        std::fs::write(directory.path().join("ferry-runner"), b"").unwrap();
+        assert_eq!(runner_binary(&operator).unwrap(), directory.path().join("ferry-runner"));
+    }
+
+    #[test]
+    fn the_checked_in_crds_are_read() {
+        let crds = crds(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds")).unwrap();
+        let names: Vec<_> = crds.iter().map(|c| c.metadata.name.clone().unwrap()).collect();
+        assert_eq!(names, ["credentialbindings.ferry.dev", "migrationjobs.ferry.dev"]);
+    }
+
+    #[test]
+    fn the_manifests_pass_admission_as_written() {
+        let binding = s3_binding("e2e-source", "ns", "http://127.0.0.1:8333", "src-bucket", "tenants/ns/s3").unwrap();
+        let Manifest::CredentialBinding(binding) = validate(&binding).unwrap() else { panic!("not a binding") };
+        let s3 = binding.spec.s3.unwrap();
+        assert!(s3.force_path_style && s3.endpoint.as_deref() == Some("http://127.0.0.1:8333"));
+        assert_eq!(binding.spec.egress[0].cidr, "127.0.0.1/32");
+        assert_eq!(binding.spec.egress[0].ports, [8333]);
+        assert_eq!(binding.spec.vault.unwrap().creation_path(), "secret/data/tenants/ns/s3");
+
+        let job = migration_job("copy", "ns", "e2e-source", "e2e-destination", 2);
+        let Manifest::MigrationJob(job) = validate(&job).unwrap() else { panic!("not a job") };
+        assert_eq!(job.spec.shards, 2);
+        assert_eq!(job.spec.verify, ferry_api::VerifyMode::Checksum);
+        assert_eq!(job.spec.runner.unwrap().node_selector[LOCAL_RUNNER_LABEL], "true");
+    }
+
+    #[test]
+    fn endpoints_become_egress_addresses() {
+        assert_eq!(endpoint_address("http://127.0.0.1:8333").unwrap(), (IpAddr::from([127, 0, 0, 1]), 8333));
+        assert_eq!(endpoint_address("http://localhost:9000/").unwrap().1, 9000);
+        assert_eq!(endpoint_address("https://[::1]").unwrap(), ("::1".parse().unwrap(), 443));
+    }
+
+    #[test]
+    fn credentials_in_secrets_are_found_without_printing_them() {
+        let view = |name: &str, owned: bool, pairs: &[(&str, &str)]| SecretView {
+            name: name.into(),
+            owned_by_job: owned,
+            data: pairs.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect(),
+        };
+        let tokens = [("source-token", "s.wrap1"), ("destination-token", "s.wrap2"), ("progress-token", "p")];
+        assert!(
+            credential_problems(&[view("ferry-copy-a1", true, &tokens), view("other", false, &[])], b"k3y").is_empty()
+        );
+
+        let leaked = view("user", false, &[("config", "aws_secret_access_key = k3y\n")]);
+        let extra = view("ferry-copy-a1", true, &[("source-token", "s"), ("secretAccessKey", "x")]);
+        let problems = credential_problems(&[leaked, extra], b"k3y");
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(problems[0].contains("Secret user key config holds the S3 secret key"));
+        assert!(problems[1].contains("secretAccessKey"));
+        assert!(problems.iter().all(|p| !p.contains("k3y")));
+    }
+
+    #[test]
+    fn free_ports_are_distinct() {
+        let ports = free_ports(3).unwrap();
+        assert!(ports[0] != ports[1] && ports[1] != ports[2] && ports[0] != ports[2], "{ports:?}");
+    }
+
+    #[test]
+    fn conditions_are_read_by_type() {
+        let condition: Condition = serde_json::from_value(json!({"type": "Complete", "status": "True",
+            "reason": "Succeeded", "message": "", "lastTransitionTime": "2026-01-01T00:00:00Z"}))
+        .unwrap();
+        assert_eq!(condition_status(&[condition], "Complete"), Some("True"));
+        assert_eq!(condition_status(&[], "Failed"), None);
+    }
+
+    #[test]
+    fn an_operator_process_is_killed_when_dropped() {
+        let directory = tempfile::tempdir().unwrap();
+        let mut process = OperatorProcess::start(
+            Path::new("/bin/sh"),
+            &["-c".into(), "echo started; sleep 30".into()],
+            &[],
+            directory.path().join("log"),
+        )
+        .unwrap();
+        assert_eq!(process.exited(), None);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        drop(process);
+        assert_eq!(log_tail(&directory.path().join("log"), 5), "started");
+    }
+}
