@@ -203,7 +203,7 @@ async fn a_migration_job_moves_and_verifies_every_object_on_a_real_cluster() {
     );
 
     // The operator, as it runs on a laptop against a kubeconfig.
-    let (certificate, key) = support::cluster::self_signed_certificate(work.path()).unwrap();
+    let (certificate, key) = ferry_e2e::self_signed_certificate(work.path());
     let [progress_port, metrics_port] = free_ports(2).unwrap()[..] else { unreachable!() };
     let kubeconfig_text = kubeconfig.to_string_lossy().into_owned();
     let mut operator = OperatorProcess::start(

@@ -7,7 +7,6 @@
 
 use std::net::TcpListener;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use ferry_api::MigrationJob;
@@ -22,17 +21,7 @@ use ferry_runner::run::ExitStatus;
 use zeroize::Zeroizing;
 
 fn self_signed(dir: &Path) -> TlsFiles {
-    let (cert, key) = (dir.join("tls.crt"), dir.join("tls.key"));
-    let output = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl makes the test certificate");
-    assert!(output.status.success(), "openssl: {}", String::from_utf8_lossy(&output.stderr));
+    let (cert, key) = ferry_e2e::self_signed_certificate(dir);
     TlsFiles { cert, key }
 }
 

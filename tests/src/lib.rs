@@ -305,3 +305,18 @@ pub fn write_small_files(root: &Path, count: usize, size: usize) {
         std::fs::write(directory.join(format!("f{index:06}.bin")), content).unwrap_or_else(|e| panic!("{index}: {e}"));
     }
 }
+
+/// Writes a self-signed certificate and key for 127.0.0.1 and localhost into `directory`
+/// (made by `openssl`, valid as a server certificate) and returns their paths.
+pub fn self_signed_certificate(directory: &Path) -> (PathBuf, PathBuf) {
+    let (cert, key) = (directory.join("tls.crt"), directory.join("tls.key"));
+    run(Command::new("openssl")
+        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
+        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
+        // webpki refuses a CA certificate as a server's own.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert));
+    (cert, key)
+}

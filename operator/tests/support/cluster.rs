@@ -205,25 +205,6 @@ pub fn condition_status<'a>(conditions: &'a [Condition], type_: &str) -> Option<
     conditions.iter().find(|c| c.type_ == type_).map(|c| c.status.as_str())
 }
 
-/// Writes a self-signed certificate and key for 127.0.0.1 and localhost into `directory`.
-pub fn self_signed_certificate(directory: &Path) -> Result<(PathBuf, PathBuf), String> {
-    let (cert, key) = (directory.join("tls.crt"), directory.join("tls.key"));
-    let output = Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-days", "1"])
-        .args(["-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"])
-        // webpki refuses a CA certificate as a server's own.
-        .args(["-addext", "basicConstraints=critical,CA:FALSE", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .map_err(|e| format!("openssl must be installed to make the test certificate: {e}"))?;
-    if !output.status.success() {
-        return Err(format!("openssl: {}", String::from_utf8_lossy(&output.stderr)));
-    }
-    Ok((cert, key))
-}
-
 /// `count` distinct loopback ports nothing listens on right now (each held until all are
 /// chosen, so no two are the same).
 pub fn free_ports(count: usize) -> Result<Vec<u16>, String> {
