@@ -9,6 +9,7 @@ pub mod cluster;
 pub mod engine;
 pub mod filter;
 pub mod listing;
+pub mod local_copy;
 pub mod metrics;
 pub mod object;
 pub mod plan;

@@ -25,6 +25,8 @@ pub struct Store {
     pub base: String,
     /// What the engine may rely on.
     pub traits: StoreTraits,
+    /// The directory behind a filesystem store, for the small-object fast path.
+    pub local_root: Option<PathBuf>,
 }
 
 /// The few facts about a backend that the engine's decisions depend on.
@@ -112,6 +114,7 @@ pub fn open(
     options: StoreOptions,
 ) -> Result<Store, StorageError> {
     let build = |source| StorageError::Build { binding: binding.to_owned(), source };
+    let mut local_root = None;
     let (operator, traits) = match (spec.provider, &spec.fs, &spec.s3) {
         (Provider::Fs, Some(fs), _) => {
             let root = resolve_root(binding, &fs.root, manifest_directory)?;
@@ -120,6 +123,7 @@ pub fn open(
             let builder =
                 opendal::services::Fs::default().root(&root_text).atomic_write_dir(&partial.to_string_lossy());
             let traits = StoreTraits { local: true, sorted_listing: false, md5_etags: false };
+            local_root = Some(root.clone());
             (Operator::new(builder).map_err(build)?, traits)
         }
         (Provider::S3, _, Some(s3)) => {
@@ -171,7 +175,7 @@ pub fn open(
         let burst = u32::try_from(options.part_size).unwrap_or(u32::MAX).max(rate);
         operator = operator.layer(ThrottleLayer::new(rate, burst));
     }
-    Ok(Store { binding: binding.to_owned(), operator, base: base_prefix(path), traits })
+    Ok(Store { binding: binding.to_owned(), operator, base: base_prefix(path), traits, local_root })
 }
 
 fn resolve_root(binding: &str, root: &str, manifest_directory: Option<&Path>) -> Result<PathBuf, StorageError> {

@@ -7,10 +7,11 @@ use ferry_api::VerifyMode;
 use futures::TryStreamExt;
 use tokio::sync::watch;
 
+use crate::local_copy::{LOCAL_COPY_LIMIT, LocalCopied, LocalCopy, LocalCopyError, file_of};
 use crate::object::{DigestSet, Digests, Hasher, ObjectInfo, unquote};
 use crate::plan::{ContentCheck, Side};
 use crate::spool::{Spool, SpoolEntry, SpoolError};
-use crate::storage::Store;
+use crate::storage::{PARTIAL_DIRECTORY, Store};
 
 /// Everything a transfer needs, shared by all transfers of a run.
 #[derive(Clone)]
@@ -162,6 +163,11 @@ impl Transfers {
         object: &ObjectInfo,
         spooled: &mut Option<(SpoolEntry, Digests)>,
     ) -> Result<Copied, TransferError> {
+        if let (Some(source_root), Some(destination_root)) = (&self.source.local_root, &self.destination.local_root)
+            && object.size <= LOCAL_COPY_LIMIT
+        {
+            return self.copy_locally(object, source_root, destination_root).await;
+        }
         // A local source survives a retry by itself (re-reading it moves nothing over a
         // network), and an object larger than the whole spool cannot wait in it.
         if self.source.traits.local || !self.spool.fits(object.size) {
@@ -173,6 +179,43 @@ impl Transfers {
         let Some((entry, digests)) = spooled.as_ref() else { return Err(TransferError::Interrupted) };
         let etag = self.upload_from_spool(&object.key, entry).await?;
         self.verify(&object.key, digests, etag).await
+    }
+
+    /// A small object between two filesystems, in one blocking call.
+    async fn copy_locally(
+        &self,
+        object: &ObjectInfo,
+        source_root: &std::path::Path,
+        destination_root: &std::path::Path,
+    ) -> Result<Copied, TransferError> {
+        if self.stopped() {
+            return Err(TransferError::Interrupted);
+        }
+        let copy = LocalCopy {
+            source: file_of(source_root, &self.source.base, &object.key),
+            destination: file_of(destination_root, &self.destination.base, &object.key),
+            staging: destination_root.join(PARTIAL_DIRECTORY),
+            listed_size: object.size,
+            verify: self.verify,
+        };
+        let result = tokio::task::spawn_blocking(move || copy.run()).await.map_err(|_| TransferError::Interrupted)?;
+        match result {
+            Ok(LocalCopied { digests, destination_blake3 }) => Ok(Copied {
+                verified_by: if destination_blake3.is_some() { VerifiedBy::Blake3Readback } else { VerifiedBy::Size },
+                source: digests,
+                destination_etag: None,
+                destination_blake3,
+                attempts: 0,
+            }),
+            Err(LocalCopyError::Source(error)) => Err(TransferError::Source(io_to_opendal(error))),
+            Err(LocalCopyError::Destination(error)) => Err(TransferError::Destination(io_to_opendal(error))),
+            Err(LocalCopyError::SourceChanged { read }) => {
+                Err(TransferError::SourceChanged { listed: object.size, read })
+            }
+            Err(LocalCopyError::Mismatch { measure, expected, actual }) => {
+                Err(TransferError::Mismatch { measure, expected, actual })
+            }
+        }
     }
 
     async fn download(&self, object: &ObjectInfo) -> Result<(SpoolEntry, Digests), TransferError> {
