@@ -150,6 +150,11 @@ def main():  # noqa: C901 (one linear script)
                             script = f"cp -r '{source}' '{destination}' && find '{source}' '{destination}' -type f -print0 | xargs -0 '{hasher}' > /dev/null"
                             argv = ["bash", "-c", script]
                     wall, cpu, rss, server_cpu = measure(argv, env, server)
+                    # Each run's copy is removed at once: the large cases would otherwise fill the disk.
+                    if kind == "s3":
+                        subprocess.run([str(RCLONE), "purge", f"{remote}:{target}"], env=env, check=True, capture_output=True)
+                    else:
+                        shutil.rmtree(destination, ignore_errors=True)
                     tools[tool].append({"wall": wall, "cpu": cpu, "rss": rss, "server": server_cpu})
                     print(f"  {name:14} {tool:6} run {run + 1}: {wall:7.2f}s cpu {cpu:6.2f}s rss {rss:6.1f}MiB", file=sys.stderr)
             results.append((name, objects, size, {tool: median_row(samples) for tool, samples in tools.items()}))
