@@ -93,45 +93,32 @@ impl Servers {
         self.vault_post(&format!("secret/data/{path}"), &body);
     }
 
+    /// A curl POST to OpenBao's API with the root token and any extra headers.
+    fn vault_request(&self, api_path: &str, body: &str, headers: &[String]) -> Command {
+        let mut command = Command::new("curl");
+        command.args(["-sf", "-X", "POST", "-H", &format!("X-Vault-Token: {}", self.vault_token)]);
+        for header in headers {
+            command.args(["-H", header]);
+        }
+        command.args(["-d", body]).arg(format!("{}/v1/{api_path}", self.vault_address));
+        command
+    }
+
     /// POSTs to OpenBao's API with the root token and returns the response body.
     pub fn vault_post(&self, api_path: &str, body: &str) -> String {
-        let output = run(Command::new("curl").args([
-            "-sf",
-            "-X",
-            "POST",
-            "-H",
-            &format!("X-Vault-Token: {}", self.vault_token),
-            "-d",
-            body,
-            &format!("{}/v1/{api_path}", self.vault_address),
-        ]));
+        let output = run(&mut self.vault_request(api_path, body, &[]));
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// POSTs with the root token, asking OpenBao to wrap the response for `ttl` (such as `60s`).
     pub fn vault_post_wrapped(&self, api_path: &str, body: &str, ttl: &str) -> String {
-        let output = run(Command::new("curl").args([
-            "-sf",
-            "-X",
-            "POST",
-            "-H",
-            &format!("X-Vault-Token: {}", self.vault_token),
-            "-H",
-            &format!("X-Vault-Wrap-TTL: {ttl}"),
-            "-d",
-            body,
-            &format!("{}/v1/{api_path}", self.vault_address),
-        ]));
+        let output = run(&mut self.vault_request(api_path, body, &[format!("X-Vault-Wrap-TTL: {ttl}")]));
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// POSTs to OpenBao's API and ignores a refusal (such as mounting an engine twice).
     pub fn vault_post_allowing_failure(&self, api_path: &str, body: &str) -> bool {
-        Command::new("curl")
-            .args(["-sf", "-X", "POST", "-H", &format!("X-Vault-Token: {}", self.vault_token), "-d", body])
-            .arg(format!("{}/v1/{api_path}", self.vault_address))
-            .status()
-            .is_ok_and(|status| status.success())
+        self.vault_request(api_path, body, &[]).status().is_ok_and(|status| status.success())
     }
 
     /// Writes an ACL policy (HCL) named `name`.
