@@ -7,7 +7,7 @@ use ferry_api::VerifyMode;
 use futures::TryStreamExt;
 use tokio::sync::watch;
 
-use crate::local_copy::{LOCAL_COPY_LIMIT, LocalCopied, LocalCopy, LocalCopyError, file_of};
+use crate::local_copy::{LOCAL_COPY_LIMIT, LocalCopied, LocalCopy, LocalCopyError, file_of, read_whole};
 use crate::object::{DigestSet, Digests, Hasher, ObjectInfo, unquote};
 use crate::plan::{ContentCheck, Side};
 use crate::spool::{Spool, SpoolEntry, SpoolError};
@@ -168,6 +168,11 @@ impl Transfers {
         {
             return self.copy_locally(object, source_root, destination_root).await;
         }
+        if let Some(source_root) = &self.source.local_root
+            && object.size <= LOCAL_COPY_LIMIT.min(self.part_size as u64)
+        {
+            return self.upload_local_file(object, source_root).await;
+        }
         // A local source survives a retry by itself (re-reading it moves nothing over a
         // network), and an object larger than the whole spool cannot wait in it.
         if self.source.traits.local || !self.spool.fits(object.size) {
@@ -199,23 +204,40 @@ impl Transfers {
             verify: self.verify,
         };
         let result = tokio::task::spawn_blocking(move || copy.run()).await.map_err(|_| TransferError::Interrupted)?;
-        match result {
-            Ok(LocalCopied { digests, destination_blake3 }) => Ok(Copied {
-                verified_by: if destination_blake3.is_some() { VerifiedBy::Blake3Readback } else { VerifiedBy::Size },
-                source: digests,
-                destination_etag: None,
-                destination_blake3,
-                attempts: 0,
-            }),
-            Err(LocalCopyError::Source(error)) => Err(TransferError::Source(io_to_opendal(error))),
-            Err(LocalCopyError::Destination(error)) => Err(TransferError::Destination(io_to_opendal(error))),
-            Err(LocalCopyError::SourceChanged { read }) => {
-                Err(TransferError::SourceChanged { listed: object.size, read })
-            }
-            Err(LocalCopyError::Mismatch { measure, expected, actual }) => {
-                Err(TransferError::Mismatch { measure, expected, actual })
-            }
+        let LocalCopied { digests, destination_blake3 } = result.map_err(|error| local_error(error, object.size))?;
+        Ok(Copied {
+            verified_by: if destination_blake3.is_some() { VerifiedBy::Blake3Readback } else { VerifiedBy::Size },
+            source: digests,
+            destination_etag: None,
+            destination_blake3,
+            attempts: 0,
+        })
+    }
+
+    /// A small local file, read whole and uploaded in one request (a single-part upload, so
+    /// its ETag is the MD5 computed here).
+    async fn upload_local_file(
+        &self,
+        object: &ObjectInfo,
+        source_root: &std::path::Path,
+    ) -> Result<Copied, TransferError> {
+        if self.stopped() {
+            return Err(TransferError::Interrupted);
         }
+        let _memory = self.reserve_upload_memory(object.size).await?;
+        let path = file_of(source_root, &self.source.base, &object.key);
+        let (listed, set) = (object.size, self.digest_set(object.size));
+        let (data, digests) = tokio::task::spawn_blocking(move || read_whole(&path, listed, set))
+            .await
+            .map_err(|_| TransferError::Interrupted)?
+            .map_err(|error| local_error(error, object.size))?;
+        let metadata = self
+            .destination
+            .operator
+            .write(&self.destination_path(&object.key), data)
+            .await
+            .map_err(TransferError::Destination)?;
+        self.verify(&object.key, &digests, metadata.etag().map(unquote)).await
     }
 
     async fn download(&self, object: &ObjectInfo) -> Result<(SpoolEntry, Digests), TransferError> {
@@ -422,6 +444,15 @@ pub async fn hash_object(store: &Store, path: &str, set: DigestSet) -> Result<Di
         hasher.update(&piece);
     }
     Ok(hasher.finish())
+}
+
+fn local_error(error: LocalCopyError, listed: u64) -> TransferError {
+    match error {
+        LocalCopyError::Source(error) => TransferError::Source(io_to_opendal(error)),
+        LocalCopyError::Destination(error) => TransferError::Destination(io_to_opendal(error)),
+        LocalCopyError::SourceChanged { read } => TransferError::SourceChanged { listed, read },
+        LocalCopyError::Mismatch { measure, expected, actual } => TransferError::Mismatch { measure, expected, actual },
+    }
 }
 
 fn io_to_opendal(error: std::io::Error) -> opendal::Error {
