@@ -7,7 +7,7 @@ use std::time::Instant;
 
 use ferry_api::contract::{Outcome, Shard};
 use ferry_api::{MigrationJobSpec, Mode, Progress};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::accounting::Accounting;
@@ -87,6 +87,7 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
     let mut walk = Walk::new(sources, destinations, deleting.then(|| run.spec.max_delete.unwrap_or(u64::MAX)));
 
     let permits = Arc::new(Semaphore::new(run.spec.transfers.max(1) as usize));
+    let backlog = Arc::new(Semaphore::new(FLUSH_BACKLOG));
     let mut tasks = JoinSet::new();
     let budget = run.spec.failure_budget;
     let mut stopped_early: Option<Outcome> = None;
@@ -105,11 +106,12 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
         match plan::decide(&object, existing.as_ref(), &policy) {
             Decision::Skip(reason) => skip(&shared, &object, reason).await,
             decision => {
+                let Ok(queued) = backlog.clone().acquire_owned().await else { break };
                 let Ok(permit) = permits.clone().acquire_owned().await else { break };
                 let shared = shared.clone();
                 tasks.spawn(async move {
-                    let _permit = permit;
-                    handle(&shared, object, decision).await;
+                    let _queued = queued;
+                    handle(&shared, object, decision, permit).await;
                 });
             }
         }
@@ -154,7 +156,12 @@ async fn skip(shared: &Shared, object: &ObjectInfo, reason: SkipReason) {
     shared.report.record(record).await;
 }
 
-async fn handle(shared: &Shared, object: ObjectInfo, decision: Decision) {
+/// Objects copied but waiting for their destination flush, at most, on top of `transfers`.
+const FLUSH_BACKLOG: usize = 4096;
+
+/// Decides, copies and records one object. `slot` is one of the `transfers` slots; it is
+/// given up while the copy waits for its destination flush.
+async fn handle(shared: &Shared, object: ObjectInfo, decision: Decision, slot: OwnedSemaphorePermit) {
     let started = Instant::now();
     let reason = match decision {
         Decision::Copy(reason) => reason,
@@ -174,7 +181,13 @@ async fn handle(shared: &Shared, object: ObjectInfo, decision: Decision) {
         record.copy_reason = Some(reason);
         return shared.report.record(record).await;
     }
-    let mut record = match shared.transfers.copy(&object).await {
+    let copied = shared.transfers.copy(&object).await;
+    drop(slot);
+    let copied = match copied {
+        Ok(copied) => shared.transfers.make_durable(copied).await,
+        Err(failed) => Err(failed),
+    };
+    let mut record = match copied {
         Ok(copied) => {
             shared.accounting.copied(object.size);
             let mut record = ObjectRecord::new(&object.key, object.size, Action::Copied);

@@ -6,6 +6,7 @@
 
 pub mod accounting;
 pub mod cluster;
+pub mod durability;
 pub mod engine;
 pub mod filter;
 pub mod listing;

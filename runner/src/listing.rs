@@ -130,33 +130,64 @@ async fn walk(store: &Store, sender: &Sender, keep: &impl Fn(&str) -> bool) -> R
     let base = store.base.clone();
     let mut stack = vec![list_directory(store, &base).await?];
     while let Some(level) = stack.last_mut() {
-        let Some((path, metadata)) = level.pop() else {
+        let Some(entry) = level.pop() else {
             stack.pop();
             continue;
         };
-        if path == PARTIAL_DIRECTORY {
+        if entry.path == PARTIAL_DIRECTORY {
             continue;
         }
-        if path.ends_with('/') {
+        if entry.path.ends_with('/') {
             // A top-level directory of another shard (or the trash) is never walked.
-            let key = path.strip_prefix(base.as_str()).unwrap_or(&path);
+            let key = entry.path.strip_prefix(base.as_str()).unwrap_or(&entry.path);
             let top_level = stack.len() == 1;
             if !top_level || keep(key) {
-                stack.push(list_directory(store, &path).await?);
+                stack.push(list_directory(store, &entry.path).await?);
             }
             continue;
         }
-        let key = path.strip_prefix(base.as_str()).unwrap_or(&path);
-        if keep(key) && sender.send(Ok(object(key.to_owned(), &metadata))).await.is_err() {
+        let key = entry.path.strip_prefix(base.as_str()).unwrap_or(&entry.path);
+        if keep(key) && sender.send(Ok(entry.object(key.to_owned()))).await.is_err() {
             return Ok(false);
         }
     }
     Ok(true)
 }
 
+/// One entry of a directory: a subdirectory (its path ends in `/`) or an object.
+struct DirectoryEntry {
+    path: String,
+    size: u64,
+    modified: Option<jiff::Timestamp>,
+    etag: Option<String>,
+}
+
+impl DirectoryEntry {
+    fn object(&self, key: String) -> ObjectInfo {
+        ObjectInfo { key, size: self.size, modified: self.modified, etag: self.etag.clone() }
+    }
+}
+
 /// One directory's entries, sorted in reverse so `pop` yields them in order. A directory that
 /// does not exist is empty (a destination that has not been written yet).
-async fn list_directory(store: &Store, directory: &str) -> Result<Vec<(String, Metadata)>, ListError> {
+async fn list_directory(store: &Store, directory: &str) -> Result<Vec<DirectoryEntry>, ListError> {
+    let mut entries = match &store.local_root {
+        Some(root) => {
+            let local_failure =
+                |reason: String| ListError { binding: store.binding.clone(), path: directory.to_owned(), reason };
+            let (root, path) = (root.clone(), directory.to_owned());
+            tokio::task::spawn_blocking(move || read_local_directory(&root, &path))
+                .await
+                .map_err(|error| local_failure(error.to_string()))?
+                .map_err(|error| local_failure(error.to_string()))?
+        }
+        None => list_remote_directory(store, directory).await?,
+    };
+    entries.sort_unstable_by(|a, b| b.path.cmp(&a.path));
+    Ok(entries)
+}
+
+async fn list_remote_directory(store: &Store, directory: &str) -> Result<Vec<DirectoryEntry>, ListError> {
     let mut entries = Vec::new();
     let mut lister = match store.operator.lister(directory).await {
         Ok(lister) => lister,
@@ -168,8 +199,69 @@ async fn list_directory(store: &Store, directory: &str) -> Result<Vec<(String, M
         if path == directory || path == "/" {
             continue;
         }
-        entries.push((path, metadata));
+        let object = object(String::new(), &metadata);
+        entries.push(DirectoryEntry { path, size: object.size, modified: object.modified, etag: object.etag });
     }
-    entries.sort_unstable_by(|a, b| b.0.cmp(&a.0));
     Ok(entries)
+}
+
+/// A local directory in one blocking call: OpenDAL's lister makes one hop to a blocking
+/// thread per entry (for its metadata), which dominates listing many small files.
+/// Symbolic links and special files are skipped, as rclone does by default: following them
+/// could leave the tree or loop.
+fn read_local_directory(root: &std::path::Path, directory: &str) -> std::io::Result<Vec<DirectoryEntry>> {
+    let mut entries = Vec::new();
+    let reader = match std::fs::read_dir(root.join(directory)) {
+        Ok(reader) => reader,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(entries),
+        Err(error) => return Err(error),
+    };
+    for entry in reader {
+        let entry = entry?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else {
+            tracing::warn!(directory, name = ?name, "skipping a file name that is not UTF-8");
+            continue;
+        };
+        // Gone between the directory read and the stat: as if it had not been there.
+        let metadata = match entry.metadata() {
+            Ok(metadata) => metadata,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(error) => return Err(error),
+        };
+        let kind = metadata.file_type();
+        let path = if kind.is_dir() {
+            format!("{directory}{name}/")
+        } else if kind.is_file() {
+            format!("{directory}{name}")
+        } else {
+            tracing::warn!(directory, name, "skipping a symbolic link or special file");
+            continue;
+        };
+        let modified = metadata.modified().ok().and_then(|time| jiff::Timestamp::try_from(time).ok());
+        entries.push(DirectoryEntry { path, size: metadata.len(), modified, etag: None });
+    }
+    Ok(entries)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_directories_list_files_and_subdirectories_but_not_links() {
+        let root = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(root.path().join("job/sub dir")).unwrap();
+        std::fs::write(root.path().join("job/ä b.txt"), b"hello").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("/etc/hostname", root.path().join("job/link")).unwrap();
+        let mut entries = read_local_directory(root.path(), "job/").unwrap();
+        entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
+        let listed: Vec<_> = entries.iter().map(|entry| (entry.path.as_str(), entry.size)).collect();
+        assert_eq!(listed[0], ("job/sub dir/", listed[0].1));
+        assert_eq!(listed[1], ("job/ä b.txt", 5));
+        assert_eq!(listed.len(), 2);
+        assert!(entries[1].modified.is_some());
+        assert!(read_local_directory(root.path(), "missing/").unwrap().is_empty());
+    }
 }

@@ -50,6 +50,9 @@ pub struct LocalCopy {
     pub listed_size: u64,
     /// How to verify.
     pub verify: VerifyMode,
+    /// Make the file durable here; false when the caller flushes the filesystem for many
+    /// files at once (see `durability`).
+    pub sync_file: bool,
 }
 
 /// What a verified local copy proved.
@@ -81,17 +84,25 @@ impl LocalCopy {
             return Err(LocalCopyError::SourceChanged { read: data.len() as u64 });
         }
         let digests = blake3_of(&data);
-        std::fs::create_dir_all(&self.staging).map_err(LocalCopyError::Destination)?;
         let staged = self.staging.join(staging_name());
         let written = (|| {
-            let mut file = std::fs::File::create(&staged)?;
+            // Directories are created only when missing: checking first would cost two
+            // system calls per file.
+            let mut file = create_with_parents(&staged)?;
             file.write_all(&data)?;
             // Durable before it counts as verified, as the streaming path's writer is.
-            file.sync_all()?;
-            if let Some(parent) = self.destination.parent() {
-                std::fs::create_dir_all(parent)?;
+            if self.sync_file {
+                file.sync_all()?;
             }
-            std::fs::rename(&staged, &self.destination)
+            match std::fs::rename(&staged, &self.destination) {
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                    if let Some(parent) = self.destination.parent() {
+                        std::fs::create_dir_all(parent)?;
+                    }
+                    std::fs::rename(&staged, &self.destination)
+                }
+                result => result,
+            }
         })();
         if let Err(error) = written {
             let _ = std::fs::remove_file(&staged);
@@ -138,6 +149,18 @@ pub fn read_whole(path: &Path, listed_size: u64, set: DigestSet) -> Result<(Vec<
     Ok((data, hasher.finish()))
 }
 
+fn create_with_parents(path: &Path) -> std::io::Result<std::fs::File> {
+    match std::fs::File::create(path) {
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::File::create(path)
+        }
+        result => result,
+    }
+}
+
 /// The file of `key` under a store's root and job path.
 pub fn file_of(root: &Path, base: &str, key: &str) -> PathBuf {
     root.join(format!("{base}{key}"))
@@ -154,6 +177,7 @@ mod tests {
             staging: directory.join("out/.ferry-partial"),
             listed_size,
             verify,
+            sync_file: true,
         }
     }
 

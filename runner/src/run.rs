@@ -9,6 +9,7 @@ use tokio::sync::watch;
 
 use crate::accounting::Accounting;
 use crate::display::{self, Style};
+use crate::durability::Durability;
 use crate::engine::{self, Run};
 use crate::manifest::{self, JobDocuments};
 use crate::metrics::RunnerMetrics;
@@ -176,6 +177,12 @@ pub async fn execute(
         .await
         .map_err(|error| (ExitStatus::CannotStart, format!("cannot write the report: {error}")))?;
     let upload_memory = Arc::new(tokio::sync::Semaphore::new(crate::transfer::UPLOAD_MEMORY_KIB));
+    let durability = match (&destination.local_root, dry_run) {
+        (Some(root), false) => Durability::for_directory(root).map_err(|error| {
+            (ExitStatus::CannotStart, format!("cannot open the destination {}: {error}", root.display()))
+        })?,
+        _ => None,
+    };
     let transfers = Transfers {
         source,
         destination,
@@ -185,6 +192,7 @@ pub async fn execute(
         attempts: 3,
         stop,
         upload_memory,
+        durability,
     };
     let result = engine::run(Run { transfers, spec, shard, dry_run }, accounting, report).await;
     let report_path = report_writer.path().map(PathBuf::from);

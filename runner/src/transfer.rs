@@ -7,6 +7,7 @@ use ferry_api::VerifyMode;
 use futures::TryStreamExt;
 use tokio::sync::watch;
 
+use crate::durability::Durability;
 use crate::local_copy::{LOCAL_COPY_LIMIT, LocalCopied, LocalCopy, LocalCopyError, file_of, read_whole};
 use crate::object::{DigestSet, Digests, Hasher, ObjectInfo, unquote};
 use crate::plan::{ContentCheck, Side};
@@ -32,6 +33,8 @@ pub struct Transfers {
     pub stop: watch::Receiver<bool>,
     /// Memory for upload part buffers, in KiB: bounds how many large objects upload at once.
     pub upload_memory: std::sync::Arc<tokio::sync::Semaphore>,
+    /// Group commit for a local destination's small files; `None`: each file is synced alone.
+    pub durability: Option<Durability>,
 }
 
 /// The memory one upload holds: OpenDAL buffers a part, and the part being filled.
@@ -69,6 +72,8 @@ pub struct Copied {
     pub verified_by: VerifiedBy,
     /// Attempts it took.
     pub attempts: u32,
+    /// Written without its own sync: it counts once [`Transfers::make_durable`] returns.
+    pub awaiting_flush: bool,
 }
 
 /// Why an object could not be moved.
@@ -158,6 +163,20 @@ impl Transfers {
         }
     }
 
+    /// Waits until a copy written without its own sync is durable. The caller gives up its
+    /// transfer slot first, so one flush covers every copy finished meanwhile.
+    pub async fn make_durable(&self, copied: Copied) -> Result<Copied, Failed> {
+        match &self.durability {
+            Some(durability) if copied.awaiting_flush => match durability.wait().await {
+                Ok(()) => Ok(Copied { awaiting_flush: false, ..copied }),
+                Err(error) => {
+                    Err(Failed { error: TransferError::Destination(io_to_opendal(error)), attempts: copied.attempts })
+                }
+            },
+            _ => Ok(copied),
+        }
+    }
+
     async fn attempt(
         &self,
         object: &ObjectInfo,
@@ -202,6 +221,7 @@ impl Transfers {
             staging: destination_root.join(PARTIAL_DIRECTORY),
             listed_size: object.size,
             verify: self.verify,
+            sync_file: self.durability.is_none(),
         };
         let result = tokio::task::spawn_blocking(move || copy.run()).await.map_err(|_| TransferError::Interrupted)?;
         let LocalCopied { digests, destination_blake3 } = result.map_err(|error| local_error(error, object.size))?;
@@ -211,6 +231,7 @@ impl Transfers {
             destination_etag: None,
             destination_blake3,
             attempts: 0,
+            awaiting_flush: self.durability.is_some(),
         })
     }
 
@@ -341,6 +362,7 @@ impl Transfers {
             destination_blake3,
             verified_by,
             attempts: 0,
+            awaiting_flush: false,
         };
         match self.verify {
             VerifyMode::Size => {
