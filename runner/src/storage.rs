@@ -25,8 +25,10 @@ pub struct Store {
     pub base: String,
     /// What the engine may rely on.
     pub traits: StoreTraits,
-    /// The directory behind a filesystem store, for the small-object fast path.
+    /// The directory behind a filesystem store, for listing and copying without OpenDAL.
     pub local_root: Option<PathBuf>,
+    /// A bandwidth limit applies (in the operator's layers, so paths around it must not run).
+    pub throttled: bool,
 }
 
 /// The few facts about a backend that the engine's decisions depend on.
@@ -175,7 +177,8 @@ pub fn open(
         let burst = u32::try_from(options.part_size).unwrap_or(u32::MAX).max(rate);
         operator = operator.layer(ThrottleLayer::new(rate, burst));
     }
-    Ok(Store { binding: binding.to_owned(), operator, base: base_prefix(path), traits, local_root })
+    let throttled = options.bandwidth.is_some();
+    Ok(Store { binding: binding.to_owned(), operator, base: base_prefix(path), traits, local_root, throttled })
 }
 
 fn resolve_root(binding: &str, root: &str, manifest_directory: Option<&Path>) -> Result<PathBuf, StorageError> {

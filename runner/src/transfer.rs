@@ -182,8 +182,9 @@ impl Transfers {
         object: &ObjectInfo,
         spooled: &mut Option<(SpoolEntry, Digests)>,
     ) -> Result<Copied, TransferError> {
+        // The bandwidth limit lives in the stores' OpenDAL layers, which this path bypasses.
         if let (Some(source_root), Some(destination_root)) = (&self.source.local_root, &self.destination.local_root)
-            && object.size <= LOCAL_COPY_LIMIT
+            && !self.destination.throttled
         {
             return self.copy_locally(object, source_root, destination_root).await;
         }
@@ -205,7 +206,7 @@ impl Transfers {
         self.verify(&object.key, digests, etag).await
     }
 
-    /// A small object between two filesystems, in one blocking call.
+    /// An object between two filesystems, in one blocking call.
     async fn copy_locally(
         &self,
         object: &ObjectInfo,
@@ -222,6 +223,7 @@ impl Transfers {
             listed_size: object.size,
             verify: self.verify,
             sync_file: self.durability.is_none(),
+            stop: Some(self.stop.clone()),
         };
         let result = tokio::task::spawn_blocking(move || copy.run()).await.map_err(|_| TransferError::Interrupted)?;
         let LocalCopied { digests, destination_blake3 } = result.map_err(|error| local_error(error, object.size))?;
@@ -474,6 +476,7 @@ fn local_error(error: LocalCopyError, listed: u64) -> TransferError {
         LocalCopyError::Destination(error) => TransferError::Destination(io_to_opendal(error)),
         LocalCopyError::SourceChanged { read } => TransferError::SourceChanged { listed, read },
         LocalCopyError::Mismatch { measure, expected, actual } => TransferError::Mismatch { measure, expected, actual },
+        LocalCopyError::Interrupted => TransferError::Interrupted,
     }
 }
 
