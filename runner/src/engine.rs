@@ -191,7 +191,7 @@ async fn handle(shared: &Shared, object: ObjectInfo, decision: Decision, slot: O
         Ok(copied) => {
             shared.accounting.copied(object.size);
             let mut record = ObjectRecord::new(&object.key, object.size, Action::Copied);
-            record.source_blake3 = Some(copied.source.blake3);
+            record.source_blake3 = copied.source.blake3;
             record.source_md5 = copied.source.md5.or(copied.source.multipart_etag);
             record.destination_etag = copied.destination_etag;
             record.destination_blake3 = copied.destination_blake3;

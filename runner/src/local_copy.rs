@@ -74,7 +74,7 @@ fn staging_name() -> String {
 }
 
 fn blake3_of(bytes: &[u8]) -> Digests {
-    let mut hasher = Hasher::new(DigestSet::default());
+    let mut hasher = Hasher::new(DigestSet::BLAKE3);
     hasher.update(bytes);
     hasher.finish()
 }
@@ -129,7 +129,7 @@ impl LocalCopy {
     fn copy_in_kernel(&self, file: &mut std::fs::File) -> Result<Digests, LocalCopyError> {
         use std::io::Read;
         let source = std::fs::File::open(&self.source).map_err(LocalCopyError::Source)?;
-        let mut hasher = Hasher::new(DigestSet::default());
+        let mut hasher = Hasher::new(DigestSet::BLAKE3);
         let mut buffer = vec![0; CHUNK];
         let mut offset = 0;
         while offset < self.listed_size {
@@ -185,11 +185,11 @@ impl LocalCopy {
                 if back.blake3 != digests.blake3 {
                     return Err(LocalCopyError::Mismatch {
                         measure: "blake3 read-back",
-                        expected: digests.blake3.clone(),
-                        actual: back.blake3,
+                        expected: digests.blake3.clone().unwrap_or_default(),
+                        actual: back.blake3.unwrap_or_default(),
                     });
                 }
-                Ok(Some(back.blake3))
+                Ok(back.blake3)
             }
         }
     }
@@ -216,7 +216,7 @@ fn read_at_most(file: &std::fs::File, buffer: &mut [u8], offset: u64) -> std::io
 /// The BLAKE3 of a whole file, read in chunks.
 fn hash_file(path: &Path) -> std::io::Result<Digests> {
     let file = std::fs::File::open(path)?;
-    let mut hasher = Hasher::new(DigestSet::default());
+    let mut hasher = Hasher::new(DigestSet::BLAKE3);
     let mut buffer = vec![0; CHUNK.min(file.metadata()?.len().max(1) as usize)];
     let mut offset = 0;
     loop {
@@ -281,7 +281,8 @@ mod tests {
         std::fs::write(directory.path().join("in/a b/ü.txt"), b"hello").unwrap();
         let copied = copy(directory.path(), VerifyMode::Checksum, 5).run().unwrap();
         assert_eq!(std::fs::read(directory.path().join("out/x/a b/ü.txt")).unwrap(), b"hello");
-        assert_eq!(copied.destination_blake3.as_deref(), Some(copied.digests.blake3.as_str()));
+        assert_eq!(copied.destination_blake3, copied.digests.blake3);
+        assert!(copied.destination_blake3.is_some());
         assert_eq!(std::fs::read_dir(directory.path().join("out/.ferry-partial")).unwrap().count(), 0);
     }
 
@@ -292,8 +293,9 @@ mod tests {
         let data: Vec<u8> = (0..(LOCAL_COPY_LIMIT as usize + CHUNK + 3)).map(|i| (i % 251) as u8).collect();
         std::fs::write(directory.path().join("in/a b/ü.txt"), &data).unwrap();
         let copied = copy(directory.path(), VerifyMode::Checksum, data.len() as u64).run().unwrap();
-        assert_eq!(copied.digests.blake3, blake3::hash(&data).to_hex().to_string());
-        assert_eq!(copied.destination_blake3.as_deref(), Some(copied.digests.blake3.as_str()));
+        assert_eq!(copied.digests.blake3, Some(blake3::hash(&data).to_hex().to_string()));
+        assert_eq!(copied.destination_blake3, copied.digests.blake3);
+        assert!(copied.destination_blake3.is_some());
         assert_eq!(std::fs::read(directory.path().join("out/x/a b/ü.txt")).unwrap(), data);
 
         // Listed shorter than it is: the file grew, and nothing is left at the destination.
@@ -321,10 +323,10 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("f");
         std::fs::write(&path, b"abc").unwrap();
-        let (data, digests) = read_whole(&path, 3, DigestSet { md5: true, part_size: None }).unwrap();
+        let (data, digests) = read_whole(&path, 3, DigestSet { blake3: false, md5: true, part_size: None }).unwrap();
         assert_eq!(data, b"abc");
         assert_eq!(digests.md5.as_deref(), Some("900150983cd24fb0d6963f7d28e17f72"));
-        assert!(matches!(read_whole(&path, 2, DigestSet::default()), Err(LocalCopyError::SourceChanged { read: 3 })));
+        assert!(matches!(read_whole(&path, 2, DigestSet::BLAKE3), Err(LocalCopyError::SourceChanged { read: 3 })));
     }
 
     #[test]

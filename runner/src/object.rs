@@ -34,17 +34,24 @@ pub fn unquote(etag: &str) -> String {
 }
 
 /// Which digests to compute while bytes stream past.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DigestSet {
+    /// BLAKE3, for comparing two sides Ferry hashes itself.
+    pub blake3: bool,
     /// MD5 of the whole content (single-part ETags, Content-MD5).
     pub md5: bool,
     /// MD5 per part of this size, for multipart ETags.
     pub part_size: Option<u64>,
 }
 
-/// Digests of a byte stream: BLAKE3 always, MD5 and per-part MD5 when asked for.
+impl DigestSet {
+    /// BLAKE3 alone.
+    pub const BLAKE3: Self = Self { blake3: true, md5: false, part_size: None };
+}
+
+/// Digests of a byte stream: those a [`DigestSet`] asks for.
 pub struct Hasher {
-    blake3: blake3::Hasher,
+    blake3: Option<blake3::Hasher>,
     md5: Option<Md5>,
     part_size: Option<u64>,
     part: Md5,
@@ -56,8 +63,8 @@ pub struct Hasher {
 /// The finished digests of one byte stream.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Digests {
-    /// BLAKE3, hex.
-    pub blake3: String,
+    /// BLAKE3, hex, when computed.
+    pub blake3: Option<String>,
     /// MD5, hex, when computed.
     pub md5: Option<String>,
     /// The multipart ETag (`md5-of-part-md5s-N`) for the part size, when computed and the
@@ -68,10 +75,10 @@ pub struct Digests {
 }
 
 impl Hasher {
-    /// A hasher computing `set` besides BLAKE3.
+    /// A hasher computing `set`.
     pub fn new(set: DigestSet) -> Self {
         Self {
-            blake3: blake3::Hasher::new(),
+            blake3: set.blake3.then(blake3::Hasher::new),
             md5: set.md5.then(Md5::new),
             part_size: set.part_size.filter(|size| *size > 0),
             part: Md5::new(),
@@ -84,7 +91,9 @@ impl Hasher {
     /// Hashes the next bytes.
     pub fn update(&mut self, mut data: &[u8]) {
         self.length += data.len() as u64;
-        self.blake3.update(data);
+        if let Some(blake3) = &mut self.blake3 {
+            blake3.update(data);
+        }
         if let Some(md5) = &mut self.md5 {
             md5.update(data);
         }
@@ -115,7 +124,7 @@ impl Hasher {
             format!("{}-{}", hex::encode(combined.finalize()), self.part_digests.len())
         });
         Digests {
-            blake3: self.blake3.finalize().to_hex().to_string(),
+            blake3: self.blake3.map(|blake3| blake3.finalize().to_hex().to_string()),
             md5: self.md5.map(|md5| hex::encode(md5.finalize())),
             multipart_etag,
             length: self.length,
@@ -145,7 +154,7 @@ mod tests {
     #[test]
     fn multipart_etag_matches_the_s3_formula() {
         let data: Vec<u8> = (0..25u32).map(|i| i as u8).collect();
-        let mut hasher = Hasher::new(DigestSet { md5: true, part_size: Some(10) });
+        let mut hasher = Hasher::new(DigestSet { blake3: true, md5: true, part_size: Some(10) });
         hasher.update(&data[..7]);
         hasher.update(&data[7..]);
         let digests = hasher.finish();
@@ -156,7 +165,7 @@ mod tests {
         }
         assert_eq!(digests.multipart_etag, Some(format!("{}-3", hex::encode(combined.finalize()))));
         assert_eq!(digests.md5, Some(hex::encode(Md5::digest(&data))));
-        assert_eq!(digests.blake3, blake3::hash(&data).to_hex().to_string());
+        assert_eq!(digests.blake3, Some(blake3::hash(&data).to_hex().to_string()));
         assert_eq!(digests.length, 25);
     }
 }

@@ -57,6 +57,11 @@ pub enum VerifiedBy {
     MultipartEtag,
     /// The destination was read back and its BLAKE3 matches the source's.
     Blake3Readback,
+    /// The destination was read back and its MD5 matches the source's (an S3 destination
+    /// whose ETag is not an MD5).
+    Md5Readback,
+    /// As `Md5Readback`, for an object uploaded in parts: the per-part MD5s match.
+    MultipartEtagReadback,
 }
 
 /// A verified copy.
@@ -129,9 +134,13 @@ impl Transfers {
         format!("{}{key}", self.destination.base)
     }
 
+    /// What to hash of the source: the MD5s the destination's ETag can be compared with where
+    /// it reports them (MD5 is the slowest part of an upload; BLAKE3 would add a fifth to it
+    /// for nothing), else BLAKE3.
     fn digest_set(&self, size: u64) -> DigestSet {
         let md5_etags = self.destination.traits.md5_etags && self.verify == VerifyMode::Checksum;
         DigestSet {
+            blake3: !md5_etags,
             md5: md5_etags && size <= self.part_size as u64,
             part_size: (md5_etags && size > self.part_size as u64).then_some(self.part_size as u64),
         }
@@ -392,26 +401,46 @@ impl Transfers {
                 }
                 // No comparable provider checksum (or an ETag that is not an MD5, as with
                 // SSE-KMS): only reading the bytes back can prove them.
-                self.read_back(key, source).await.map(|blake3| copied(VerifiedBy::Blake3Readback, Some(blake3)))
+                self.read_back(key, source).await.map(|(verified_by, blake3)| copied(verified_by, blake3))
             }
             VerifyMode::Readback => {
-                self.read_back(key, source).await.map(|blake3| copied(VerifiedBy::Blake3Readback, Some(blake3)))
+                self.read_back(key, source).await.map(|(verified_by, blake3)| copied(verified_by, blake3))
             }
         }
     }
 
-    async fn read_back(&self, key: &str, source: &Digests) -> Result<String, TransferError> {
-        let digests = hash_object(&self.destination, &self.destination_path(key), DigestSet::default())
+    /// Reads the destination back and compares it with the source by the digest the source
+    /// was hashed with; returns the proof and the destination's BLAKE3 when it has one.
+    async fn read_back(&self, key: &str, source: &Digests) -> Result<(VerifiedBy, Option<String>), TransferError> {
+        let set = DigestSet {
+            blake3: source.blake3.is_some(),
+            md5: source.md5.is_some(),
+            part_size: source.multipart_etag.is_some().then_some(self.part_size as u64),
+        };
+        let back = hash_object(&self.destination, &self.destination_path(key), set)
             .await
             .map_err(TransferError::Destination)?;
-        if digests.blake3 != source.blake3 {
+        let (measure, verified_by, expected, actual) = if source.blake3.is_some() {
+            ("blake3 read-back", VerifiedBy::Blake3Readback, &source.blake3, &back.blake3)
+        } else if source.md5.is_some() {
+            ("md5 read-back", VerifiedBy::Md5Readback, &source.md5, &back.md5)
+        } else {
+            (
+                "multipart ETag read-back",
+                VerifiedBy::MultipartEtagReadback,
+                &source.multipart_etag,
+                &back.multipart_etag,
+            )
+        };
+        // Two missing digests are equal, but prove nothing.
+        if expected.is_none() || expected != actual {
             return Err(TransferError::Mismatch {
-                measure: "blake3 read-back",
-                expected: source.blake3.clone(),
-                actual: digests.blake3,
+                measure,
+                expected: expected.clone().unwrap_or_else(|| "(none)".to_owned()),
+                actual: actual.clone().unwrap_or_else(|| "(none)".to_owned()),
             });
         }
-        Ok(digests.blake3)
+        Ok((verified_by, back.blake3))
     }
 
     /// Decides a [`ContentCheck`]: true when the destination already holds the same bytes.
@@ -425,14 +454,15 @@ impl Transfers {
         };
         Ok(match check {
             ContentCheck::Md5 { read: side, expected } => {
-                read(*side, DigestSet { md5: true, part_size: None }).await?.md5.as_deref() == Some(expected.as_str())
+                read(*side, DigestSet { blake3: false, md5: true, part_size: None }).await?.md5.as_deref()
+                    == Some(expected.as_str())
             }
             ContentCheck::MultipartEtag { read: side, expected, part_size } => {
-                let digests = read(*side, DigestSet { md5: false, part_size: Some(*part_size) }).await?;
+                let digests = read(*side, DigestSet { blake3: false, md5: false, part_size: Some(*part_size) }).await?;
                 digests.multipart_etag.as_deref() == Some(expected.as_str())
             }
             ContentCheck::Blake3Both => {
-                let set = DigestSet::default();
+                let set = DigestSet::BLAKE3;
                 read(Side::Source, set).await?.blake3 == read(Side::Destination, set).await?.blake3
             }
         })
