@@ -80,28 +80,45 @@ fn blake3_of(bytes: &[u8]) -> Digests {
 }
 
 impl LocalCopy {
-    /// Copies, makes the file durable, renames it into place, and verifies it. A half-written
+    /// Copies, verifies, makes durable and renames into place. A half-written or unverified
     /// file never appears at the final path: it is staged and renamed (same filesystem).
     pub fn run(&self) -> Result<LocalCopied, LocalCopyError> {
         let staged = self.staging.join(staging_name());
-        let copied = self.copy_to(&staged);
-        let digests = match copied {
-            Ok(digests) => digests,
-            Err(error) => {
-                let _ = std::fs::remove_file(&staged);
-                return Err(error);
-            }
-        };
-        self.rename_into_place(&staged).map_err(|error| {
+        let result = self.stage(&staged).and_then(|copied| {
+            self.rename_into_place(&staged).map_err(LocalCopyError::Destination)?;
+            Ok(copied)
+        });
+        if result.is_err() {
             let _ = std::fs::remove_file(&staged);
-            LocalCopyError::Destination(error)
-        })?;
-        let destination_blake3 = self.verify_destination(&digests)?;
+        }
+        result
+    }
+
+    /// Writes and verifies the staged file.
+    fn stage(&self, staged: &Path) -> Result<LocalCopied, LocalCopyError> {
+        let (file, digests) = self.copy_to(staged)?;
+        let destination_blake3 = if self.listed_size > LOCAL_COPY_LIMIT {
+            // Writing a large file back to disk takes as long as reading it back: overlap
+            // them, rather than leave it all to the shared flush at the end.
+            std::thread::scope(|scope| {
+                let syncing = scope.spawn(|| file.sync_all());
+                let verified = self.verify_destination(staged, &digests);
+                let synced = syncing.join().unwrap_or_else(|_| Err(std::io::Error::other("the sync panicked")));
+                synced.map_err(LocalCopyError::Destination)?;
+                verified
+            })?
+        } else {
+            // Durable before it counts as verified, as the streaming path's writer is.
+            if self.sync_file {
+                file.sync_all().map_err(LocalCopyError::Destination)?;
+            }
+            self.verify_destination(staged, &digests)?
+        };
         Ok(LocalCopied { digests, destination_blake3 })
     }
 
-    /// Writes the staged file and returns the digests of the source bytes.
-    fn copy_to(&self, staged: &Path) -> Result<Digests, LocalCopyError> {
+    /// Writes the staged file and returns it with the digests of the source bytes.
+    fn copy_to(&self, staged: &Path) -> Result<(std::fs::File, Digests), LocalCopyError> {
         // Directories are created only when missing: checking first would cost two system
         // calls per file.
         let mut file = create_with_parents(staged).map_err(LocalCopyError::Destination)?;
@@ -115,11 +132,7 @@ impl LocalCopy {
         } else {
             self.copy_in_kernel(&mut file)?
         };
-        // Durable before it counts as verified, as the streaming path's writer is.
-        if self.sync_file {
-            file.sync_all().map_err(LocalCopyError::Destination)?;
-        }
-        Ok(digests)
+        Ok((file, digests))
     }
 
     /// A large file: each chunk is read and hashed, then copied by the kernel
@@ -165,11 +178,11 @@ impl LocalCopy {
         }
     }
 
-    /// Proves the destination by `verify`; returns its BLAKE3 when it was read back.
-    fn verify_destination(&self, digests: &Digests) -> Result<Option<String>, LocalCopyError> {
+    /// Proves the written file by `verify`; returns its BLAKE3 when it was read back.
+    fn verify_destination(&self, written: &Path, digests: &Digests) -> Result<Option<String>, LocalCopyError> {
         match self.verify {
             VerifyMode::Size => {
-                let length = std::fs::metadata(&self.destination).map_err(LocalCopyError::Destination)?.len();
+                let length = std::fs::metadata(written).map_err(LocalCopyError::Destination)?.len();
                 if length != digests.length {
                     return Err(LocalCopyError::Mismatch {
                         measure: "size",
@@ -181,7 +194,7 @@ impl LocalCopy {
             }
             // A filesystem reports no checksum of its own: only reading back proves the bytes.
             VerifyMode::Checksum | VerifyMode::Readback => {
-                let back = hash_file(&self.destination).map_err(LocalCopyError::Destination)?;
+                let back = hash_file(written).map_err(LocalCopyError::Destination)?;
                 if back.blake3 != digests.blake3 {
                     return Err(LocalCopyError::Mismatch {
                         measure: "blake3 read-back",
@@ -197,6 +210,10 @@ impl LocalCopy {
 
 /// Bytes read and copied per step of a large file: bounds the memory of one copy.
 const CHUNK: usize = 1 << 20;
+
+/// The pieces a local source streams in: larger ones made the allocator hold on to more
+/// memory than they saved in CPU (8 MiB pieces: 126 MiB peak RSS for eight uploads; 1 MiB: 83).
+pub const LOCAL_READ_CHUNK: usize = CHUNK;
 
 /// Reads until `buffer` is full or the file ends; returns the bytes read.
 fn read_at_most(file: &std::fs::File, buffer: &mut [u8], offset: u64) -> std::io::Result<usize> {
@@ -251,6 +268,36 @@ fn create_with_parents(path: &Path) -> std::io::Result<std::fs::File> {
         }
         result => result,
     }
+}
+
+/// A local file as a stream of `chunk`-sized pieces, each read into fresh, unzeroed memory in
+/// one blocking call. Pieces of exactly the upload part size pass through OpenDAL's chunked
+/// writer without being copied again.
+pub fn read_in_chunks(path: PathBuf, chunk: usize) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> {
+    struct Reading {
+        path: PathBuf,
+        file: Option<std::sync::Arc<std::fs::File>>,
+    }
+    futures::stream::try_unfold(Reading { path, file: None }, move |mut reading| async move {
+        let (path, file) = (reading.path.clone(), reading.file.clone());
+        let (file, data) = tokio::task::spawn_blocking(move || -> std::io::Result<_> {
+            use std::io::Read;
+            let file = match file {
+                Some(file) => file,
+                None => std::sync::Arc::new(std::fs::File::open(path)?),
+            };
+            let mut data = Vec::with_capacity(chunk);
+            (&*file).take(chunk as u64).read_to_end(&mut data)?;
+            Ok((file, data))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        if data.is_empty() {
+            return Ok(None);
+        }
+        reading.file = Some(file);
+        Ok(Some((bytes::Bytes::from(data), reading)))
+    })
 }
 
 /// The file of `key` under a store's root and job path.
@@ -316,6 +363,22 @@ mod tests {
         let error = LocalCopy { stop: Some(stop), ..copy(directory.path(), VerifyMode::Size, size) }.run().unwrap_err();
         assert!(matches!(error, LocalCopyError::Interrupted));
         assert_eq!(std::fs::read_dir(directory.path().join("out/.ferry-partial")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn local_files_stream_in_pieces_of_the_chunk_size() {
+        use futures::TryStreamExt;
+        let directory = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..25u32).map(|i| i as u8).collect();
+        std::fs::write(directory.path().join("f"), &data).unwrap();
+        std::fs::write(directory.path().join("empty"), b"").unwrap();
+        let pieces: Vec<_> = read_in_chunks(directory.path().join("f"), 10).try_collect().await.unwrap();
+        assert_eq!(pieces.iter().map(|piece| piece.len()).collect::<Vec<_>>(), [10, 10, 5]);
+        assert_eq!(pieces.concat(), data);
+        let empty: Vec<_> = read_in_chunks(directory.path().join("empty"), 10).try_collect().await.unwrap();
+        assert!(empty.is_empty());
+        let missing: Result<Vec<_>, _> = read_in_chunks(directory.path().join("missing"), 10).try_collect().await;
+        assert_eq!(missing.unwrap_err().kind(), std::io::ErrorKind::NotFound);
     }
 
     #[test]

@@ -8,11 +8,16 @@ use futures::TryStreamExt;
 use tokio::sync::watch;
 
 use crate::durability::Durability;
-use crate::local_copy::{LOCAL_COPY_LIMIT, LocalCopied, LocalCopy, LocalCopyError, file_of, read_whole};
+use crate::local_copy::{
+    LOCAL_COPY_LIMIT, LOCAL_READ_CHUNK, LocalCopied, LocalCopy, LocalCopyError, file_of, read_in_chunks, read_whole,
+};
 use crate::object::{DigestSet, Digests, Hasher, ObjectInfo, unquote};
 use crate::plan::{ContentCheck, Side};
 use crate::spool::{Spool, SpoolEntry, SpoolError};
 use crate::storage::{PARTIAL_DIRECTORY, Store};
+
+/// The bytes of a source object, in pieces.
+type SourceStream = std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send>>;
 
 /// Everything a transfer needs, shared by all transfers of a run.
 #[derive(Clone)]
@@ -295,9 +300,12 @@ impl Transfers {
         Ok((writer.finish().await?, digests))
     }
 
-    async fn source_stream(&self, key: &str) -> Result<opendal::FuturesBytesStream, TransferError> {
+    async fn source_stream(&self, key: &str) -> Result<SourceStream, TransferError> {
+        if let Some(root) = &self.source.local_root {
+            return Ok(Box::pin(read_in_chunks(file_of(root, &self.source.base, key), LOCAL_READ_CHUNK)));
+        }
         let reader = self.source.operator.reader(&self.source_path(key)).await.map_err(TransferError::Source)?;
-        reader.into_bytes_stream(..).await.map_err(TransferError::Source)
+        Ok(Box::pin(reader.into_bytes_stream(..).await.map_err(TransferError::Source)?))
     }
 
     async fn upload_from_spool(&self, key: &str, entry: &SpoolEntry) -> Result<Option<String>, TransferError> {
