@@ -134,43 +134,31 @@ async fn walk(store: &Store, sender: &Sender, keep: &impl Fn(&str) -> bool) -> R
             stack.pop();
             continue;
         };
-        if entry.path == PARTIAL_DIRECTORY {
+        // Entries carry the store path as their key until they are sent.
+        let path = entry.key.as_str();
+        if path == PARTIAL_DIRECTORY {
             continue;
         }
-        if entry.path.ends_with('/') {
+        let key = path.strip_prefix(base.as_str()).unwrap_or(path);
+        if path.ends_with('/') {
             // A top-level directory of another shard (or the trash) is never walked.
-            let key = entry.path.strip_prefix(base.as_str()).unwrap_or(&entry.path);
             let top_level = stack.len() == 1;
             if !top_level || keep(key) {
-                stack.push(list_directory(store, &entry.path).await?);
+                stack.push(list_directory(store, path).await?);
             }
             continue;
         }
-        let key = entry.path.strip_prefix(base.as_str()).unwrap_or(&entry.path);
-        if keep(key) && sender.send(Ok(entry.object(key.to_owned()))).await.is_err() {
+        if keep(key) && sender.send(Ok(ObjectInfo { key: key.to_owned(), ..entry })).await.is_err() {
             return Ok(false);
         }
     }
     Ok(true)
 }
 
-/// One entry of a directory: a subdirectory (its path ends in `/`) or an object.
-struct DirectoryEntry {
-    path: String,
-    size: u64,
-    modified: Option<jiff::Timestamp>,
-    etag: Option<String>,
-}
-
-impl DirectoryEntry {
-    fn object(&self, key: String) -> ObjectInfo {
-        ObjectInfo { key, size: self.size, modified: self.modified, etag: self.etag.clone() }
-    }
-}
-
-/// One directory's entries, sorted in reverse so `pop` yields them in order. A directory that
-/// does not exist is empty (a destination that has not been written yet).
-async fn list_directory(store: &Store, directory: &str) -> Result<Vec<DirectoryEntry>, ListError> {
+/// One directory's entries, keyed by their store path (a subdirectory's ends in `/`), sorted
+/// in reverse so `pop` yields them in order. A directory that does not exist is empty (a
+/// destination that has not been written yet).
+async fn list_directory(store: &Store, directory: &str) -> Result<Vec<ObjectInfo>, ListError> {
     let mut entries = match &store.local_root {
         Some(root) => {
             let local_failure =
@@ -183,11 +171,11 @@ async fn list_directory(store: &Store, directory: &str) -> Result<Vec<DirectoryE
         }
         None => list_remote_directory(store, directory).await?,
     };
-    entries.sort_unstable_by(|a, b| b.path.cmp(&a.path));
+    entries.sort_unstable_by(|a, b| b.key.cmp(&a.key));
     Ok(entries)
 }
 
-async fn list_remote_directory(store: &Store, directory: &str) -> Result<Vec<DirectoryEntry>, ListError> {
+async fn list_remote_directory(store: &Store, directory: &str) -> Result<Vec<ObjectInfo>, ListError> {
     let mut entries = Vec::new();
     let mut lister = match store.operator.lister(directory).await {
         Ok(lister) => lister,
@@ -199,8 +187,7 @@ async fn list_remote_directory(store: &Store, directory: &str) -> Result<Vec<Dir
         if path == directory || path == "/" {
             continue;
         }
-        let object = object(String::new(), &metadata);
-        entries.push(DirectoryEntry { path, size: object.size, modified: object.modified, etag: object.etag });
+        entries.push(object(path, &metadata));
     }
     Ok(entries)
 }
@@ -209,7 +196,7 @@ async fn list_remote_directory(store: &Store, directory: &str) -> Result<Vec<Dir
 /// thread per entry (for its metadata), which dominates listing many small files.
 /// Symbolic links and special files are skipped, as rclone does by default: following them
 /// could leave the tree or loop.
-fn read_local_directory(root: &std::path::Path, directory: &str) -> std::io::Result<Vec<DirectoryEntry>> {
+fn read_local_directory(root: &std::path::Path, directory: &str) -> std::io::Result<Vec<ObjectInfo>> {
     let mut entries = Vec::new();
     let reader = match std::fs::read_dir(root.join(directory)) {
         Ok(reader) => reader,
@@ -230,7 +217,7 @@ fn read_local_directory(root: &std::path::Path, directory: &str) -> std::io::Res
             Err(error) => return Err(error),
         };
         let kind = metadata.file_type();
-        let path = if kind.is_dir() {
+        let key = if kind.is_dir() {
             format!("{directory}{name}/")
         } else if kind.is_file() {
             format!("{directory}{name}")
@@ -239,7 +226,7 @@ fn read_local_directory(root: &std::path::Path, directory: &str) -> std::io::Res
             continue;
         };
         let modified = metadata.modified().ok().and_then(|time| jiff::Timestamp::try_from(time).ok());
-        entries.push(DirectoryEntry { path, size: metadata.len(), modified, etag: None });
+        entries.push(ObjectInfo { key, size: metadata.len(), modified, etag: None });
     }
     Ok(entries)
 }
@@ -256,8 +243,8 @@ mod tests {
         #[cfg(unix)]
         std::os::unix::fs::symlink("/etc/hostname", root.path().join("job/link")).unwrap();
         let mut entries = read_local_directory(root.path(), "job/").unwrap();
-        entries.sort_unstable_by(|a, b| a.path.cmp(&b.path));
-        let listed: Vec<_> = entries.iter().map(|entry| (entry.path.as_str(), entry.size)).collect();
+        entries.sort_unstable_by(|a, b| a.key.cmp(&b.key));
+        let listed: Vec<_> = entries.iter().map(|entry| (entry.key.as_str(), entry.size)).collect();
         assert_eq!(listed[0], ("job/sub dir/", listed[0].1));
         assert_eq!(listed[1], ("job/ä b.txt", 5));
         assert_eq!(listed.len(), 2);

@@ -73,12 +73,6 @@ fn staging_name() -> String {
     format!("local-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-fn blake3_of(bytes: &[u8]) -> Digests {
-    let mut hasher = Hasher::new(DigestSet::BLAKE3);
-    hasher.update(bytes);
-    hasher.finish()
-}
-
 impl LocalCopy {
     /// Copies, verifies, makes durable and renames into place. A half-written or unverified
     /// file never appears at the final path: it is staged and renamed (same filesystem).
@@ -123,12 +117,9 @@ impl LocalCopy {
         // calls per file.
         let mut file = create_with_parents(staged).map_err(LocalCopyError::Destination)?;
         let digests = if self.listed_size <= LOCAL_COPY_LIMIT {
-            let data = std::fs::read(&self.source).map_err(LocalCopyError::Source)?;
-            if data.len() as u64 != self.listed_size {
-                return Err(LocalCopyError::SourceChanged { read: data.len() as u64 });
-            }
+            let (data, digests) = read_whole(&self.source, self.listed_size, DigestSet::BLAKE3)?;
             file.write_all(&data).map_err(LocalCopyError::Destination)?;
-            blake3_of(&data)
+            digests
         } else {
             self.copy_in_kernel(&mut file)?
         };

@@ -396,22 +396,20 @@ impl Transfers {
                 }
                 Ok(copied(VerifiedBy::Size, None))
             }
-            VerifyMode::Checksum => {
+            VerifyMode::Checksum | VerifyMode::Readback => {
                 let expected = source
                     .md5
                     .as_ref()
                     .map(|md5| (md5, VerifiedBy::Md5Etag))
                     .or_else(|| source.multipart_etag.as_ref().map(|etag| (etag, VerifiedBy::MultipartEtag)));
-                if let (Some((expected, verified_by)), Some(actual)) = (expected, etag.as_ref())
+                if let (VerifyMode::Checksum, Some((expected, verified_by)), Some(actual)) =
+                    (self.verify, expected, etag.as_ref())
                     && expected == actual
                 {
                     return Ok(copied(verified_by, None));
                 }
-                // No comparable provider checksum (or an ETag that is not an MD5, as with
-                // SSE-KMS): only reading the bytes back can prove them.
-                self.read_back(key, source).await.map(|(verified_by, blake3)| copied(verified_by, blake3))
-            }
-            VerifyMode::Readback => {
+                // `readback`, or no comparable provider checksum (or an ETag that is not an
+                // MD5, as with SSE-KMS): only reading the bytes back can prove them.
                 self.read_back(key, source).await.map(|(verified_by, blake3)| copied(verified_by, blake3))
             }
         }
