@@ -117,6 +117,9 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
         }
         while tasks.try_join_next().is_some() {}
     }
+    if let Some(durability) = &shared.transfers.durability {
+        durability.hurry();
+    }
     while tasks.join_next().await.is_some() {}
 
     let mut would_delete = 0;

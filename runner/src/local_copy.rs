@@ -70,7 +70,8 @@ pub struct LocalCopied {
 
 fn staging_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!("local-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed))
+    static PROCESS: std::sync::LazyLock<u32> = std::sync::LazyLock::new(std::process::id);
+    format!("local-{}-{}", *PROCESS, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
 impl LocalCopy {
@@ -96,7 +97,7 @@ impl LocalCopy {
             // them, rather than leave it all to the shared flush at the end.
             std::thread::scope(|scope| {
                 let syncing = scope.spawn(|| file.sync_all());
-                let verified = self.verify_destination(staged, &digests);
+                let verified = self.verify_destination(&file, &digests);
                 let synced = syncing.join().unwrap_or_else(|_| Err(std::io::Error::other("the sync panicked")));
                 synced.map_err(LocalCopyError::Destination)?;
                 verified
@@ -106,12 +107,13 @@ impl LocalCopy {
             if self.sync_file {
                 file.sync_all().map_err(LocalCopyError::Destination)?;
             }
-            self.verify_destination(staged, &digests)?
+            self.verify_destination(&file, &digests)?
         };
         Ok(LocalCopied { digests, destination_blake3 })
     }
 
-    /// Writes the staged file and returns it with the digests of the source bytes.
+    /// Writes the staged file and returns it, open for reading back, with the digests of the
+    /// source bytes.
     fn copy_to(&self, staged: &Path) -> Result<(std::fs::File, Digests), LocalCopyError> {
         // Directories are created only when missing: checking first would cost two system
         // calls per file.
@@ -169,11 +171,13 @@ impl LocalCopy {
         }
     }
 
-    /// Proves the written file by `verify`; returns its BLAKE3 when it was read back.
-    fn verify_destination(&self, written: &Path, digests: &Digests) -> Result<Option<String>, LocalCopyError> {
+    /// Proves the written file by `verify`; returns its BLAKE3 when it was read back. The
+    /// file is read through the descriptor it was written with: a reopened one would read
+    /// the same page cache, for two more system calls.
+    fn verify_destination(&self, written: &std::fs::File, digests: &Digests) -> Result<Option<String>, LocalCopyError> {
         match self.verify {
             VerifyMode::Size => {
-                let length = std::fs::metadata(written).map_err(LocalCopyError::Destination)?.len();
+                let length = written.metadata().map_err(LocalCopyError::Destination)?.len();
                 if length != digests.length {
                     return Err(LocalCopyError::Mismatch {
                         measure: "size",
@@ -185,7 +189,7 @@ impl LocalCopy {
             }
             // A filesystem reports no checksum of its own: only reading back proves the bytes.
             VerifyMode::Checksum | VerifyMode::Readback => {
-                let back = hash_file(written).map_err(LocalCopyError::Destination)?;
+                let back = hash_file(written, digests.length).map_err(LocalCopyError::Destination)?;
                 if back.blake3 != digests.blake3 {
                     return Err(LocalCopyError::Mismatch {
                         measure: "blake3 read-back",
@@ -221,14 +225,13 @@ fn read_at_most(file: &std::fs::File, buffer: &mut [u8], offset: u64) -> std::io
     Ok(filled)
 }
 
-/// The BLAKE3 of a whole file, read in chunks.
-fn hash_file(path: &Path) -> std::io::Result<Digests> {
-    let file = std::fs::File::open(path)?;
+/// The BLAKE3 of a whole open file, read in chunks; `expected_length` only sizes the buffer.
+fn hash_file(file: &std::fs::File, expected_length: u64) -> std::io::Result<Digests> {
     let mut hasher = Hasher::new(DigestSet::BLAKE3);
-    let mut buffer = vec![0; CHUNK.min(file.metadata()?.len().max(1) as usize)];
+    let mut buffer = vec![0; (CHUNK as u64).min(expected_length.max(1)) as usize];
     let mut offset = 0;
     loop {
-        let read = read_at_most(&file, &mut buffer, offset)?;
+        let read = read_at_most(file, &mut buffer, offset)?;
         if read == 0 {
             return Ok(hasher.finish());
         }
@@ -240,7 +243,12 @@ fn hash_file(path: &Path) -> std::io::Result<Digests> {
 /// Reads a whole small source file and hashes it, in one blocking call: the bytes for an
 /// upload to a remote store in a single request.
 pub fn read_whole(path: &Path, listed_size: u64, set: DigestSet) -> Result<(Vec<u8>, Digests), LocalCopyError> {
-    let data = std::fs::read(path).map_err(LocalCopyError::Source)?;
+    use std::io::Read;
+    // The listing gave the size: no `stat` for it, and a file that grew since is read only
+    // one byte past it.
+    let file = std::fs::File::open(path).map_err(LocalCopyError::Source)?;
+    let mut data = Vec::with_capacity(listed_size as usize + 1);
+    file.take(listed_size + 1).read_to_end(&mut data).map_err(LocalCopyError::Source)?;
     if data.len() as u64 != listed_size {
         return Err(LocalCopyError::SourceChanged { read: data.len() as u64 });
     }
@@ -249,13 +257,15 @@ pub fn read_whole(path: &Path, listed_size: u64, set: DigestSet) -> Result<(Vec<
     Ok((data, hasher.finish()))
 }
 
+/// Creates (or truncates) `path` for writing and reading back.
 fn create_with_parents(path: &Path) -> std::io::Result<std::fs::File> {
-    match std::fs::File::create(path) {
+    let create = || std::fs::File::options().read(true).write(true).create(true).truncate(true).open(path);
+    match create() {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            std::fs::File::create(path)
+            create()
         }
         result => result,
     }
