@@ -98,7 +98,9 @@ def main():  # noqa: C901 (one linear script)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller data sets, for trying the script")
     args = parser.parse_args()
-    subprocess.run(["cargo", "build", "--release", "-q", "-p", "ferry-runner"], cwd=ROOT, check=True)
+    # The binary measured is the one built here, wherever the target directory defaults to.
+    subprocess.run(["cargo", "build", "--release", "-q", "-p", "ferry-runner"], cwd=ROOT, check=True,
+                   env={**os.environ, "CARGO_TARGET_DIR": str(TARGET)})
     hasher = b3sum()
     work = pathlib.Path(tempfile.mkdtemp(prefix="ferry-bench-"))
     small_count = 2000 if args.quick else 20000
