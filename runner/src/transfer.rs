@@ -519,3 +519,7 @@ fn local_error(error: LocalCopyError, listed: u64) -> TransferError {
 fn io_to_opendal(error: std::io::Error) -> opendal::Error {
     opendal::Error::new(opendal::ErrorKind::Unexpected, error.to_string()).set_temporary()
 }
+
+#[cfg(test)]
+#[path = "transfer_tests.rs"]
+mod tests;

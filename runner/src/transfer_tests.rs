@@ -1,0 +1,80 @@
+//! Read-back verification against a store that promises S3-style MD5 ETags but reports none
+//! (as S3 does with SSE-KMS): the copy is proven by reading it back with the digest the
+//! source was hashed with, and a changed byte is caught.
+
+#![allow(clippy::unwrap_used)] // test code
+
+use std::path::Path;
+use std::sync::Arc;
+
+use super::*;
+use crate::storage::StoreTraits;
+
+fn store(root: &Path, traits: StoreTraits, local_root: Option<&Path>) -> Store {
+    std::fs::create_dir_all(root).unwrap();
+    let operator = opendal::Operator::new(opendal::services::Fs::default().root(&root.to_string_lossy())).unwrap();
+    Store {
+        binding: "test".to_owned(),
+        operator,
+        base: String::new(),
+        traits,
+        local_root: local_root.map(Path::to_path_buf),
+        throttled: false,
+    }
+}
+
+fn transfers(directory: &Path, part_size: usize) -> Transfers {
+    let local = StoreTraits { local: true, sorted_listing: false, md5_etags: false };
+    let promises_md5_etags = StoreTraits { local: false, sorted_listing: true, md5_etags: true };
+    let (_, stop) = watch::channel(false);
+    Transfers {
+        source: Arc::new(store(&directory.join("in"), local, Some(&directory.join("in")))),
+        destination: Arc::new(store(&directory.join("out"), promises_md5_etags, None)),
+        spool: Spool::open(&directory.join("spool"), 1 << 20, 1 << 20).unwrap(),
+        verify: VerifyMode::Checksum,
+        part_size,
+        attempts: 1,
+        stop,
+        upload_memory: Arc::new(tokio::sync::Semaphore::new(UPLOAD_MEMORY_KIB)),
+        durability: None,
+    }
+}
+
+fn object(directory: &Path, key: &str, data: &[u8]) -> ObjectInfo {
+    std::fs::write(directory.join("in").join(key), data).unwrap();
+    ObjectInfo { key: key.to_owned(), size: data.len() as u64, modified: None, etag: None }
+}
+
+#[tokio::test]
+async fn without_a_usable_etag_a_single_part_copy_is_read_back_by_md5() {
+    let directory = tempfile::tempdir().unwrap();
+    let transfers = transfers(directory.path(), 1 << 20);
+    let object = object(directory.path(), "small", b"hello, world");
+
+    let copied = transfers.copy(&object).await.unwrap();
+    assert_eq!(copied.verified_by, VerifiedBy::Md5Readback);
+    assert_eq!(copied.source.md5.as_deref(), Some("e4d7f1b4ed2e42d15898f4b27b019da4"));
+    assert_eq!(copied.source.blake3, None, "nothing hashed twice");
+
+    std::fs::write(directory.path().join("out/small"), b"hello, World").unwrap();
+    let error = transfers.read_back("small", &copied.source).await.unwrap_err();
+    assert!(matches!(error, TransferError::Mismatch { measure: "md5 read-back", .. }), "{error}");
+}
+
+#[tokio::test]
+async fn without_a_usable_etag_a_multipart_copy_is_read_back_part_by_part() {
+    let directory = tempfile::tempdir().unwrap();
+    let transfers = transfers(directory.path(), 16);
+    let data: Vec<u8> = (0..40u8).collect();
+    let object = object(directory.path(), "parts", &data);
+
+    let copied = transfers.copy(&object).await.unwrap();
+    assert_eq!(copied.verified_by, VerifiedBy::MultipartEtagReadback);
+    assert!(copied.source.multipart_etag.as_deref().is_some_and(|etag| etag.ends_with("-3")), "{copied:?}");
+
+    let mut changed = data.clone();
+    changed[39] ^= 1;
+    std::fs::write(directory.path().join("out/parts"), &changed).unwrap();
+    let error = transfers.read_back("parts", &copied.source).await.unwrap_err();
+    assert!(matches!(error, TransferError::Mismatch { measure: "multipart ETag read-back", .. }), "{error}");
+}
