@@ -39,22 +39,31 @@ pub enum LocalCopyError {
     },
 }
 
-/// One local copy.
+/// Where a file lands at a local destination and how it is proven there: written under the
+/// staging directory, verified, and only then renamed into place (same filesystem), so a
+/// half-written or unverified file never appears at its final path.
 #[derive(Debug, Clone)]
-pub struct LocalCopy {
-    /// The source file.
-    pub source: PathBuf,
-    /// Where it goes.
+pub struct Placement {
+    /// The final path.
     pub destination: PathBuf,
     /// The staging directory on the destination's filesystem.
     pub staging: PathBuf,
-    /// The size the listing reported.
-    pub listed_size: u64,
     /// How to verify.
     pub verify: VerifyMode,
     /// Make the file durable here; false when the caller flushes the filesystem for many
     /// files at once (see `durability`).
     pub sync_file: bool,
+}
+
+/// One copy between two local filesystems.
+#[derive(Debug, Clone)]
+pub struct LocalCopy {
+    /// The source file.
+    pub source: PathBuf,
+    /// Where it goes.
+    pub placement: Placement,
+    /// The size the listing reported.
+    pub listed_size: u64,
     /// Turns true when the run must stop; checked between chunks of a large file.
     pub stop: Option<tokio::sync::watch::Receiver<bool>>,
 }
@@ -68,18 +77,39 @@ pub struct LocalCopied {
     pub destination_blake3: Option<String>,
 }
 
+/// A staged file's name, unique across processes and hosts: shards in different pods (each
+/// its own process 1) may stage into the same shared volume at once.
 fn staging_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    static PROCESS: std::sync::LazyLock<u32> = std::sync::LazyLock::new(std::process::id);
+    static PROCESS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+        let mut random = [0u8; 8];
+        match getrandom::fill(&mut random) {
+            Ok(()) => random.iter().map(|byte| format!("{byte:02x}")).collect(),
+            // Creating staged files exclusively still keeps two writers apart.
+            Err(_) => format!("{}-{}", std::process::id(), jiff::Timestamp::now().as_nanosecond()),
+        }
+    });
     format!("local-{}-{}", *PROCESS, COUNTER.fetch_add(1, Ordering::Relaxed))
 }
 
-impl LocalCopy {
-    /// Copies, verifies, makes durable and renames into place. A half-written or unverified
-    /// file never appears at the final path: it is staged and renamed (same filesystem).
-    pub fn run(&self) -> Result<LocalCopied, LocalCopyError> {
+impl Placement {
+    /// Places bytes already in memory, which hash to `digests`.
+    pub fn write(&self, data: &[u8], digests: &Digests) -> Result<LocalCopied, LocalCopyError> {
+        self.place(false, |file| {
+            file.write_all(data).map_err(LocalCopyError::Destination)?;
+            Ok(digests.clone())
+        })
+    }
+
+    /// Stages a file filled by `fill` (which returns the digests of what it wrote), verifies
+    /// and renames it into place; on failure nothing is left behind.
+    fn place(
+        &self,
+        large: bool,
+        fill: impl FnOnce(&mut std::fs::File) -> Result<Digests, LocalCopyError>,
+    ) -> Result<LocalCopied, LocalCopyError> {
         let staged = self.staging.join(staging_name());
-        let result = self.stage(&staged).and_then(|copied| {
+        let result = self.stage(&staged, large, fill).and_then(|copied| {
             self.rename_into_place(&staged).map_err(LocalCopyError::Destination)?;
             Ok(copied)
         });
@@ -90,9 +120,17 @@ impl LocalCopy {
     }
 
     /// Writes and verifies the staged file.
-    fn stage(&self, staged: &Path) -> Result<LocalCopied, LocalCopyError> {
-        let (file, digests) = self.copy_to(staged)?;
-        let destination_blake3 = if self.listed_size > LOCAL_COPY_LIMIT {
+    fn stage(
+        &self,
+        staged: &Path,
+        large: bool,
+        fill: impl FnOnce(&mut std::fs::File) -> Result<Digests, LocalCopyError>,
+    ) -> Result<LocalCopied, LocalCopyError> {
+        // Directories are created only when missing: checking first would cost two system
+        // calls per file.
+        let mut file = create_with_parents(staged).map_err(LocalCopyError::Destination)?;
+        let digests = fill(&mut file)?;
+        let destination_blake3 = if large {
             // Writing a large file back to disk takes as long as reading it back: overlap
             // them, rather than leave it all to the shared flush at the end.
             std::thread::scope(|scope| {
@@ -110,53 +148,6 @@ impl LocalCopy {
             self.verify_destination(&file, &digests)?
         };
         Ok(LocalCopied { digests, destination_blake3 })
-    }
-
-    /// Writes the staged file and returns it, open for reading back, with the digests of the
-    /// source bytes.
-    fn copy_to(&self, staged: &Path) -> Result<(std::fs::File, Digests), LocalCopyError> {
-        // Directories are created only when missing: checking first would cost two system
-        // calls per file.
-        let mut file = create_with_parents(staged).map_err(LocalCopyError::Destination)?;
-        let digests = if self.listed_size <= LOCAL_COPY_LIMIT {
-            let (data, digests) = read_whole(&self.source, self.listed_size, DigestSet::BLAKE3)?;
-            file.write_all(&data).map_err(LocalCopyError::Destination)?;
-            digests
-        } else {
-            self.copy_in_kernel(&mut file)?
-        };
-        Ok((file, digests))
-    }
-
-    /// A large file: each chunk is read and hashed, then copied by the kernel
-    /// (`copy_file_range` through `std::io::copy`), which costs a fraction of writing the
-    /// bytes from user space and clones extents where the filesystem can. What the kernel
-    /// copied is proven by the read-back against the hash of what was read here.
-    fn copy_in_kernel(&self, file: &mut std::fs::File) -> Result<Digests, LocalCopyError> {
-        use std::io::Read;
-        let source = std::fs::File::open(&self.source).map_err(LocalCopyError::Source)?;
-        let mut hasher = Hasher::new(DigestSet::BLAKE3);
-        let mut buffer = vec![0; CHUNK];
-        let mut offset = 0;
-        while offset < self.listed_size {
-            if self.stop.as_ref().is_some_and(|stop| *stop.borrow()) {
-                return Err(LocalCopyError::Interrupted);
-            }
-            let wanted = (self.listed_size - offset).min(CHUNK as u64) as usize;
-            let read = read_at_most(&source, &mut buffer[..wanted], offset).map_err(LocalCopyError::Source)?;
-            hasher.update(&buffer[..read]);
-            let copied = std::io::copy(&mut (&source).take(read as u64), file).map_err(LocalCopyError::Destination)?;
-            if read < wanted || copied != read as u64 {
-                return Err(LocalCopyError::SourceChanged { read: offset + copied.min(read as u64) });
-            }
-            offset += read as u64;
-        }
-        // A source that grew since it was listed would be copied short.
-        let length = source.metadata().map_err(LocalCopyError::Source)?.len();
-        if length != self.listed_size {
-            return Err(LocalCopyError::SourceChanged { read: length });
-        }
-        Ok(hasher.finish())
     }
 
     fn rename_into_place(&self, staged: &Path) -> std::io::Result<()> {
@@ -200,6 +191,48 @@ impl LocalCopy {
                 Ok(back.blake3)
             }
         }
+    }
+}
+
+impl LocalCopy {
+    /// Copies, verifies, makes durable (unless the caller flushes) and renames into place.
+    pub fn run(&self) -> Result<LocalCopied, LocalCopyError> {
+        if self.listed_size <= LOCAL_COPY_LIMIT {
+            let (data, digests) = read_whole(&self.source, self.listed_size, DigestSet::BLAKE3)?;
+            return self.placement.write(&data, &digests);
+        }
+        self.placement.place(true, |file| self.copy_in_kernel(file))
+    }
+
+    /// A large file: each chunk is read and hashed, then copied by the kernel
+    /// (`copy_file_range` through `std::io::copy`), which costs a fraction of writing the
+    /// bytes from user space and clones extents where the filesystem can. What the kernel
+    /// copied is proven by the read-back against the hash of what was read here.
+    fn copy_in_kernel(&self, file: &mut std::fs::File) -> Result<Digests, LocalCopyError> {
+        use std::io::Read;
+        let source = std::fs::File::open(&self.source).map_err(LocalCopyError::Source)?;
+        let mut hasher = Hasher::new(DigestSet::BLAKE3);
+        let mut buffer = vec![0; CHUNK];
+        let mut offset = 0;
+        while offset < self.listed_size {
+            if self.stop.as_ref().is_some_and(|stop| *stop.borrow()) {
+                return Err(LocalCopyError::Interrupted);
+            }
+            let wanted = (self.listed_size - offset).min(CHUNK as u64) as usize;
+            let read = read_at_most(&source, &mut buffer[..wanted], offset).map_err(LocalCopyError::Source)?;
+            hasher.update(&buffer[..read]);
+            let copied = std::io::copy(&mut (&source).take(read as u64), file).map_err(LocalCopyError::Destination)?;
+            if read < wanted || copied != read as u64 {
+                return Err(LocalCopyError::SourceChanged { read: offset + copied.min(read as u64) });
+            }
+            offset += read as u64;
+        }
+        // A source that grew since it was listed would be copied short.
+        let length = source.metadata().map_err(LocalCopyError::Source)?.len();
+        if length != self.listed_size {
+            return Err(LocalCopyError::SourceChanged { read: length });
+        }
+        Ok(hasher.finish())
     }
 }
 
@@ -257,9 +290,9 @@ pub fn read_whole(path: &Path, listed_size: u64, set: DigestSet) -> Result<(Vec<
     Ok((data, hasher.finish()))
 }
 
-/// Creates (or truncates) `path` for writing and reading back.
+/// Creates `path` for writing and reading back; never opens a file that already exists.
 fn create_with_parents(path: &Path) -> std::io::Result<std::fs::File> {
-    let create = || std::fs::File::options().read(true).write(true).create(true).truncate(true).open(path);
+    let create = || std::fs::File::options().read(true).write(true).create_new(true).open(path);
     match create() {
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
             if let Some(parent) = path.parent() {
@@ -313,11 +346,13 @@ mod tests {
     fn copy(directory: &Path, verify: VerifyMode, listed_size: u64) -> LocalCopy {
         LocalCopy {
             source: directory.join("in/a b/ü.txt"),
-            destination: directory.join("out/x/a b/ü.txt"),
-            staging: directory.join("out/.ferry-partial"),
+            placement: Placement {
+                destination: directory.join("out/x/a b/ü.txt"),
+                staging: directory.join("out/.ferry-partial"),
+                verify,
+                sync_file: true,
+            },
             listed_size,
-            verify,
-            sync_file: true,
             stop: None,
         }
     }
@@ -331,6 +366,18 @@ mod tests {
         assert_eq!(std::fs::read(directory.path().join("out/x/a b/ü.txt")).unwrap(), b"hello");
         assert_eq!(copied.destination_blake3, copied.digests.blake3);
         assert!(copied.destination_blake3.is_some());
+        assert_eq!(std::fs::read_dir(directory.path().join("out/.ferry-partial")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn bytes_that_do_not_hash_as_claimed_never_reach_the_final_path() {
+        let directory = tempfile::tempdir().unwrap();
+        let placement = copy(directory.path(), VerifyMode::Checksum, 5).placement;
+        let mut hasher = Hasher::new(DigestSet::BLAKE3);
+        hasher.update(b"other");
+        let error = placement.write(b"hello", &hasher.finish()).unwrap_err();
+        assert!(matches!(error, LocalCopyError::Mismatch { measure: "blake3 read-back", .. }), "{error:?}");
+        assert!(!placement.destination.exists());
         assert_eq!(std::fs::read_dir(directory.path().join("out/.ferry-partial")).unwrap().count(), 0);
     }
 

@@ -16,7 +16,7 @@ use crate::metrics::RunnerMetrics;
 use crate::report::ReportSink;
 use crate::secrets::SecretFields;
 use crate::spool::Spool;
-use crate::storage::{self, Store, StoreOptions};
+use crate::storage::{self, PARTIAL_DIRECTORY, Store, StoreOptions};
 use crate::transfer::Transfers;
 
 /// The multipart part size (S3's minimum is 5 MiB).
@@ -177,6 +177,7 @@ pub async fn execute(
         .await
         .map_err(|error| (ExitStatus::CannotStart, format!("cannot write the report: {error}")))?;
     let upload_memory = Arc::new(tokio::sync::Semaphore::new(crate::transfer::UPLOAD_MEMORY_KIB));
+    let destination_staging = destination.local_root.as_ref().map(|root| root.join(PARTIAL_DIRECTORY));
     let durability = match (&destination.local_root, dry_run) {
         (Some(root), false) => Durability::for_directory(root).map_err(|error| {
             (ExitStatus::CannotStart, format!("cannot open the destination {}: {error}", root.display()))
@@ -194,7 +195,13 @@ pub async fn execute(
         upload_memory,
         durability,
     };
+    let staging = destination_staging.filter(|_| !dry_run);
     let result = engine::run(Run { transfers, spec, shard, dry_run }, accounting, report).await;
+    if let Some(staging) = staging {
+        // Empty once every copy is in place; files of another shard still running (or of a
+        // killed run) keep it.
+        let _ = std::fs::remove_dir(staging);
+    }
     let report_path = report_writer.path().map(PathBuf::from);
     if let Err(error) = report_writer.finish().await {
         eprintln!("ferry-runner: writing the report failed: {error}");

@@ -9,7 +9,8 @@ use tokio::sync::watch;
 
 use crate::durability::Durability;
 use crate::local_copy::{
-    LOCAL_COPY_LIMIT, LOCAL_READ_CHUNK, LocalCopied, LocalCopy, LocalCopyError, file_of, read_in_chunks, read_whole,
+    LOCAL_COPY_LIMIT, LOCAL_READ_CHUNK, LocalCopied, LocalCopy, LocalCopyError, Placement, file_of, read_in_chunks,
+    read_whole,
 };
 use crate::object::{DigestSet, Digests, Hasher, ObjectInfo, unquote};
 use crate::plan::{ContentCheck, Side};
@@ -216,6 +217,12 @@ impl Transfers {
             *spooled = Some(self.download(object).await?);
         }
         let Some((entry, digests)) = spooled.as_ref() else { return Err(TransferError::Interrupted) };
+        if let Some(destination_root) = &self.destination.local_root
+            && object.size <= LOCAL_COPY_LIMIT
+            && !self.destination.throttled
+        {
+            return self.place_locally(&object.key, entry, digests, destination_root).await;
+        }
         let etag = self.upload_from_spool(&object.key, entry).await?;
         self.verify(&object.key, digests, etag).await
     }
@@ -232,23 +239,57 @@ impl Transfers {
         }
         let copy = LocalCopy {
             source: file_of(source_root, &self.source.base, &object.key),
-            destination: file_of(destination_root, &self.destination.base, &object.key),
-            staging: destination_root.join(PARTIAL_DIRECTORY),
+            placement: self.placement(&object.key, destination_root),
             listed_size: object.size,
-            verify: self.verify,
-            sync_file: self.durability.is_none(),
             stop: Some(self.stop.clone()),
         };
         let result = tokio::task::spawn_blocking(move || copy.run()).await.map_err(|_| TransferError::Interrupted)?;
-        let LocalCopied { digests, destination_blake3 } = result.map_err(|error| local_error(error, object.size))?;
-        Ok(Copied {
+        Ok(self.placed(result.map_err(|error| local_error(error, object.size))?))
+    }
+
+    /// A small object from a remote store, held whole, written to the local destination in
+    /// one blocking call. OpenDAL's filesystem writer would sync every file on its own; this
+    /// joins the shared flush instead (20,000 small files from S3: twice as fast).
+    async fn place_locally(
+        &self,
+        key: &str,
+        entry: &SpoolEntry,
+        digests: &Digests,
+        destination_root: &std::path::Path,
+    ) -> Result<Copied, TransferError> {
+        // Counted with the upload buffers: sixteen 4 MiB objects must not all sit in memory twice.
+        let kibibytes = u32::try_from(entry.len().div_ceil(1024).max(1)).unwrap_or(u32::MAX);
+        let _memory = self.upload_memory.acquire_many(kibibytes).await.map_err(|_| TransferError::Interrupted)?;
+        let mut data = Vec::with_capacity(usize::try_from(entry.len()).unwrap_or(0));
+        let mut reader = entry.reader().await?;
+        while let Some(piece) = reader.next().await? {
+            data.extend_from_slice(&piece);
+        }
+        let (placement, digests) = (self.placement(key, destination_root), digests.clone());
+        let result = tokio::task::spawn_blocking(move || placement.write(&data, &digests))
+            .await
+            .map_err(|_| TransferError::Interrupted)?;
+        Ok(self.placed(result.map_err(|error| local_error(error, entry.len()))?))
+    }
+
+    fn placement(&self, key: &str, destination_root: &std::path::Path) -> Placement {
+        Placement {
+            destination: file_of(destination_root, &self.destination.base, key),
+            staging: destination_root.join(PARTIAL_DIRECTORY),
+            verify: self.verify,
+            sync_file: self.durability.is_none(),
+        }
+    }
+
+    fn placed(&self, LocalCopied { digests, destination_blake3 }: LocalCopied) -> Copied {
+        Copied {
             verified_by: if destination_blake3.is_some() { VerifiedBy::Blake3Readback } else { VerifiedBy::Size },
             source: digests,
             destination_etag: None,
             destination_blake3,
             attempts: 0,
             awaiting_flush: self.durability.is_some(),
-        })
+        }
     }
 
     /// A small local file, read whole and uploaded in one request (a single-part upload, so

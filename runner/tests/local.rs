@@ -31,6 +31,7 @@ fn copies_tricky_names_verifies_them_and_skips_them_next_time() {
     let first = case.report("first.jsonl");
     assert_eq!(paths_with(&first, "copied").len(), ferry_e2e::TRICKY_NAMES.len());
     assert!(first.iter().all(|r| r["verifiedBy"] == "blake3Readback"));
+    assert!(!case.path("destination/.ferry-partial").exists(), "the empty staging directory is removed");
     assert_exit(&case.run(&manifests, "second.jsonl", &[]), 0);
     assert_eq!(paths_with(&case.report("second.jsonl"), "skipped").len(), ferry_e2e::TRICKY_NAMES.len());
     case.assert_spool_empty();

@@ -50,7 +50,9 @@ fn tricky_names_and_empty_files_move_in_every_direction() {
         &[],
     );
     assert_eq!(paths_with(&report, "copied").len(), count);
+    assert!(report.iter().all(|r| r["verifiedBy"] == "blake3Readback"), "{report:?}");
     assert_eq!(tree_hashes(&case.path("source")), tree_hashes(&case.path("back")));
+    assert!(!case.path("back/.ferry-partial").exists(), "the empty staging directory is removed");
 
     // Again: everything is proven identical without copying.
     let report = case.run_ok(
