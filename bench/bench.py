@@ -2,7 +2,8 @@
 """Ferry vs rclone on the same machine, in the same run: medians of several runs per case.
 
 Cases (issue #4): 20,000 x 4 KiB files fs->S3; 8 x 512 MiB files fs->S3; 20,000 x 4 KiB and
-4 x 512 MiB fs->fs, each also against the floor `cp -r` + `b3sum` of both trees.
+4 x 512 MiB fs->fs, each also against the floor `cp -r` + `b3sum` of both trees; and, beyond
+the issue, 20,000 x 4 KiB S3->fs.
 Measures wall time, objects/s, MB/s, CPU seconds (user+sys of the client), peak RSS, and the
 S3 server's CPU seconds. Every run writes into a new destination (this machine's ext4
 slows down for minutes after large deletes). Usage: bench/bench.py [--runs 3] [--quick]
@@ -73,17 +74,20 @@ def start_s3(state):
     return values, pid
 
 
-def manifests(directory, source_root, destination):
-    kind, value = destination
+def binding(name, side):
+    """A CredentialBinding for ("fs", root) or ("s3", (endpoint, bucket, vault_path))."""
+    kind, value = side
     if kind == "fs":
-        dest = f"apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: dst}}\nspec:\n  provider: fs\n  fs: {{root: {value}}}\n"
-    else:
-        endpoint, bucket, vault_path = value
-        dest = (f"apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: dst}}\nspec:\n  provider: s3\n"
-                f"  s3: {{endpoint: '{endpoint}', region: us-east-1, bucket: {bucket}, forcePathStyle: true}}\n  vault: {{path: {vault_path}}}\n")
+        return f"apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: {name}}}\nspec:\n  provider: fs\n  fs: {{root: {value}}}\n"
+    endpoint, bucket, vault_path = value
+    return (f"apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: {name}}}\nspec:\n  provider: s3\n"
+            f"  s3: {{endpoint: '{endpoint}', region: us-east-1, bucket: {bucket}, forcePathStyle: true}}\n  vault: {{path: {vault_path}}}\n")
+
+
+def manifests(directory, source, destination):
     text = (f"apiVersion: ferry.dev/v1alpha1\nkind: MigrationJob\nmetadata: {{name: bench}}\nspec:\n"
             f"  source: {{binding: src}}\n  destination: {{binding: dst}}\n  verify: checksum\n  transfers: {TRANSFERS}\n---\n"
-            f"apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: src}}\nspec:\n  provider: fs\n  fs: {{root: {source_root}}}\n---\n{dest}")
+            f"{binding('src', source)}---\n{binding('dst', destination)}")
     path = directory / "job.yaml"
     path.write_text(text)
     return path
@@ -109,6 +113,8 @@ def main():  # noqa: C901 (one linear script)
         make_small(work / "small", small_count)
         make_large(work / "large8", 8, large_size)
         make_large(work / "large4", 4, large_size)
+        # Written back now, or the first measured run's flush would write the data sets too.
+        os.sync()
         s3, weed = start_s3(work / "servers")
         env = {**os.environ, "VAULT_ADDR": s3["FERRY_TEST_VAULT_ADDR"], "VAULT_TOKEN": s3["FERRY_TEST_VAULT_TOKEN"]}
         env.pop("AWS_CA_BUNDLE", None)
@@ -123,9 +129,15 @@ def main():  # noqa: C901 (one linear script)
         cases = [
             ("small fs->fs", "small", small_count, "fs"),
             ("large fs->fs", "large4", 4, "fs"),
+            ("small s3->fs", "small", small_count, "s3-fs"),
             ("small fs->s3", "small", small_count, "s3"),
             ("large fs->s3", "large8", 8, "s3"),
         ]
+        # The source of the s3->fs case, uploaded once and not measured.
+        source_bucket = "benchsource"
+        subprocess.run([str(RCLONE), "mkdir", f"{remote}:{source_bucket}"], env=env, check=True)
+        subprocess.run([str(RCLONE), "copy", f"--transfers={TRANSFERS}", str(work / "small"), f"{remote}:{source_bucket}"],
+                       env=env, check=True, capture_output=True)
         results = []
         counter = 0
         for name, data, objects, kind in cases:
@@ -140,14 +152,22 @@ def main():  # noqa: C901 (one linear script)
                         subprocess.run([str(RCLONE), "mkdir", f"{remote}:{target}"], env=env, check=True)
                         server = weed
                         if tool == "ferry":
-                            argv = [str(FERRY), "run", "-f", str(manifests(work, source, ("s3", (s3["FERRY_TEST_S3_ENDPOINT"], target, vault_path))))]
+                            argv = [str(FERRY), "run", "-f", str(manifests(work, ("fs", source), ("s3", (s3["FERRY_TEST_S3_ENDPOINT"], target, vault_path))))]
                         else:
                             argv = [str(RCLONE), "copy", "--checksum", f"--transfers={TRANSFERS}", str(source), f"{remote}:{target}"]
+                    elif kind == "s3-fs":
+                        server = weed
+                        destination = work / "out" / target
+                        if tool == "ferry":
+                            bucket = ("s3", (s3["FERRY_TEST_S3_ENDPOINT"], source_bucket, vault_path))
+                            argv = [str(FERRY), "run", "-f", str(manifests(work, bucket, ("fs", destination)))]
+                        else:
+                            argv = [str(RCLONE), "copy", "--checksum", f"--transfers={TRANSFERS}", f"{remote}:{source_bucket}", str(destination)]
                     else:
                         server = None
                         destination = work / "out" / target
                         if tool == "ferry":
-                            argv = [str(FERRY), "run", "-f", str(manifests(work, source, ("fs", destination)))]
+                            argv = [str(FERRY), "run", "-f", str(manifests(work, ("fs", source), ("fs", destination)))]
                         elif tool == "rclone":
                             argv = [str(RCLONE), "copy", "--checksum", f"--transfers={TRANSFERS}", str(source), str(destination)]
                         else:
