@@ -68,8 +68,19 @@ pub struct ProgressHub {
 struct Inner {
     state: Mutex<State>,
     lookup: Option<AttemptLookup>,
+    /// Paces lookups: see [`LOOKUPS_PER_SECOND`].
+    lookups: governor::DefaultDirectRateLimiter,
     changed: Notify,
 }
+
+/// Lookups allowed per second, in bursts of up to [`LOOKUP_BURST`]. A lookup costs the API
+/// server two reads, and anyone who can reach the progress port can ask for one with a made-up
+/// job or attempt; beyond this pace the runner hears "retry" (runners that lost their
+/// registration in an operator restart get through within seconds).
+const LOOKUPS_PER_SECOND: u32 = 10;
+
+/// See [`LOOKUPS_PER_SECOND`].
+const LOOKUP_BURST: u32 = 50;
 
 #[derive(Default)]
 struct State {
@@ -171,7 +182,9 @@ impl ProgressHub {
     }
 
     fn build(lookup: Option<AttemptLookup>) -> Self {
-        let inner = Inner { state: Mutex::new(State::default()), lookup, changed: Notify::new() };
+        let quota = governor::Quota::per_second(nonzero(LOOKUPS_PER_SECOND)).allow_burst(nonzero(LOOKUP_BURST));
+        let lookups = governor::RateLimiter::direct(quota);
+        let inner = Inner { state: Mutex::new(State::default()), lookup, lookups, changed: Notify::new() };
         Self { inner: Arc::new(inner) }
     }
 
@@ -238,6 +251,10 @@ impl ProgressHub {
             return verdict;
         }
         let Some(lookup) = &self.inner.lookup else { return self.no_lookup(&key) };
+        if self.inner.lookups.check().is_err() {
+            tracing::debug!(job = %key, "attempt lookups are being paced; the runner will retry");
+            return Err(Rejection::Unavailable);
+        }
         match lookup(key.clone(), report.attempt).await {
             Ok(Some((job, hash))) if job.namespace == key.namespace && job.name == key.name => {
                 self.register_attempt(&job, report.attempt, hash);
@@ -286,6 +303,10 @@ impl ProgressHub {
             Decision::LookUp => None,
         }
     }
+}
+
+fn nonzero(value: u32) -> std::num::NonZeroU32 {
+    std::num::NonZeroU32::new(value).unwrap_or(std::num::NonZeroU32::MIN)
 }
 
 impl fmt::Debug for ProgressHub {

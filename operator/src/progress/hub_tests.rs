@@ -126,3 +126,21 @@ async fn a_failing_lookup_asks_the_runner_to_retry() {
     let hub = ProgressHub::new(lookup);
     assert_eq!(hub.accept("ns", "copy", "t1", report("u1", 1, 1)).await, Err(Rejection::Unavailable));
 }
+
+#[tokio::test]
+async fn made_up_jobs_cannot_make_the_hub_hammer_the_api_server() {
+    let calls = Arc::new(AtomicU32::new(0));
+    let hub = ProgressHub::new(counting_lookup(calls.clone(), 1, "t1"));
+    let mut retry = 0;
+    for attempt in 0..(LOOKUP_BURST * 4) {
+        match hub.accept("ns", &format!("made-up-{attempt}"), "guess", report("u9", attempt, 1)).await {
+            Err(Rejection::UnknownJob) => {}
+            Err(Rejection::Unavailable) => retry += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    // Within one burst (and what refilled meanwhile), no more lookups than the quota allows.
+    let looked_up = calls.load(Ordering::SeqCst);
+    assert!((LOOKUP_BURST..LOOKUP_BURST + 10).contains(&looked_up), "{looked_up} lookups");
+    assert_eq!(retry + looked_up, LOOKUP_BURST * 4);
+}
