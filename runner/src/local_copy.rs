@@ -334,6 +334,26 @@ pub fn read_in_chunks(path: PathBuf, chunk: usize) -> impl futures::Stream<Item 
     })
 }
 
+/// Staged files untouched for this long were left by a killed run: a live copy writes its
+/// staged file, then verifies and renames it within moments (a whole day only for a read-back
+/// of terabytes).
+pub const STALE_STAGED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
+
+/// Removes staged files in `staging` last modified more than `older_than` ago; returns how
+/// many. Newer ones may belong to another shard still running on the same volume.
+pub fn remove_stale_staged(staging: &Path, older_than: std::time::Duration) -> usize {
+    let Ok(entries) = std::fs::read_dir(staging) else { return 0 };
+    let stale = |entry: &std::fs::DirEntry| {
+        entry
+            .metadata()
+            .ok()
+            .filter(std::fs::Metadata::is_file)
+            .and_then(|metadata| metadata.modified().ok())
+            .is_some_and(|modified| modified.elapsed().is_ok_and(|age| age > older_than))
+    };
+    entries.flatten().filter(stale).filter(|entry| std::fs::remove_file(entry.path()).is_ok()).count()
+}
+
 /// The file of `key` under a store's root and job path.
 pub fn file_of(root: &Path, base: &str, key: &str) -> PathBuf {
     root.join(format!("{base}{key}"))
@@ -379,6 +399,19 @@ mod tests {
         assert!(matches!(error, LocalCopyError::Mismatch { measure: "blake3 read-back", .. }), "{error:?}");
         assert!(!placement.destination.exists());
         assert_eq!(std::fs::read_dir(directory.path().join("out/.ferry-partial")).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn only_staged_files_older_than_the_limit_are_removed() {
+        let directory = tempfile::tempdir().unwrap();
+        let (old, fresh) = (directory.path().join("old"), directory.path().join("fresh"));
+        std::fs::write(&old, b"left by a killed run").unwrap();
+        std::fs::write(&fresh, b"another shard's").unwrap();
+        let two_days_ago = std::time::SystemTime::now() - 2 * STALE_STAGED_AFTER;
+        std::fs::File::options().write(true).open(&old).unwrap().set_modified(two_days_ago).unwrap();
+        assert_eq!(remove_stale_staged(directory.path(), STALE_STAGED_AFTER), 1);
+        assert!(!old.exists() && fresh.exists());
+        assert_eq!(remove_stale_staged(&directory.path().join("missing"), STALE_STAGED_AFTER), 0);
     }
 
     #[test]

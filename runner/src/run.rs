@@ -196,6 +196,12 @@ pub async fn execute(
         durability,
     };
     let staging = destination_staging.filter(|_| !dry_run);
+    if let Some(staging) = &staging {
+        let removed = crate::local_copy::remove_stale_staged(staging, crate::local_copy::STALE_STAGED_AFTER);
+        if removed > 0 {
+            tracing::info!(removed, directory = %staging.display(), "removed staged files left by a killed run");
+        }
+    }
     let result = engine::run(Run { transfers, spec, shard, dry_run }, accounting, report).await;
     if let Some(staging) = staging {
         // Empty once every copy is in place; files of another shard still running (or of a
