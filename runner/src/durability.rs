@@ -41,13 +41,12 @@ struct Inner {
     finished: watch::Sender<Finished>,
 }
 
-/// The open batch: its number, how many writers joined it, and whether a flush for it is on
-/// its way.
+/// The open batch: its number and how many writers joined it. The first writer to join
+/// schedules its flush.
 #[derive(Debug)]
 struct Batch {
     number: u64,
     writers: usize,
-    scheduled: bool,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -67,7 +66,7 @@ impl Durability {
         std::fs::create_dir_all(directory)?;
         let anchor = std::fs::File::open(directory)?;
         let (finished, _) = watch::channel(Finished::default());
-        let open = Mutex::new(Batch { number: 1, writers: 0, scheduled: false });
+        let open = Mutex::new(Batch { number: 1, writers: 0 });
         let flushing = tokio::sync::Mutex::new(());
         Ok(Some(Self {
             inner: Arc::new(Inner {
@@ -87,8 +86,7 @@ impl Durability {
         let (wanted, schedule, full) = {
             let mut batch = self.inner.open.lock().unwrap_or_else(PoisonError::into_inner);
             batch.writers += 1;
-            let schedule = !std::mem::replace(&mut batch.scheduled, true);
-            (batch.number, schedule, batch.writers == FULL_BATCH)
+            (batch.number, batch.writers == 1, batch.writers == FULL_BATCH)
         };
         if schedule {
             self.schedule_flush();
@@ -134,7 +132,7 @@ impl Durability {
             let number = {
                 let mut batch = inner.open.lock().unwrap_or_else(PoisonError::into_inner);
                 let number = batch.number;
-                *batch = Batch { number: number + 1, writers: 0, scheduled: false };
+                *batch = Batch { number: number + 1, writers: 0 };
                 number
             };
             let anchor = inner.clone();

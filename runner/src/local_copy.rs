@@ -84,7 +84,7 @@ fn staging_name() -> String {
     static PROCESS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let mut random = [0u8; 8];
         match getrandom::fill(&mut random) {
-            Ok(()) => random.iter().map(|byte| format!("{byte:02x}")).collect(),
+            Ok(()) => hex::encode(random),
             // Creating staged files exclusively still keeps two writers apart.
             Err(_) => format!("{}-{}", std::process::id(), jiff::Timestamp::now().as_nanosecond()),
         }

@@ -177,7 +177,7 @@ pub async fn execute(
         .await
         .map_err(|error| (ExitStatus::CannotStart, format!("cannot write the report: {error}")))?;
     let upload_memory = Arc::new(tokio::sync::Semaphore::new(crate::transfer::UPLOAD_MEMORY_KIB));
-    let destination_staging = destination.local_root.as_ref().map(|root| root.join(PARTIAL_DIRECTORY));
+    let staging = destination.local_root.as_ref().filter(|_| !dry_run).map(|root| root.join(PARTIAL_DIRECTORY));
     let durability = match (&destination.local_root, dry_run) {
         (Some(root), false) => Durability::for_directory(root).map_err(|error| {
             (ExitStatus::CannotStart, format!("cannot open the destination {}: {error}", root.display()))
@@ -195,7 +195,6 @@ pub async fn execute(
         upload_memory,
         durability,
     };
-    let staging = destination_staging.filter(|_| !dry_run);
     if let Some(staging) = &staging {
         let removed = crate::local_copy::remove_stale_staged(staging, crate::local_copy::STALE_STAGED_AFTER);
         if removed > 0 {

@@ -43,7 +43,8 @@ pub struct Transfers {
     pub durability: Option<Durability>,
 }
 
-/// The memory one upload holds: OpenDAL buffers a part, and the part being filled.
+/// The memory one object in flight holds, up to a part twice: an upload's part OpenDAL
+/// buffers and the one being filled, or a small object's spooled copy and its gathered one.
 fn upload_kibibytes(size: u64, part_size: usize) -> u32 {
     u32::try_from(size.min(part_size as u64).div_ceil(1024).max(1) * 2).unwrap_or(u32::MAX)
 }
@@ -257,9 +258,8 @@ impl Transfers {
         digests: &Digests,
         destination_root: &std::path::Path,
     ) -> Result<Copied, TransferError> {
-        // Counted with the upload buffers: sixteen 4 MiB objects must not all sit in memory twice.
-        let kibibytes = u32::try_from(entry.len().div_ceil(1024).max(1)).unwrap_or(u32::MAX);
-        let _memory = self.upload_memory.acquire_many(kibibytes).await.map_err(|_| TransferError::Interrupted)?;
+        // Held twice (spooled and gathered), like an upload's parts, and counted with them.
+        let _memory = self.reserve_memory(entry.len()).await?;
         let mut data = Vec::with_capacity(usize::try_from(entry.len()).unwrap_or(0));
         let mut reader = entry.reader().await?;
         while let Some(piece) = reader.next().await? {
@@ -399,9 +399,14 @@ impl Transfers {
         if self.destination.traits.local {
             return Ok(None);
         }
+        self.reserve_memory(size).await.map(Some)
+    }
+
+    /// Reserves the memory of `size` bytes held twice (see [`upload_kibibytes`]).
+    async fn reserve_memory(&self, size: u64) -> Result<tokio::sync::OwnedSemaphorePermit, TransferError> {
         let capacity = u32::try_from(UPLOAD_MEMORY_KIB).unwrap_or(u32::MAX);
         let wanted = upload_kibibytes(size, self.part_size).min(capacity);
-        self.upload_memory.clone().acquire_many_owned(wanted).await.map(Some).map_err(|_| TransferError::Interrupted)
+        self.upload_memory.clone().acquire_many_owned(wanted).await.map_err(|_| TransferError::Interrupted)
     }
 
     async fn destination_writer(&self, key: &str) -> Result<opendal::Writer, TransferError> {
