@@ -7,12 +7,25 @@ use crate::binding::CredentialBindingSpec;
 use crate::job::MigrationJobSpec;
 use crate::status::{ObjectFailure, Progress};
 
-/// The file (Secret key) holding the source binding's wrapping token.
+/// The file holding the source binding's wrapping token (this shard's own).
 pub const SOURCE_TOKEN_FILE: &str = "source-token";
-/// The file (Secret key) holding the destination binding's wrapping token.
+/// The file holding the destination binding's wrapping token (this shard's own).
 pub const DESTINATION_TOKEN_FILE: &str = "destination-token";
-/// The file (Secret key) holding the attempt's progress token.
+/// The file holding this shard's progress token.
 pub const PROGRESS_TOKEN_FILE: &str = "progress-token";
+/// The file holding the hex SHA-256 of this shard's plan file, as the operator wrote it: the
+/// runner refuses a plan that does not match (the plan sits in a ConfigMap, which more
+/// people may be able to edit than the Secret beside the tokens).
+pub const PLAN_DIGEST_FILE: &str = "plan-digest";
+/// Every file a runner's credentials directory may hold.
+pub const CREDENTIAL_FILES: [&str; 4] =
+    [SOURCE_TOKEN_FILE, DESTINATION_TOKEN_FILE, PROGRESS_TOKEN_FILE, PLAN_DIGEST_FILE];
+
+/// The hex SHA-256 of a plan file's bytes, as [`PLAN_DIGEST_FILE`] holds it.
+pub fn plan_digest(plan: &[u8]) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(plan))
+}
 
 /// Everything a runner needs for one attempt of one shard, except credentials.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -122,12 +135,98 @@ pub struct ProgressReport {
     pub stage: Stage,
     /// Counters since the attempt started.
     pub progress: Progress,
-    /// The most recent failures (a few at most).
+    /// The attempt's first failures (a few at most; the field name predates that).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recent_failures: Vec<ObjectFailure>,
     /// Set on the last report of the attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<Outcome>,
+    /// Sync with `deleteExtraneous`: what this shard would delete, set once its copying is
+    /// done and verified (stage `awaitingDeletion` and after).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletions: Option<PendingDeletions>,
+}
+
+/// One shard's share of a sync's deletions, counted before anything is deleted.
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PendingDeletions {
+    /// Destination objects the shard's source part lacks (within the job's filter).
+    pub extraneous: u64,
+    /// Objects the shard listed at its source, selected or not: the empty-source guard
+    /// holds for the job, so one shard's empty part of the key space is no alarm.
+    pub source_objects: u64,
+}
+
+/// The operator's answer to a progress report.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProgressAnswer {
+    /// For a shard awaiting deletion: the job-wide verdict, absent while other shards are
+    /// still copying.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deletion: Option<DeletionVerdict>,
+}
+
+/// Whether a sync's shards may delete what they found extraneous.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "camelCase", tag = "verdict", deny_unknown_fields)]
+pub enum DeletionVerdict {
+    /// Every shard verified every object and the job's deletions stay within `maxDelete`.
+    Granted,
+    /// Nothing is deleted, anywhere in the job.
+    Refused {
+        /// Why, naming the field to change.
+        reason: String,
+    },
+}
+
+/// The job-wide deletion verdict from the latest report of each of `shard_count` shards:
+/// `None` until every shard has counted its deletions. The rules hold for the whole job, not
+/// per shard: no shard deletes unless every shard verified every object, the job's source
+/// listed at least one object, and the sum stays within `max_delete`.
+pub fn deletion_verdict<'a>(
+    max_delete: Option<u64>,
+    shard_count: u32,
+    reports: impl IntoIterator<Item = &'a ProgressReport>,
+) -> Option<DeletionVerdict> {
+    let refuse = |reason: String| Some(DeletionVerdict::Refused { reason });
+    let (mut counted, mut extraneous, mut source_objects) = (0u32, 0u64, 0u64);
+    for report in reports {
+        let shard = report.shard;
+        if report.progress.objects_failed > 0 {
+            return refuse(format!(
+                "shard {shard}: {} objects failed; sync deletes nothing unless every object of every shard was verified",
+                report.progress.objects_failed
+            ));
+        }
+        if let Some(outcome) = report.outcome.as_ref().filter(|o| **o != Outcome::Succeeded) {
+            return refuse(format!("shard {shard} stopped ({outcome:?}); sync deletes nothing"));
+        }
+        if let Some(pending) = report.deletions {
+            counted += 1;
+            extraneous = extraneous.saturating_add(pending.extraneous);
+            source_objects = source_objects.saturating_add(pending.source_objects);
+        }
+    }
+    if counted < shard_count {
+        return None;
+    }
+    if extraneous == 0 {
+        return Some(DeletionVerdict::Granted);
+    }
+    if source_objects == 0 {
+        return refuse(format!(
+            "the source listed no objects; refusing to delete {extraneous} destination objects (check spec.source.path)"
+        ));
+    }
+    match max_delete {
+        Some(limit) if extraneous > limit => refuse(format!(
+            "sync would delete {extraneous} objects across the job, more than spec.maxDelete ({limit}); nothing was \
+             deleted (raise spec.maxDelete to proceed)"
+        )),
+        _ => Some(DeletionVerdict::Granted),
+    }
 }
 
 /// What a runner is doing.
@@ -138,6 +237,8 @@ pub enum Stage {
     Starting,
     /// Listing, copying and verifying.
     Copying,
+    /// Copying done and verified; waiting for the job-wide deletion verdict (sync).
+    AwaitingDeletion,
     /// Deleting extraneous destination objects (sync).
     Deleting,
     /// Done.
@@ -177,6 +278,53 @@ mod tests {
         for bad in ["4/4", "1/0", "x/2", "3", "0/257"] {
             assert!(Shard::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    fn counted(index: u32, extraneous: u64, source_objects: u64) -> ProgressReport {
+        ProgressReport {
+            job_uid: "u".into(),
+            attempt: 1,
+            shard: Shard { index, count: 4 },
+            sequence: 1,
+            stage: Stage::AwaitingDeletion,
+            progress: crate::status::Progress::default(),
+            recent_failures: Vec::new(),
+            outcome: None,
+            deletions: Some(PendingDeletions { extraneous, source_objects }),
+        }
+    }
+
+    #[test]
+    fn deletion_limits_hold_for_the_whole_job() {
+        let reports: Vec<_> = (0..4).map(|i| counted(i, 3, 5)).collect();
+        // Three shards counted: wait for the fourth.
+        assert_eq!(deletion_verdict(Some(10), 4, &reports[..3]), None);
+        // 4 x 3 = 12 deletions: within 12, not within 10, although each shard's 3 is.
+        assert_eq!(deletion_verdict(Some(12), 4, &reports), Some(DeletionVerdict::Granted));
+        let Some(DeletionVerdict::Refused { reason }) = deletion_verdict(Some(10), 4, &reports) else { panic!() };
+        assert!(reason.contains("12") && reason.contains("spec.maxDelete"), "{reason}");
+        assert_eq!(deletion_verdict(None, 4, &reports), Some(DeletionVerdict::Granted));
+    }
+
+    #[test]
+    fn the_empty_source_guard_is_job_wide() {
+        // Shard 0's part of the key space is empty: no alarm while another shard listed objects.
+        let mut reports = vec![counted(0, 2, 0), counted(1, 0, 7)];
+        reports.iter_mut().for_each(|r| r.shard.count = 2);
+        assert_eq!(deletion_verdict(None, 2, &reports), Some(DeletionVerdict::Granted));
+        reports[1].deletions = Some(PendingDeletions { extraneous: 0, source_objects: 0 });
+        assert!(matches!(deletion_verdict(None, 2, &reports), Some(DeletionVerdict::Refused { .. })));
+    }
+
+    #[test]
+    fn one_failed_object_anywhere_refuses_every_deletion() {
+        let mut reports: Vec<_> = (0..4).map(|i| counted(i, 1, 1)).collect();
+        reports[2].progress.objects_failed = 1;
+        assert!(matches!(deletion_verdict(None, 4, &reports), Some(DeletionVerdict::Refused { .. })));
+        reports[2].progress.objects_failed = 0;
+        reports[3].deletions = None;
+        reports[3].outcome = Some(Outcome::Interrupted);
+        assert!(matches!(deletion_verdict(None, 4, &reports), Some(DeletionVerdict::Refused { .. })));
     }
 
     #[test]

@@ -108,23 +108,51 @@ pub struct Progress {
     pub eta_seconds: Option<u64>,
 }
 
+/// The largest counter status can hold: Kubernetes stores integers as int64.
+pub const COUNTER_LIMIT: u64 = i64::MAX as u64;
+
+/// Adds two counters, saturating at [`COUNTER_LIMIT`] instead of overflowing.
+fn add_counter(a: u64, b: u64) -> u64 {
+    a.saturating_add(b).min(COUNTER_LIMIT)
+}
+
 impl Progress {
     /// Adds another shard's counters to these (rates and ETAs take the slowest view).
     pub fn accumulate(&mut self, other: &Progress) {
-        self.objects_total += other.objects_total;
-        self.objects_copied += other.objects_copied;
-        self.objects_verified += other.objects_verified;
-        self.objects_skipped += other.objects_skipped;
-        self.objects_failed += other.objects_failed;
-        self.objects_deleted += other.objects_deleted;
-        self.bytes_total += other.bytes_total;
-        self.bytes_copied += other.bytes_copied;
-        self.bytes_verified += other.bytes_verified;
-        self.bytes_per_second += other.bytes_per_second;
+        self.objects_total = add_counter(self.objects_total, other.objects_total);
+        self.objects_copied = add_counter(self.objects_copied, other.objects_copied);
+        self.objects_verified = add_counter(self.objects_verified, other.objects_verified);
+        self.objects_skipped = add_counter(self.objects_skipped, other.objects_skipped);
+        self.objects_failed = add_counter(self.objects_failed, other.objects_failed);
+        self.objects_deleted = add_counter(self.objects_deleted, other.objects_deleted);
+        self.bytes_total = add_counter(self.bytes_total, other.bytes_total);
+        self.bytes_copied = add_counter(self.bytes_copied, other.bytes_copied);
+        self.bytes_verified = add_counter(self.bytes_verified, other.bytes_verified);
+        self.bytes_per_second = add_counter(self.bytes_per_second, other.bytes_per_second);
         self.eta_seconds = match (self.eta_seconds, other.eta_seconds) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
         };
+    }
+
+    /// Whether every counter fits what Kubernetes stores (an int64): a report claiming more
+    /// is refused rather than breaking every later status write of its job.
+    pub fn fits_kubernetes(&self) -> bool {
+        [
+            self.objects_total,
+            self.objects_copied,
+            self.objects_verified,
+            self.objects_skipped,
+            self.objects_failed,
+            self.objects_deleted,
+            self.bytes_total,
+            self.bytes_copied,
+            self.bytes_verified,
+            self.bytes_per_second,
+            self.eta_seconds.unwrap_or(0),
+        ]
+        .iter()
+        .all(|counter| *counter <= COUNTER_LIMIT)
     }
 
     /// `verified/total` objects and verified bytes, as `kubectl get mj` shows them.
@@ -197,5 +225,14 @@ mod tests {
         assert_eq!(total.objects_total, 5);
         assert_eq!(total.eta_seconds, Some(9));
         assert_eq!(total.summary().objects, "0/5");
+    }
+
+    #[test]
+    fn accumulate_saturates_instead_of_overflowing() {
+        // A runner's counters are its own claims: a forged huge one must not wrap or panic.
+        let mut total = Progress { bytes_verified: COUNTER_LIMIT - 1, objects_total: u64::MAX, ..Default::default() };
+        assert!(!total.fits_kubernetes());
+        total.accumulate(&Progress { bytes_verified: 5, objects_total: 1, ..Default::default() });
+        assert_eq!((total.bytes_verified, total.objects_total), (COUNTER_LIMIT, COUNTER_LIMIT));
     }
 }

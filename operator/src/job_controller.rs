@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ferry_api::contract::{JobIdentity, PlannedBinding};
+use ferry_api::contract::{JobIdentity, PlannedBinding, plan_digest};
 use ferry_api::{CredentialBinding, CredentialBindingSpec, MigrationJob, MigrationJobStatus, Phase};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -17,12 +17,13 @@ use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::children::credentials::{AttemptTokens, secret};
+use crate::children::credentials::{ShardTokens, accessors_of, secret};
 use crate::children::{Attempt, network_policy, plan, pod};
 use crate::context::Context;
 use crate::error::Error;
 use crate::lifecycle::{self, Action as Step, Blocker, Observation};
 use crate::progress::{new_attempt_token, token_hash};
+use crate::vault::{Revocation, WrappedCredentials};
 use crate::{bindings, conditions, names, observe};
 
 /// The finalizer that lets the operator stop runners and remove tokens before a job goes.
@@ -192,7 +193,12 @@ async fn resolve_bindings(
     }))
 }
 
-/// Wraps the credentials, then applies the attempt's ConfigMap, NetworkPolicy, Secret and pods.
+/// How many wrapped reads run at once while an attempt launches.
+const WRAPS_IN_FLIGHT: usize = 8;
+
+/// Wraps every shard's own credentials, then applies the attempt's ConfigMap,
+/// NetworkPolicy, Secret and pods. Each shard gets its own single-use tokens: a shared token
+/// would be used up by the first shard and look stolen to the others.
 async fn launch(
     job: &MigrationJob,
     identity: &JobIdentity,
@@ -201,54 +207,155 @@ async fn launch(
     destination: CredentialBindingSpec,
     context: &Context,
 ) -> Result<(), Error> {
-    let mut planned = Vec::new();
-    let mut tokens = Vec::new();
-    let mut expires: Option<jiff::Timestamp> = None;
-    for (name, spec) in [(&job.spec.source.binding, source), (&job.spec.destination.binding, destination)] {
-        let mut binding =
-            PlannedBinding { name: name.clone(), spec, secret_creation_path: None, secret_fields: vec![] };
-        let mut token = None;
-        if binding.spec.vault.is_some() {
-            let vault = context.vault.as_ref().ok_or_else(|| Error::VaultNotConfigured(name.clone()))?;
-            let wrapped = vault.wrap_credentials(&binding.spec, context.wrap_ttl).await;
-            context.metrics.vault_call("wrap", wrapped.is_ok());
-            let wrapped = wrapped?;
-            binding.secret_creation_path = Some(wrapped.creation_path.clone());
-            binding.secret_fields = wrapped.fields.clone();
-            expires = Some(expires.map_or(wrapped.expires_at, |e| e.min(wrapped.expires_at)));
-            token = Some(wrapped.token);
+    let names = [job.spec.source.binding.clone(), job.spec.destination.binding.clone()];
+    let wraps = wrap_shards([&source, &destination], &names, job.spec.shards.max(1), context).await?;
+    let accessors: Vec<String> = wraps.iter().flatten().flatten().map(|w| w.accessor.clone()).collect();
+    let planned = |side: usize, spec: CredentialBindingSpec| {
+        let first = wraps.first().and_then(|shard| shard[side].as_ref());
+        PlannedBinding {
+            name: names[side].clone(),
+            spec,
+            secret_creation_path: first.map(|w| w.creation_path.clone()),
+            secret_fields: first.map(|w| w.fields.clone()).unwrap_or_default(),
         }
-        planned.push(binding);
-        tokens.push(token);
-    }
-    let (Some(destination), Some(source)) = (planned.pop(), planned.pop()) else {
-        return Err(Error::Incomplete("bindings".into()));
     };
-    let destination_token = tokens.pop().flatten();
-    let source_token = tokens.pop().flatten();
+    let expires = wraps.iter().flatten().flatten().map(|w| w.expires_at).min();
     let now = Time(jiff::Timestamp::now());
     let attempt = Attempt {
         job,
         identity: identity.clone(),
         attempt: status.attempts,
-        source,
-        destination,
+        source: planned(0, source),
+        destination: planned(1, destination),
         credentials_expire_at: expires.map(|t| t.to_string()),
         deadline_seconds: lifecycle::deadline_remaining(&job.spec, status, &now),
     };
-    let progress = new_attempt_token()?;
-    context.hub.register_attempt(identity, attempt.attempt, token_hash(&progress));
+    apply_attempt(&attempt, wraps, &accessors, context).await
+}
+
+/// Creates the attempt's children from its wrapped tokens (`wraps[shard][side]`). Until the
+/// Secret exists no runner can be handed the tokens, so a failure before then revokes them;
+/// after it, a pod may already hold them, and a revoked token would look stolen to it.
+async fn apply_attempt(
+    attempt: &Attempt<'_>,
+    wraps: Vec<[Option<WrappedCredentials>; 2]>,
+    accessors: &[String],
+    context: &Context,
+) -> Result<(), Error> {
     let environment = &context.environment;
-    let config_map = plan::config_map(&attempt, environment).map_err(|e| Error::Serialize("the runner plan", e))?;
-    let namespace = identity.namespace.as_str();
-    apply_object::<ConfigMap>(context, namespace, &config_map).await?;
-    apply_object::<NetworkPolicy>(context, namespace, &network_policy::network_policy(&attempt, environment)).await?;
-    let tokens = AttemptTokens { source: source_token, destination: destination_token, progress };
-    apply_object::<Secret>(context, namespace, &secret(&attempt, &tokens)).await?;
+    let namespace = attempt.identity.namespace.as_str();
+    let prepared = async {
+        let documents =
+            plan::plan_documents(attempt, environment).map_err(|e| Error::Serialize("the runner plan", e))?;
+        let mut shards = Vec::with_capacity(wraps.len());
+        for ([source, destination], document) in wraps.into_iter().zip(&documents) {
+            shards.push(ShardTokens {
+                source: source.map(|w| w.token),
+                destination: destination.map(|w| w.token),
+                progress: new_attempt_token()?,
+                plan_digest: plan_digest(document.as_bytes()),
+            });
+        }
+        let hashes = shards.iter().map(|tokens| token_hash(&tokens.progress)).collect();
+        let max_delete = attempt.job.spec.max_delete;
+        context.hub.register_attempt_with_limit(&attempt.identity, attempt.attempt, hashes, max_delete);
+        apply_object::<ConfigMap>(context, namespace, &plan::config_map(attempt, environment, &documents)).await?;
+        apply_object::<NetworkPolicy>(context, namespace, &network_policy::network_policy(attempt, environment))
+            .await?;
+        apply_object::<Secret>(context, namespace, &secret(attempt, &shards, accessors)).await?;
+        Ok::<_, Error>(())
+    };
+    if let Err(error) = prepared.await {
+        revoke_accessors(accessors, context).await;
+        return Err(error);
+    }
     for index in 0..attempt.shard_count() {
-        apply_object::<Pod>(context, namespace, &pod::runner_pod(&attempt, environment, index)).await?;
+        apply_object::<Pod>(context, namespace, &pod::runner_pod(attempt, environment, index)).await?;
     }
     Ok(())
+}
+
+/// One wrapped read per binding that keeps credentials in Vault, per shard
+/// (`result[shard][0]` the source's, `[1]` the destination's), `WRAPS_IN_FLIGHT` at a time.
+/// On a failure the tokens already issued are revoked.
+async fn wrap_shards(
+    specs: [&CredentialBindingSpec; 2],
+    names: &[String; 2],
+    shard_count: u32,
+    context: &Context,
+) -> Result<Vec<[Option<WrappedCredentials>; 2]>, Error> {
+    use futures::StreamExt;
+    let wrap_one = |side: usize| async move {
+        if specs[side].vault.is_none() {
+            return Ok(None);
+        }
+        let vault = context.vault.as_ref().ok_or_else(|| Error::VaultNotConfigured(names[side].clone()))?;
+        let wrapped = vault.wrap_credentials(specs[side], context.wrap_ttl).await;
+        context.metrics.vault_call("wrap", wrapped.is_ok());
+        Ok::<_, Error>(Some(wrapped?))
+    };
+    let mut results = std::pin::pin!(
+        futures::stream::iter((0..shard_count).flat_map(|_| [0, 1])).map(wrap_one).buffered(WRAPS_IN_FLIGHT)
+    );
+    let mut issued: Vec<Option<WrappedCredentials>> = Vec::new();
+    let mut failure = None;
+    while let Some(result) = results.next().await {
+        match result {
+            Ok(wrapped) => issued.push(wrapped),
+            Err(error) => {
+                failure = Some(error);
+                break;
+            }
+        }
+    }
+    // The reads still in flight are dropped with the stream: Vault never answers them here.
+    drop(results);
+    let failure = failure.or_else(|| fields_differ(&issued));
+    if let Some(error) = failure {
+        let accessors: Vec<String> = issued.iter().flatten().map(|w| w.accessor.clone()).collect();
+        revoke_accessors(&accessors, context).await;
+        return Err(error);
+    }
+    let mut shards = Vec::with_capacity(shard_count as usize);
+    let mut issued = issued.into_iter();
+    while let (Some(source), Some(destination)) = (issued.next(), issued.next()) {
+        shards.push([source, destination]);
+    }
+    Ok(shards)
+}
+
+/// Every shard's plan names one field order per binding: a Transit secret whose fields changed
+/// between two shards' reads must be launched again.
+fn fields_differ(issued: &[Option<WrappedCredentials>]) -> Option<Error> {
+    for side in 0..2 {
+        let mut orders = issued.iter().skip(side).step_by(2).flatten().map(|w| &w.fields);
+        if let Some(first) = orders.next()
+            && orders.any(|other| other != first)
+        {
+            return Some(Error::Incomplete(
+                "the binding's Vault secret changed while the attempt launched; launching again".into(),
+            ));
+        }
+    }
+    None
+}
+
+/// Revokes the wrapping tokens behind `accessors` that no runner used. Best effort: a token
+/// Vault cannot revoke now still dies at its TTL, which only a reader of the Secret could
+/// beat; the failure is logged and counted.
+async fn revoke_accessors(accessors: &[String], context: &Context) {
+    let Some(vault) = context.vault.as_ref() else { return };
+    if !accessors.is_empty() {
+        tracing::debug!(tokens = accessors.len(), "revoking the wrapping tokens of an attempt that ended");
+    }
+    for accessor in accessors {
+        let result = vault.revoke_accessor(accessor).await;
+        context.metrics.vault_call("revoke", result.is_ok());
+        match result {
+            Ok(Revocation::Revoked | Revocation::AlreadyGone) => {}
+            Err(error) => tracing::warn!(%error, "cannot revoke an unused wrapping token; it expires at its TTL"),
+        }
+    }
 }
 
 /// Server-side apply under the operator's field manager.
@@ -269,7 +376,8 @@ fn attempt_selector(uid: &str, attempt: u32) -> String {
     format!("{},{}={attempt}", names::job_selector(uid), names::ATTEMPT_LABEL)
 }
 
-/// Deletes the Secrets and ConfigMaps (and with `pods`, the pods) matching `selector`.
+/// Deletes the Secrets and ConfigMaps (and with `pods`, the pods) matching `selector`, first
+/// revoking the wrapping tokens in those Secrets that no runner used.
 async fn delete_children(namespace: &str, selector: &str, context: &Context, pods: bool) -> Result<(), Error> {
     let client = &context.client;
     let params = ListParams::default().labels(selector);
@@ -277,7 +385,10 @@ async fn delete_children(namespace: &str, selector: &str, context: &Context, pod
     if pods {
         Api::<Pod>::namespaced(client.clone(), namespace).delete_collection(&delete, &params).await?;
     }
-    Api::<Secret>::namespaced(client.clone(), namespace).delete_collection(&delete, &params).await?;
+    let secrets = Api::<Secret>::namespaced(client.clone(), namespace);
+    let accessors: Vec<String> = secrets.list(&params).await?.items.iter().flat_map(accessors_of).collect();
+    revoke_accessors(&accessors, context).await;
+    secrets.delete_collection(&delete, &params).await?;
     Api::<ConfigMap>::namespaced(client.clone(), namespace).delete_collection(&delete, &params).await?;
     Ok(())
 }

@@ -92,6 +92,7 @@ mod tests {
             progress: Progress { objects_verified: verified, ..Default::default() },
             recent_failures: vec![],
             outcome,
+            deletions: None,
         }
     }
 

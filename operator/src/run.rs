@@ -15,12 +15,12 @@ use kube::{Api, Client, ResourceExt};
 use zeroize::Zeroizing;
 
 use crate::children::RunnerEnvironment;
-use crate::children::credentials::PROGRESS_TOKEN_KEY;
+use crate::children::credentials::progress_token_of;
 use crate::children::network_policy::EgressTarget;
 use crate::config::{Config, egress_for};
 use crate::context::Context;
 use crate::metrics::Metrics;
-use crate::progress::{self, AttemptLookup, JobKey, LookupError, ProgressHub, StatusWriter, TlsFiles};
+use crate::progress::{self, AttemptLookup, CurrentAttempt, JobKey, LookupError, ProgressHub, StatusWriter, TlsFiles};
 use crate::vault::{Vault, VaultAuth, VaultConfig};
 use crate::{binding_controller, job_controller, names};
 
@@ -181,26 +181,32 @@ async fn run_binding_controller(
         .await;
 }
 
-/// Recovers an attempt's token hash from its Secret (after an operator restart), only for
-/// the job's current attempt.
+/// Recovers a job's current attempt and its per-shard token hashes from the attempt's Secret
+/// (after an operator restart).
 fn attempt_lookup(client: Client) -> AttemptLookup {
-    Arc::new(move |key: JobKey, attempt: u32| {
+    Arc::new(move |key: JobKey| {
         let client = client.clone();
         async move {
             let jobs: Api<MigrationJob> = Api::namespaced(client.clone(), &key.namespace);
             let failed = |e: kube::Error| LookupError(e.to_string());
             let Some(job) = jobs.get_opt(&key.name).await.map_err(failed)? else { return Ok(None) };
-            let current = job.status.as_ref().map_or(0, |s| s.attempts);
-            let Some(uid) = job.uid().filter(|_| current == attempt) else { return Ok(None) };
+            let attempt = job.status.as_ref().map_or(0, |s| s.attempts);
+            let max_delete = job.spec.max_delete;
+            let Some(uid) = job.uid().filter(|_| attempt > 0) else { return Ok(None) };
             let secrets: Api<Secret> = Api::namespaced(client, &key.namespace);
             let Some(secret) = secrets.get_opt(&names::attempt_object(&key.name, attempt)).await.map_err(failed)?
             else {
                 return Ok(None);
             };
-            let Some(token) = secret.data.as_ref().and_then(|d| d.get(PROGRESS_TOKEN_KEY)) else { return Ok(None) };
-            let token = Zeroizing::new(String::from_utf8_lossy(&token.0).into_owned());
-            let identity = JobIdentity { namespace: key.namespace.clone(), name: key.name.clone(), uid };
-            Ok(Some((identity, progress::token_hash(&token))))
+            let token_hashes: Vec<[u8; 32]> = (0u32..)
+                .map_while(|shard| progress_token_of(&secret, shard))
+                .map(|token| progress::token_hash(&token))
+                .collect();
+            if token_hashes.is_empty() {
+                return Ok(None);
+            }
+            let job = JobIdentity { namespace: key.namespace.clone(), name: key.name.clone(), uid };
+            Ok(Some(CurrentAttempt { job, attempt, token_hashes, max_delete }))
         }
         .boxed()
     })

@@ -131,6 +131,7 @@ fn final_report(shard: u32, verified: u64, outcome: Outcome) -> ProgressReport {
         },
         recent_failures: vec![],
         outcome: Some(outcome),
+        deletions: None,
     }
 }
 
@@ -152,7 +153,12 @@ async fn a_new_job_gets_its_children_applied() {
     assert_eq!(harness.cluster.names("networkpolicies", NS), ["ferry-nightly"]);
     let secret = harness.cluster.get("secrets", NS, "ferry-nightly-a1").unwrap();
     let keys: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["progress-token"], "filesystem bindings have no credentials to wrap");
+    assert_eq!(
+        keys,
+        ["shard-0-plan-digest", "shard-0-progress-token", "shard-1-plan-digest", "shard-1-progress-token"],
+        "filesystem bindings have no credentials to wrap; each shard has its own progress token"
+    );
+    assert_ne!(secret["data"]["shard-0-progress-token"], secret["data"]["shard-1-progress-token"]);
     let pod = harness.cluster.get("pods", NS, "ferry-nightly-a1-s1").unwrap();
     assert_eq!(pod["metadata"]["ownerReferences"][0]["kind"], "MigrationJob");
     assert_eq!(pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"], true);
@@ -204,7 +210,8 @@ async fn a_failed_pod_starts_a_new_attempt_with_a_new_token() {
     harness.binding("out", true);
     harness.job(json!({"retries": 2}));
     harness.launched().await;
-    let first_token = harness.cluster.get("secrets", NS, "ferry-nightly-a1").unwrap()["data"]["progress-token"].clone();
+    let first_token =
+        harness.cluster.get("secrets", NS, "ferry-nightly-a1").unwrap()["data"]["shard-0-progress-token"].clone();
 
     harness.finish_pod("ferry-nightly-a1-s0", 1, Some(&final_report(0, 3, Outcome::ObjectsFailed)));
     harness.finish_pod("ferry-nightly-a1-s1", 0, Some(&final_report(1, 5, Outcome::Succeeded)));
@@ -214,7 +221,7 @@ async fn a_failed_pod_starts_a_new_attempt_with_a_new_token() {
     assert_eq!(harness.status()["failedAttempts"], 1);
     assert_eq!(harness.condition("Progressing"), ("True".into(), "Retrying".into()));
     let second = harness.cluster.get("secrets", NS, "ferry-nightly-a2").expect("attempt 2 has its own Secret");
-    assert_ne!(second["data"]["progress-token"], first_token);
+    assert_ne!(second["data"]["shard-0-progress-token"], first_token);
     assert!(harness.cluster.get("secrets", NS, "ferry-nightly-a1").is_none(), "old tokens are removed");
     let pods = harness.cluster.names("pods", NS);
     assert!(pods.contains(&"ferry-nightly-a2-s0".to_owned()) && pods.contains(&"ferry-nightly-a2-s1".to_owned()));

@@ -70,16 +70,41 @@ fn s3_binding(cluster: &FakeCluster, name: &str, vault_path: &str) {
 }
 
 fn job(cluster: &FakeCluster) {
+    job_with_shards(cluster, 1);
+}
+
+fn job_with_shards(cluster: &FakeCluster, shards: u32) {
     cluster.insert(
         "migrationjobs",
         json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "MigrationJob", "metadata": {"name": "nightly", "namespace": NS},
-               "spec": {"source": {"binding": "old", "path": "a"}, "destination": {"binding": "new", "path": "b"}}}),
+               "spec": {"source": {"binding": "old", "path": "a"}, "destination": {"binding": "new", "path": "b"},
+                        "shards": shards}}),
     );
+}
+
+/// Unwraps a token the way a runner does, for the plan's binding.
+async fn runner_unwrap(
+    plan: &ferry_api::contract::PlannedBinding,
+    token: &str,
+    expires_at: Option<&str>,
+) -> Result<ferry_runner::secrets::SecretFields, ferry_runner::unwrap::UnwrapError> {
+    let servers = servers();
+    let expires_at = expires_at.map(|t| t.parse().unwrap());
+    ferry_runner::unwrap::unwrap_credentials(
+        &servers.vault_address,
+        None,
+        plan,
+        Zeroizing::new(token.into()),
+        expires_at,
+    )
+    .await
 }
 
 async fn reconcile_twice(cluster: &FakeCluster, context: &Arc<Context>) {
     for _ in 0..2 {
-        let job: MigrationJob = serde_json::from_value(cluster.get("migrationjobs", NS, "nightly").unwrap()).unwrap();
+        // A deleted job is gone once its finalizer is removed.
+        let Some(job) = cluster.get("migrationjobs", NS, "nightly") else { return };
+        let job: MigrationJob = serde_json::from_value(job).unwrap();
         let _ = job_controller::reconcile(Arc::new(job), context.clone()).await;
     }
 }
@@ -102,35 +127,89 @@ async fn the_attempt_secret_holds_only_wrapping_tokens_the_runner_can_unwrap_onc
 
     let secret = cluster.get("secrets", NS, "ferry-nightly-a1").expect("attempt 1 launched");
     let keys: Vec<&String> = secret["data"].as_object().unwrap().keys().collect();
-    assert_eq!(keys, ["destination-token", "progress-token", "source-token"]);
+    assert_eq!(
+        keys,
+        [
+            "shard-0-destination-token",
+            "shard-0-plan-digest",
+            "shard-0-progress-token",
+            "shard-0-source-token",
+            "wrapping-accessors",
+        ]
+    );
     for key in keys {
         let value = decoded(&secret, key);
         assert!(!value.contains(&servers.s3_secret_key) && !value.contains(&servers.s3_access_key), "{key} leaks");
     }
     let config_map = cluster.get("configmaps", NS, "ferry-nightly-a1").unwrap();
-    let plan: RunnerPlan = serde_json::from_str(config_map["data"]["plan-0.json"].as_str().unwrap()).unwrap();
+    let document = config_map["data"]["plan-0.json"].as_str().unwrap();
+    assert_eq!(decoded(&secret, "shard-0-plan-digest"), ferry_api::contract::plan_digest(document.as_bytes()));
+    let plan: RunnerPlan = serde_json::from_str(document).unwrap();
     assert_eq!(plan.source.secret_creation_path.as_deref(), Some(format!("secret/data/{path}").as_str()));
     assert!(plan.credentials_expire_at.is_some());
     let policy = cluster.get("networkpolicies", NS, "ferry-nightly").unwrap();
     let egress = policy["spec"]["egress"].as_array().unwrap();
     assert!(egress.iter().any(|rule| rule["to"][0]["ipBlock"]["cidr"] == "127.0.0.1/32"), "{egress:?}");
 
-    let token = Zeroizing::new(decoded(&secret, "source-token"));
-    let fields =
-        ferry_runner::unwrap::unwrap_credentials(&servers.vault_address, None, &plan.source, token.clone(), None)
-            .await
-            .unwrap();
+    let token = decoded(&secret, "shard-0-source-token");
+    let fields = runner_unwrap(&plan.source, &token, None).await.unwrap();
     assert_eq!(fields.get("secretAccessKey"), Some(servers.s3_secret_key.as_str()));
-    let again = ferry_runner::unwrap::unwrap_credentials(
-        &servers.vault_address,
-        None,
-        &plan.source,
-        token,
-        plan.credentials_expire_at.as_deref().map(|t| t.parse().unwrap()),
-    )
-    .await
-    .unwrap_err();
+    let again = runner_unwrap(&plan.source, &token, plan.credentials_expire_at.as_deref()).await.unwrap_err();
     assert!(again.is_security_violation(), "{again}");
+}
+
+#[tokio::test]
+async fn every_shard_gets_its_own_tokens_and_the_unused_ones_are_revoked_when_the_job_goes() {
+    let servers = servers();
+    let (source_path, destination_path) =
+        (format!("tenants/{NS}/{}", unique("src")), format!("tenants/{NS}/{}", unique("dst")));
+    for path in [&source_path, &destination_path] {
+        servers
+            .put_secret(path, &[("accessKeyId", &servers.s3_access_key), ("secretAccessKey", &servers.s3_secret_key)]);
+    }
+    let (cluster, context) = harness().await;
+    s3_binding(&cluster, "old", &source_path);
+    s3_binding(&cluster, "new", &destination_path);
+    job_with_shards(&cluster, 3);
+    reconcile_twice(&cluster, &context).await;
+
+    let secret = cluster.get("secrets", NS, "ferry-nightly-a1").expect("attempt 1 launched");
+    let config_map = cluster.get("configmaps", NS, "ferry-nightly-a1").unwrap();
+    let accessors = decoded(&secret, "wrapping-accessors");
+    assert_eq!(accessors.lines().count(), 6, "one wrapped read per binding per shard");
+    let mut tokens = std::collections::BTreeSet::new();
+    for shard in 0..3 {
+        let pod = cluster.get("pods", NS, &format!("ferry-nightly-a1-s{shard}")).unwrap();
+        let items = pod["spec"]["volumes"].as_array().unwrap().iter().find(|v| v["name"] == "credentials").unwrap()
+            ["secret"]["items"]
+            .clone();
+        let keys: Vec<&str> = items.as_array().unwrap().iter().map(|i| i["key"].as_str().unwrap()).collect();
+        assert!(keys.iter().all(|k| k.starts_with(&format!("shard-{shard}-"))), "shard {shard} mounts {keys:?}");
+        for side in ["source", "destination"] {
+            assert!(tokens.insert(decoded(&secret, &format!("shard-{shard}-{side}-token"))), "a token is shared");
+        }
+    }
+    // Every shard unwraps its own tokens once, as its runner would: no shard used up another's.
+    for shard in 0..2 {
+        let plan: RunnerPlan =
+            serde_json::from_str(config_map["data"][format!("plan-{shard}.json")].as_str().unwrap()).unwrap();
+        for (side, binding) in [("source", &plan.source), ("destination", &plan.destination)] {
+            let token = decoded(&secret, &format!("shard-{shard}-{side}-token"));
+            let fields = runner_unwrap(binding, &token, plan.credentials_expire_at.as_deref()).await.unwrap();
+            assert_eq!(fields.get("accessKeyId"), Some(servers.s3_access_key.as_str()));
+        }
+    }
+
+    // The job is deleted before shard 2 started: its tokens are revoked, not left to expire.
+    cluster.update("migrationjobs", NS, "nightly", |job| {
+        job["metadata"]["deletionTimestamp"] = json!("2026-11-24T01:00:00Z");
+    });
+    reconcile_twice(&cluster, &context).await;
+    assert!(cluster.names("secrets", NS).is_empty(), "the attempt's Secret is gone");
+    let plan: RunnerPlan = serde_json::from_str(config_map["data"]["plan-2.json"].as_str().unwrap()).unwrap();
+    let token = decoded(&secret, "shard-2-source-token");
+    let error = runner_unwrap(&plan.source, &token, None).await.unwrap_err();
+    assert!(matches!(error, ferry_runner::unwrap::UnwrapError::InvalidToken { .. }), "{error:?}");
 }
 
 #[tokio::test]

@@ -10,8 +10,8 @@ use std::time::Duration;
 use ferry_api::contract::{JobIdentity, Outcome, ProgressReport, Shard, Stage};
 use ferry_api::status::Progress;
 use ferry_operator::progress::{
-    JobKey, MAX_REPORT_BYTES, ProgressHub, ProgressStatus, StatusSink, StatusSinkError, StatusWriter, TlsFiles,
-    new_attempt_token, serve, token_hash,
+    AttemptLookup, JobKey, MAX_REPORT_BYTES, ProgressHub, ProgressStatus, StatusSink, StatusSinkError, StatusWriter,
+    TlsFiles, new_attempt_token, serve, serve_with_limits, token_hash,
 };
 use ferry_runner::progress_client::{ProgressClientError, ProgressPoster};
 use reqwest::StatusCode;
@@ -76,7 +76,7 @@ fn job(uid: &str) -> JobIdentity {
 fn hub_with_attempt(attempt: u32) -> (ProgressHub, Zeroizing<String>) {
     let hub = ProgressHub::without_lookup();
     let token = new_attempt_token().unwrap();
-    hub.register_attempt(&job("u1"), attempt, token_hash(&token));
+    hub.register_attempt(&job("u1"), attempt, vec![token_hash(&token)]);
     (hub, token)
 }
 
@@ -90,6 +90,7 @@ fn report(attempt: u32, sequence: u64) -> ProgressReport {
         progress: Progress { objects_total: 100, objects_verified: sequence, ..Default::default() },
         recent_failures: Vec::new(),
         outcome: None,
+        deletions: None,
     }
 }
 
@@ -157,7 +158,7 @@ async fn missing_and_wrong_tokens_are_unauthorized() {
 async fn other_jobs_and_superseded_attempts_are_refused() {
     let (hub, old_token) = hub_with_attempt(1);
     let new_token = new_attempt_token().unwrap();
-    hub.register_attempt(&job("u1"), 2, token_hash(&new_token));
+    hub.register_attempt(&job("u1"), 2, vec![token_hash(&new_token)]);
     let server = start(&hub);
 
     // The first attempt's runner learns it was superseded, and does not retry.
@@ -211,6 +212,74 @@ async fn oversized_and_malformed_bodies_are_refused() {
     assert!(message.starts_with("malformed progress report"), "{message}");
     assert!(message.len() <= 200, "{message}");
     assert_eq!(latest_sequence(&hub), None);
+}
+
+#[tokio::test]
+async fn the_token_is_checked_before_the_body_is_read() {
+    let (hub, _token) = hub_with_attempt(1);
+    let server = start(&hub);
+    // A malformed body with a wrong token is "unauthorized", not "malformed": it was never parsed.
+    let (status, _) = post(&server, Some("not-the-token"), r#"{"jobUid": "#).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = post(&server, None, r#"{"jobUid": "#).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+}
+
+#[tokio::test]
+async fn names_that_are_not_kubernetes_names_cost_no_lookup() {
+    let lookups = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let counter = lookups.clone();
+    let lookup: AttemptLookup = Arc::new(move |_key: JobKey| {
+        counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::pin(async { Ok(None) })
+    });
+    let hub = ProgressHub::new(lookup);
+    let server = start(&hub);
+    let body = serde_json::to_vec(&report(1, 1)).unwrap();
+    for (namespace, name) in [("NS", "copy"), ("ns", "Copy_1"), ("ns", "a..b"), (&"n".repeat(64)[..], "copy")] {
+        let url = server.url(namespace, name);
+        let response = server.raw.post(url).bearer_auth("guess").body(body.clone()).send().await.unwrap();
+        assert_eq!(response.status(), StatusCode::NOT_FOUND, "{namespace}/{name}");
+    }
+    assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 0);
+    // A well-formed name does cost one (paced) lookup.
+    assert_eq!(post(&server, Some("guess"), body).await.0, StatusCode::NOT_FOUND);
+    assert_eq!(lookups.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+#[tokio::test]
+async fn connections_are_bounded_in_number_and_idle_time() {
+    use tokio::io::AsyncReadExt;
+    let (hub, _token) = hub_with_attempt(1);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let cert = self_signed();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    let idle = Duration::from_millis(800);
+    tokio::spawn(serve_with_limits(
+        listener,
+        cert.files.clone(),
+        hub.clone(),
+        async move {
+            stopped.await.ok();
+        },
+        2,
+        idle,
+    ));
+    let closed_within = |mut stream: tokio::net::TcpStream, within: Duration| async move {
+        let mut byte = [0u8; 1];
+        matches!(tokio::time::timeout(within, stream.read(&mut byte)).await, Ok(Ok(0) | Err(_)))
+    };
+    // Two silent connections hold both places; a third is closed at once.
+    let first = tokio::net::TcpStream::connect(address).await.unwrap();
+    let _second = tokio::net::TcpStream::connect(address).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let third = tokio::net::TcpStream::connect(address).await.unwrap();
+    assert!(closed_within(third, Duration::from_millis(500)).await, "a third connection was kept");
+    // A connection that says nothing is closed once the idle time passed.
+    let started = Instant::now();
+    assert!(closed_within(first, idle * 4).await, "an idle connection was kept");
+    assert!(started.elapsed() >= idle / 2);
 }
 
 #[tokio::test]

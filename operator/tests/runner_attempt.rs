@@ -10,9 +10,12 @@ use std::path::Path;
 use std::time::Duration;
 
 use ferry_api::MigrationJob;
+use ferry_api::contract::plan_digest;
 use ferry_api::contract::{JobIdentity, Outcome, PlannedBinding, ProgressReport};
 use ferry_e2e::{Servers, servers, unique, write_small_files};
-use ferry_operator::children::credentials::{DESTINATION_TOKEN_KEY, PROGRESS_TOKEN_KEY, SOURCE_TOKEN_KEY};
+use ferry_operator::children::credentials::{
+    DESTINATION_TOKEN_FILE, PLAN_DIGEST_FILE, PROGRESS_TOKEN_FILE, SOURCE_TOKEN_FILE,
+};
 use ferry_operator::children::{Attempt, RunnerEnvironment, plan};
 use ferry_operator::progress::{ProgressHub, TlsFiles, new_attempt_token, serve, token_hash};
 use ferry_operator::vault::{Vault, VaultAuth, VaultConfig, WrappedCredentials};
@@ -84,7 +87,7 @@ async fn an_attempt_unwraps_copies_verifies_and_reports_then_its_tokens_are_spen
     let identity =
         JobIdentity { namespace: "team-a".into(), name: "copy".into(), uid: job.metadata.uid.clone().unwrap() };
     let progress_token = new_attempt_token().unwrap();
-    hub.register_attempt(&identity, 1, token_hash(&progress_token));
+    hub.register_attempt(&identity, 1, vec![token_hash(&progress_token)]);
     let attempt = Attempt {
         job: &job,
         identity: identity.clone(),
@@ -99,14 +102,15 @@ async fn an_attempt_unwraps_copies_verifies_and_reports_then_its_tokens_are_spen
         vault_address: Some(servers.vault_address.clone()),
         ..RunnerEnvironment::default()
     };
-    let plans = plan::plans(&attempt, &environment);
+    let documents = plan::plan_documents(&attempt, &environment).unwrap();
     let plan_file = work.path().join("plan.json");
-    std::fs::write(&plan_file, serde_json::to_string(&plans[0]).unwrap()).unwrap();
+    std::fs::write(&plan_file, &documents[0]).unwrap();
     let credentials = work.path().join("credentials");
     std::fs::create_dir(&credentials).unwrap();
-    std::fs::write(credentials.join(SOURCE_TOKEN_KEY), source_wrapped.token.as_bytes()).unwrap();
-    std::fs::write(credentials.join(DESTINATION_TOKEN_KEY), destination_wrapped.token.as_bytes()).unwrap();
-    std::fs::write(credentials.join(PROGRESS_TOKEN_KEY), progress_token.as_bytes()).unwrap();
+    std::fs::write(credentials.join(SOURCE_TOKEN_FILE), source_wrapped.token.as_bytes()).unwrap();
+    std::fs::write(credentials.join(DESTINATION_TOKEN_FILE), destination_wrapped.token.as_bytes()).unwrap();
+    std::fs::write(credentials.join(PROGRESS_TOKEN_FILE), progress_token.as_bytes()).unwrap();
+    std::fs::write(credentials.join(PLAN_DIGEST_FILE), plan_digest(documents[0].as_bytes())).unwrap();
     let spool = work.path().join("spool");
     std::fs::create_dir(&spool).unwrap();
     let termination = work.path().join("termination-log");

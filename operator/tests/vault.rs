@@ -10,7 +10,7 @@ use std::time::Duration;
 use ferry_api::binding::CredentialBindingSpec;
 use ferry_api::contract::PlannedBinding;
 use ferry_e2e::{Servers, base64, servers, unique};
-use ferry_operator::vault::{Vault, VaultAuth, VaultConfig, VaultError, WrappedCredentials};
+use ferry_operator::vault::{Revocation, Vault, VaultAuth, VaultConfig, VaultError, WrappedCredentials};
 use ferry_runner::unwrap::{UnwrapError, unwrap_credentials};
 use serde_json::json;
 use zeroize::Zeroizing;
@@ -209,6 +209,7 @@ async fn a_token_wrapped_by_anyone_else_is_refused() {
         creation_path: spec.vault.as_ref().unwrap().creation_path(),
         expires_at: jiff::Timestamp::now() + jiff::SignedDuration::from_secs(120),
         fields: Vec::new(),
+        accessor: String::new(),
     };
 
     let error = unwrap(&servers, &planned("source", &spec, &forged), &forged).await.unwrap_err();
@@ -247,6 +248,25 @@ async fn an_expired_token_is_not_a_security_violation() {
     let error = unwrap(&servers, &planned("source", &spec, &wrapped), &wrapped).await.unwrap_err();
     assert!(matches!(error, UnwrapError::Expired { .. }), "{error:?}");
     assert!(!error.is_security_violation());
+}
+
+#[tokio::test]
+async fn unused_wrapping_tokens_are_revoked_by_accessor() {
+    let servers = servers();
+    let path = secret_path("revoke");
+    servers.put_secret(&path, &[("accessKeyId", ACCESS_KEY), ("secretAccessKey", SECRET_KEY)]);
+    let spec = s3_spec(&path, None);
+    let vault = root(&servers).await;
+    let unused = vault.wrap_credentials(&spec, Duration::from_secs(120)).await.unwrap();
+    let used = vault.wrap_credentials(&spec, Duration::from_secs(120)).await.unwrap();
+    assert!(!unused.accessor.is_empty() && unused.accessor != used.accessor);
+    unwrap(&servers, &planned("source", &spec, &used), &used).await.unwrap();
+
+    assert_eq!(vault.revoke_accessor(&unused.accessor).await.unwrap(), Revocation::Revoked);
+    // Nobody can unwrap it any more, and revoking twice (or a used token) is no error.
+    assert!(unwrap(&servers, &planned("source", &spec, &unused), &unused).await.is_err());
+    vault.revoke_accessor(&unused.accessor).await.unwrap();
+    vault.revoke_accessor(&used.accessor).await.unwrap();
 }
 
 #[tokio::test]

@@ -6,8 +6,10 @@ use std::time::Instant;
 
 use ferry_api::{ObjectFailure, Progress};
 
-/// How many recent failures a progress report carries.
-const RECENT_FAILURES: usize = 10;
+/// How many failures a progress report carries: the run's first ones, which are the ones worth
+/// reading (later failures are often the same cause repeated, and the first ones never scroll
+/// away while the run goes on).
+const FIRST_FAILURES: usize = 10;
 
 /// Counters shared by every task of a run.
 #[derive(Debug)]
@@ -21,7 +23,7 @@ pub struct Accounting {
     bytes_total: AtomicU64,
     bytes_copied: AtomicU64,
     bytes_verified: AtomicU64,
-    recent_failures: Mutex<Vec<ObjectFailure>>,
+    first_failures: Mutex<Vec<ObjectFailure>>,
     started: Instant,
     rate: Mutex<RateWindow>,
 }
@@ -46,7 +48,7 @@ impl Default for Accounting {
             bytes_total: AtomicU64::new(0),
             bytes_copied: AtomicU64::new(0),
             bytes_verified: AtomicU64::new(0),
-            recent_failures: Mutex::new(Vec::new()),
+            first_failures: Mutex::new(Vec::new()),
             started: now,
             rate: Mutex::new(RateWindow { at: now, bytes: 0, per_second: 0 }),
         }
@@ -84,11 +86,10 @@ impl Accounting {
     /// An object failed after every retry.
     pub fn failed(&self, path: &str, reason: &str) {
         add(&self.objects_failed, 1);
-        if let Ok(mut recent) = self.recent_failures.lock() {
-            if recent.len() == RECENT_FAILURES {
-                recent.remove(0);
-            }
-            recent.push(ObjectFailure { path: path.to_owned(), reason: reason.to_owned() });
+        if let Ok(mut first) = self.first_failures.lock()
+            && first.len() < FIRST_FAILURES
+        {
+            first.push(ObjectFailure { path: path.to_owned(), reason: reason.to_owned() });
         }
     }
 
@@ -102,9 +103,9 @@ impl Accounting {
         self.objects_failed.load(Ordering::Relaxed)
     }
 
-    /// The latest failures.
-    pub fn recent_failures(&self) -> Vec<ObjectFailure> {
-        self.recent_failures.lock().map(|recent| recent.clone()).unwrap_or_default()
+    /// The run's first failures (at most ten).
+    pub fn first_failures(&self) -> Vec<ObjectFailure> {
+        self.first_failures.lock().map(|first| first.clone()).unwrap_or_default()
     }
 
     /// Seconds since the run started.
@@ -165,6 +166,17 @@ mod tests {
         let progress = accounting.snapshot();
         assert_eq!((progress.objects_total, progress.objects_verified, progress.objects_failed), (3, 2, 1));
         assert_eq!((progress.bytes_total, progress.bytes_verified, progress.bytes_copied), (35, 30, 10));
-        assert_eq!(accounting.recent_failures()[0].path, "c");
+        assert_eq!(accounting.first_failures()[0].path, "c");
+    }
+
+    #[test]
+    fn the_first_failures_are_kept_not_the_latest() {
+        let accounting = Accounting::default();
+        for index in 0..25 {
+            accounting.failed(&format!("f{index}"), "denied");
+        }
+        let kept: Vec<String> = accounting.first_failures().into_iter().map(|f| f.path).collect();
+        assert_eq!(kept, (0..10).map(|i| format!("f{i}")).collect::<Vec<_>>());
+        assert_eq!(accounting.failures(), 25);
     }
 }

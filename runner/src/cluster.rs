@@ -10,12 +10,13 @@ use std::time::Duration;
 
 use ferry_api::Progress;
 use ferry_api::contract::{
-    DESTINATION_TOKEN_FILE, Outcome, PROGRESS_TOKEN_FILE, PlannedBinding, ProgressReport, RunnerPlan,
-    SOURCE_TOKEN_FILE, Stage,
+    DESTINATION_TOKEN_FILE, Outcome, PLAN_DIGEST_FILE, PROGRESS_TOKEN_FILE, PendingDeletions, PlannedBinding,
+    ProgressReport, RunnerPlan, SOURCE_TOKEN_FILE, Stage, plan_digest,
 };
 use zeroize::Zeroizing;
 
 use crate::accounting::Accounting;
+use crate::deletion_gate::DeletionGate;
 use crate::progress_client::ProgressPoster;
 use crate::run::{self, Execution, ExitStatus};
 use crate::secrets::SecretFields;
@@ -49,6 +50,9 @@ struct Reporter {
     plan_identity: (String, u32, ferry_api::contract::Shard),
     sequence: AtomicU64,
     poster: Option<ProgressPoster>,
+    /// Once a sync counted its deletions, every later report carries the counts, so the
+    /// operator never sees this shard's share vanish from its latest report.
+    deletions: std::sync::Mutex<Option<PendingDeletions>>,
 }
 
 impl Reporter {
@@ -60,6 +64,11 @@ impl Reporter {
         outcome: Option<Outcome>,
     ) -> ProgressReport {
         let (job_uid, attempt, shard) = self.plan_identity.clone();
+        let deletions = *self.deletions.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let stage = match (stage, deletions) {
+            (Stage::Copying, Some(_)) => Stage::AwaitingDeletion,
+            (stage, _) => stage,
+        };
         ProgressReport {
             job_uid,
             attempt,
@@ -67,8 +76,9 @@ impl Reporter {
             sequence: self.sequence.fetch_add(1, Ordering::Relaxed) + 1,
             stage,
             progress,
-            recent_failures: accounting.map(Accounting::recent_failures).unwrap_or_default(),
+            recent_failures: accounting.map(Accounting::first_failures).unwrap_or_default(),
             outcome,
+            deletions,
         }
     }
 
@@ -108,11 +118,35 @@ pub fn termination_message(report: &ProgressReport) -> String {
 
 /// Runs the attempt the plan describes and returns the exit status.
 pub async fn run(options: ClusterOptions) -> ExitStatus {
-    let plan = match read_plan(&options.plan) {
+    let plan = match read_plan(&options.plan, &options.credentials) {
         Ok(plan) => plan,
-        Err(message) => {
+        Err(PlanError::Unreadable(message)) => {
             eprintln!("ferry-runner: {message}");
             return ExitStatus::InvalidInput;
+        }
+        Err(PlanError::NotTheOperators(reason)) => {
+            // Nothing in this plan can be trusted, its progress URL included: the outcome goes
+            // only to the termination message, never to a server the plan names.
+            eprintln!("ferry-runner: {reason}");
+            let report = ProgressReport {
+                job_uid: String::new(),
+                attempt: 0,
+                shard: ferry_api::contract::Shard::WHOLE,
+                sequence: 1,
+                stage: Stage::Finished,
+                progress: Progress::default(),
+                recent_failures: Vec::new(),
+                outcome: Some(Outcome::SecurityViolation { reason }),
+                deletions: None,
+            };
+            let reporter = Reporter {
+                plan_identity: (String::new(), 0, report.shard),
+                sequence: AtomicU64::new(1),
+                poster: None,
+                deletions: std::sync::Mutex::new(None),
+            };
+            reporter.finish(report, options.termination_log.as_deref()).await;
+            return ExitStatus::SecurityViolation;
         }
     };
     let poster = match &plan.progress_url {
@@ -134,6 +168,7 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
         plan_identity: (plan.job.uid.clone(), plan.attempt, plan.shard),
         sequence: AtomicU64::new(0),
         poster,
+        deletions: std::sync::Mutex::new(None),
     };
     reporter.send(reporter.report(Stage::Starting, Progress::default(), None, None));
 
@@ -195,6 +230,7 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
         shard: plan.shard,
         spool_directory: options.spool_directory.clone(),
         report: None,
+        deletion_gate: reporter.poster.is_some().then(|| ask_operator(reporter.clone(), accounting.clone())),
     };
     let result = run::execute(execution, accounting.clone(), run::stop_on_signal()).await;
     ticker.abort();
@@ -217,9 +253,43 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
     status
 }
 
-fn read_plan(path: &Path) -> Result<RunnerPlan, String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read the plan {}: {e}", path.display()))?;
-    serde_json::from_str(&text).map_err(|e| format!("the plan {} is not a runner plan: {e}", path.display()))
+/// Why the plan cannot be used.
+enum PlanError {
+    /// It cannot be read or parsed.
+    Unreadable(String),
+    /// It is not the plan the operator launched this attempt with.
+    NotTheOperators(String),
+}
+
+/// Reads the plan and checks it against the digest the operator put beside the tokens.
+fn read_plan(path: &Path, credentials: &Path) -> Result<RunnerPlan, PlanError> {
+    let bytes = std::fs::read(path)
+        .map_err(|e| PlanError::Unreadable(format!("cannot read the plan {}: {e}", path.display())))?;
+    let expected = read_token(credentials, PLAN_DIGEST_FILE).map_err(|message| {
+        PlanError::NotTheOperators(format!("{message}: without the operator's digest the plan cannot be trusted"))
+    })?;
+    if plan_digest(&bytes) != expected.as_str() {
+        return Err(PlanError::NotTheOperators(format!(
+            "the plan {} is not the one the operator launched this attempt with (its digest differs from {PLAN_DIGEST_FILE}); \
+             someone changed the attempt's ConfigMap",
+            path.display()
+        )));
+    }
+    serde_json::from_slice(&bytes)
+        .map_err(|e| PlanError::Unreadable(format!("the plan {} is not a runner plan: {e}", path.display())))
+}
+
+/// The deletion gate of a shard in a cluster: the operator, which sees every shard, decides.
+fn ask_operator(reporter: Arc<Reporter>, accounting: Arc<Accounting>) -> DeletionGate {
+    DeletionGate::Operator(Box::new(move |pending| {
+        let (reporter, accounting) = (reporter.clone(), accounting.clone());
+        Box::pin(async move {
+            *reporter.deletions.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(pending);
+            let report = reporter.report(Stage::AwaitingDeletion, accounting.snapshot(), Some(&accounting), None);
+            let Some(poster) = &reporter.poster else { return Err("no progress API to ask".to_owned()) };
+            poster.ask(&report).await.map(|answer| answer.deletion)
+        })
+    }))
 }
 
 fn read_token(directory: &Path, name: &str) -> Result<Zeroizing<String>, String> {
@@ -234,13 +304,27 @@ type Credentials = (Option<SecretFields>, Option<SecretFields>);
 /// Unwraps each binding's token; a token that cannot be trusted stops the attempt loudly.
 async fn unwrap_both(plan: &RunnerPlan, options: &ClusterOptions) -> Result<Credentials, (ExitStatus, Outcome)> {
     let expires_at = plan.credentials_expire_at.as_deref().and_then(|text| text.parse::<jiff::Timestamp>().ok());
-    let mut unwrapped = Vec::new();
-    for (binding, file) in [(&plan.source, SOURCE_TOKEN_FILE), (&plan.destination, DESTINATION_TOKEN_FILE)] {
-        unwrapped.push(unwrap_one(plan, binding, file, expires_at, options).await?);
-    }
-    let destination = unwrapped.pop().flatten();
-    let source = unwrapped.pop().flatten();
+    let source = match unwrap_one(plan, &plan.source, SOURCE_TOKEN_FILE, expires_at, options).await {
+        Ok(source) => source,
+        Err(failure) => {
+            // The attempt is over: use up the destination's token too, so no one else can.
+            discard(plan, &plan.destination, DESTINATION_TOKEN_FILE, options).await;
+            return Err(failure);
+        }
+    };
+    let destination = unwrap_one(plan, &plan.destination, DESTINATION_TOKEN_FILE, expires_at, options).await?;
     Ok((source, destination))
+}
+
+/// Unwraps a binding's token and drops what it held at once (zeroized): a runner cannot
+/// revoke a wrapping token by accessor, but using it up leaves nothing for anyone else.
+async fn discard(plan: &RunnerPlan, binding: &PlannedBinding, file: &str, options: &ClusterOptions) {
+    let (Some(_), Some(vault)) = (&binding.spec.vault, plan.vault_address.as_deref()) else { return };
+    let Ok(token) = read_token(&options.credentials, file) else { return };
+    match unwrap_credentials(vault, options.vault_ca.as_deref(), binding, token, None).await {
+        Ok(fields) => drop(fields),
+        Err(error) => eprintln!("ferry-runner: could not use up binding {}'s unused token: {error}", binding.name),
+    }
 }
 
 async fn unwrap_one(
@@ -287,6 +371,7 @@ mod tests {
             progress: Progress { objects_failed: 30, ..Default::default() },
             recent_failures: vec![failure; 30],
             outcome: Some(Outcome::ObjectsFailed),
+            deletions: None,
         };
         let message = termination_message(&report);
         assert!(message.len() <= TERMINATION_MESSAGE_LIMIT);

@@ -95,8 +95,9 @@ pub async fn show(
                     sequence,
                     stage: Stage::Copying,
                     progress,
-                    recent_failures: accounting.recent_failures(),
+                    recent_failures: accounting.first_failures(),
                     outcome: None,
+                    deletions: None,
                 };
                 if let Ok(line) = serde_json::to_string(&report) {
                     println!("{line}");
@@ -130,6 +131,7 @@ pub fn summary(
             progress: progress.clone(),
             recent_failures: Vec::new(),
             outcome: Some(summary.outcome.clone()),
+            deletions: None,
         };
         if let Ok(line) = serde_json::to_string(&report) {
             println!("{line}");

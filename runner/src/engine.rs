@@ -5,12 +5,14 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use ferry_api::contract::{Outcome, Shard};
+use ferry_api::contract::{DeletionVerdict, Outcome, PendingDeletions, Shard};
 use ferry_api::{MigrationJobSpec, Mode, Progress};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
 
 use crate::accounting::Accounting;
+use crate::deletion_gate::DeletionGate;
+use crate::extraneous::{Extraneous, ExtraneousLog};
 use crate::filter::{FilterError, ObjectFilter};
 use crate::listing::{self, ListError};
 use crate::object::ObjectInfo;
@@ -29,6 +31,10 @@ pub struct Run {
     pub shard: Shard,
     /// Decide and report, change nothing.
     pub dry_run: bool,
+    /// Where a sync keeps its list of extraneous objects (the spool directory).
+    pub scratch_directory: std::path::PathBuf,
+    /// Who decides whether a sync may delete.
+    pub deletion_gate: DeletionGate,
 }
 
 /// How a run ended.
@@ -50,6 +56,15 @@ pub enum EngineError {
     /// The filter does not compile.
     #[error(transparent)]
     Filter(#[from] FilterError),
+    /// The list of extraneous objects cannot be kept.
+    #[error("cannot keep the list of extraneous destination objects in {directory}: {source}")]
+    Scratch {
+        /// The directory.
+        directory: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 struct Shared {
@@ -84,7 +99,14 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
     let trash = run.spec.trash_path.as_deref().map(base_prefix);
     let sources = listing::spawn(source.clone(), run.shard, None);
     let destinations = listing::spawn(destination.clone(), run.shard, trash.clone());
-    let mut walk = Walk::new(sources, destinations, deleting.then(|| run.spec.max_delete.unwrap_or(u64::MAX)));
+    let extraneous = match deleting {
+        true => Some(ExtraneousLog::create(&run.scratch_directory).map_err(|source| EngineError::Scratch {
+            directory: run.scratch_directory.display().to_string(),
+            source,
+        })?),
+        false => None,
+    };
+    let mut walk = Walk::new(sources, destinations, extraneous, run.spec.max_delete);
 
     let permits = Arc::new(Semaphore::new(run.spec.transfers.max(1) as usize));
     let backlog = Arc::new(Semaphore::new(FLUSH_BACKLOG));
@@ -133,13 +155,22 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
         Outcome::Aborted { reason: format!("more than failureBudget ({budget}) objects failed") }
     } else if accounting.failures() > 0 {
         Outcome::ObjectsFailed
-    } else if deleting {
-        match delete_extraneous(&shared, &walk, &destination, trash.as_deref()).await {
-            Ok(count) => {
-                would_delete = if run.dry_run { count } else { 0 };
-                if accounting.failures() > 0 { Outcome::ObjectsFailed } else { Outcome::Succeeded }
+    } else if let Some(error) = &walk.scratch_error {
+        Outcome::Aborted { reason: format!("cannot keep the list of extraneous destination objects: {error}") }
+    } else if let Some(log) = walk.extraneous.take() {
+        let pending = PendingDeletions { extraneous: walk.extraneous_seen, source_objects: walk.source_objects };
+        match run.deletion_gate.verdict(pending, stop.clone()).await {
+            None => Outcome::Interrupted,
+            Some(DeletionVerdict::Refused { reason }) => Outcome::Aborted { reason },
+            Some(DeletionVerdict::Granted) => {
+                match delete_extraneous(&shared, log, &destination, trash.as_deref()).await {
+                    Ok(count) => {
+                        would_delete = if run.dry_run { count } else { 0 };
+                        if accounting.failures() > 0 { Outcome::ObjectsFailed } else { Outcome::Succeeded }
+                    }
+                    Err(reason) => Outcome::Aborted { reason },
+                }
             }
-            Err(reason) => Outcome::Aborted { reason },
         }
     } else {
         Outcome::Succeeded
@@ -218,54 +249,41 @@ async fn handle(shared: &Shared, object: ObjectInfo, decision: Decision, slot: O
     shared.report.record(record).await;
 }
 
-/// The deletions sync may make, checked against every safety rule first.
+/// Deletes (or moves to the trash path) every object in `log`, once the job-wide verdict
+/// allowed it; reads the log back one object at a time.
 async fn delete_extraneous(
     shared: &Shared,
-    walk: &Walk,
+    log: ExtraneousLog,
     destination: &Store,
     trash: Option<&str>,
 ) -> Result<u64, String> {
-    if walk.extraneous.is_empty() {
-        return Ok(0);
-    }
-    if !walk.source_had_objects {
-        return Err(format!(
-            "the source listed no objects; refusing to delete {} destination objects (check spec.source.path)",
-            walk.extraneous.len()
-        ));
-    }
-    if let Some(limit) = walk.delete_limit
-        && walk.extraneous_seen > limit
-    {
-        return Err(format!(
-            "sync would delete more than maxDelete ({limit}) objects; nothing was deleted (raise spec.maxDelete to proceed)"
-        ));
-    }
-    for object in &walk.extraneous {
-        let path = format!("{}{}", destination.base, object.key);
+    let mut count = 0;
+    let objects = log.into_objects().map_err(|error| format!("reading the extraneous-object list: {error}"))?;
+    for object in objects {
+        let Extraneous { key, size } =
+            object.map_err(|error| format!("reading the extraneous-object list: {error}"))?;
+        count += 1;
+        let path = format!("{}{key}", destination.base);
         let (action, result) = if shared.dry_run {
             (Action::WouldDelete, Ok(()))
         } else if let Some(trash) = trash {
-            (
-                Action::Trashed,
-                move_to_trash(destination, &path, &format!("{}{trash}{}", destination.base, object.key)).await,
-            )
+            (Action::Trashed, move_to_trash(destination, &path, &format!("{}{trash}{key}", destination.base)).await)
         } else {
             (Action::Deleted, destination.operator.delete(&path).await)
         };
-        let mut record = ObjectRecord::new(&object.key, object.size, action);
+        let mut record = ObjectRecord::new(&key, size, action);
         match result {
             Ok(()) if !shared.dry_run => shared.accounting.deleted(),
             Ok(()) => {}
             Err(error) => {
-                shared.accounting.failed(&object.key, &error.to_string());
+                shared.accounting.failed(&key, &error.to_string());
                 record.action = Action::Failed;
                 record.error = Some(format!("deleting failed: {error}"));
             }
         }
         shared.report.record(record).await;
     }
-    Ok(walk.extraneous.len() as u64)
+    Ok(count)
 }
 
 async fn move_to_trash(store: &Store, from: &str, to: &str) -> Result<(), opendal::Error> {
@@ -282,30 +300,36 @@ struct Walk {
     destinations: mpsc::Receiver<Result<ObjectInfo, ListError>>,
     pending: Option<ObjectInfo>,
     destinations_done: bool,
-    /// `Some(maxDelete)` when extraneous destination objects are collected for deletion.
-    delete_limit: Option<u64>,
-    extraneous: Vec<ObjectInfo>,
+    /// The extraneous destination objects, on disk, when a sync deletes them.
+    extraneous: Option<ExtraneousLog>,
+    /// Past this many extraneous objects this shard alone exceeds `maxDelete`, so nothing
+    /// will be deleted: they are counted, not kept.
+    keep_limit: u64,
     extraneous_seen: u64,
-    source_had_objects: bool,
+    /// Objects the source listed, selected or not.
+    source_objects: u64,
     error: Option<ListError>,
+    scratch_error: Option<std::io::Error>,
 }
 
 impl Walk {
     fn new(
         sources: mpsc::Receiver<Result<ObjectInfo, ListError>>,
         destinations: mpsc::Receiver<Result<ObjectInfo, ListError>>,
-        delete_limit: Option<u64>,
+        extraneous: Option<ExtraneousLog>,
+        max_delete: Option<u64>,
     ) -> Self {
         Self {
             sources,
             destinations,
             pending: None,
             destinations_done: false,
-            delete_limit,
-            extraneous: Vec::new(),
+            extraneous,
+            keep_limit: max_delete.unwrap_or(u64::MAX),
             extraneous_seen: 0,
-            source_had_objects: false,
+            source_objects: 0,
             error: None,
+            scratch_error: None,
         }
     }
 
@@ -323,7 +347,7 @@ impl Walk {
                 }
                 Some(Ok(object)) => object,
             };
-            self.source_had_objects = true;
+            self.source_objects += 1;
             let existing = self.drain_destinations(filter, Some(&source.key)).await;
             if self.error.is_some() {
                 return None;
@@ -361,14 +385,16 @@ impl Walk {
     }
 
     fn extraneous(&mut self, filter: &ObjectFilter, object: ObjectInfo) {
-        let Some(limit) = self.delete_limit else { return };
+        let Some(log) = self.extraneous.as_mut() else { return };
         if !filter.path_selected(&object.key) {
             return;
         }
         self.extraneous_seen += 1;
-        // Beyond the limit nothing will be deleted; count, but stop holding keys in memory.
-        if self.extraneous_seen <= limit {
-            self.extraneous.push(object);
+        if self.extraneous_seen <= self.keep_limit
+            && self.scratch_error.is_none()
+            && let Err(error) = log.push(&Extraneous { key: object.key, size: object.size })
+        {
+            self.scratch_error = Some(error);
         }
     }
 }

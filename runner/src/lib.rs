@@ -6,8 +6,10 @@
 
 pub mod accounting;
 pub mod cluster;
+pub mod deletion_gate;
 pub mod durability;
 pub mod engine;
+pub mod extraneous;
 pub mod filter;
 pub mod listing;
 pub mod local_copy;

@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ferry_api::contract::ProgressReport;
+use ferry_api::contract::{ProgressAnswer, ProgressReport};
 use reqwest::StatusCode;
 use reqwest::header::{AUTHORIZATION, HeaderValue};
 use tokio::sync::watch;
@@ -128,7 +128,10 @@ impl ProgressPoster {
             .https_only(true)
             // A redirect could carry the token elsewhere; the operator never redirects.
             .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(5));
+            .connect_timeout(Duration::from_secs(5))
+            // One connection, reused between reports and closed soon after the last.
+            .pool_max_idle_per_host(1)
+            .pool_idle_timeout(Duration::from_secs(10));
         if let Some(path) = ca_file {
             builder = builder.tls_certs_only(read_ca(path)?);
         }
@@ -145,6 +148,17 @@ impl ProgressPoster {
     pub fn with_give_up_after(mut self, after: Duration) -> Self {
         self.give_up_after = after;
         self
+    }
+
+    /// Posts `report` now and returns the operator's answer (a shard awaiting deletion learns
+    /// the job-wide verdict this way). Transient failures are the caller's to retry.
+    pub async fn ask(&self, report: &ProgressReport) -> Result<ProgressAnswer, String> {
+        match self.endpoint.post(report, REQUEST_TIMEOUT).await {
+            Ok(body) if body.trim().is_empty() => Ok(ProgressAnswer::default()),
+            Ok(body) => serde_json::from_str(&body).map_err(|error| format!("the operator's answer: {error}")),
+            Err(PostError::Transient(error)) => Err(error),
+            Err(PostError::Refused { status, message }) => Err(format!("HTTP {status}: {message}")),
+        }
     }
 
     /// Queues `report`, replacing any report not yet posted. Never waits.
@@ -165,7 +179,7 @@ impl ProgressPoster {
             tries += 1;
             let remaining = deadline.saturating_duration_since(Instant::now());
             let last = match self.endpoint.post(&report, remaining.min(REQUEST_TIMEOUT)).await {
-                Ok(()) => return Ok(()),
+                Ok(_) => return Ok(()),
                 Err(PostError::Refused { status, message }) => {
                     return Err(ProgressClientError::Refused { status, message });
                 }
@@ -194,7 +208,8 @@ impl fmt::Debug for ProgressPoster {
 }
 
 impl Endpoint {
-    async fn post(&self, report: &ProgressReport, timeout: Duration) -> Result<(), PostError> {
+    /// Posts one report; on success returns the answer's body (empty for most reports).
+    async fn post(&self, report: &ProgressReport, timeout: Duration) -> Result<String, PostError> {
         let response = self
             .client
             .post(self.url.clone())
@@ -206,7 +221,12 @@ impl Endpoint {
             .map_err(|error| PostError::Transient(error_chain(&error)))?;
         let status = response.status();
         if status.is_success() {
-            return Ok(());
+            // Only a JSON answer matters; the text of a "stale" answer is not one.
+            let json = response
+                .headers()
+                .get(reqwest::header::CONTENT_TYPE)
+                .is_some_and(|value| value.as_bytes().starts_with(b"application/json"));
+            return Ok(if json { response.text().await.unwrap_or_default() } else { String::new() });
         }
         let message: String = response.text().await.unwrap_or_default().chars().take(MAX_MESSAGE_CHARS).collect();
         if is_transient(status) {
@@ -223,7 +243,7 @@ async fn post_latest(endpoint: Arc<Endpoint>, mut pending: watch::Receiver<Optio
     while pending.changed().await.is_ok() {
         let Some(report) = pending.borrow_and_update().clone() else { continue };
         match endpoint.post(&report, REQUEST_TIMEOUT).await {
-            Ok(()) => {}
+            Ok(_) => {}
             Err(PostError::Transient(error)) => tracing::debug!(%error, "progress report not delivered"),
             Err(PostError::Refused { status, message }) => {
                 tracing::warn!(status, %message, "the operator refused a progress report");
@@ -244,7 +264,8 @@ fn next_pause(now: Instant, deadline: Instant, delay: Duration) -> Option<Durati
     (remaining > delay).then_some(delay)
 }
 
-fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, ProgressClientError> {
+/// The certificates of a PEM CA bundle, for a client that trusts only them.
+pub fn read_ca(path: &Path) -> Result<Vec<reqwest::Certificate>, ProgressClientError> {
     let pem = std::fs::read(path).map_err(|source| ProgressClientError::ReadCa { path: path.to_owned(), source })?;
     let certs = reqwest::Certificate::from_pem_bundle(&pem).unwrap_or_default();
     if certs.is_empty() {

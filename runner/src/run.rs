@@ -8,6 +8,7 @@ use ferry_api::contract::{Outcome, Shard};
 use tokio::sync::watch;
 
 use crate::accounting::Accounting;
+use crate::deletion_gate::DeletionGate;
 use crate::display::{self, Style};
 use crate::durability::Durability;
 use crate::engine::{self, Run};
@@ -104,6 +105,7 @@ pub async fn run(options: RunOptions) -> ExitStatus {
         shard: options.shard,
         spool_directory: options.spool_directory,
         report: options.report,
+        deletion_gate: None,
     };
     let result = execute(execution, accounting.clone(), stop_on_signal()).await;
     let _ = done_sender.send(true);
@@ -160,6 +162,8 @@ pub struct Execution {
     pub spool_directory: PathBuf,
     /// Where the per-object report goes.
     pub report: Option<PathBuf>,
+    /// Who decides whether a sync may delete; `None`: this run alone, by the job's rules.
+    pub deletion_gate: Option<DeletionGate>,
 }
 
 /// Opens the spool and the report, runs the engine, and flushes the report. Returns the
@@ -169,7 +173,8 @@ pub async fn execute(
     accounting: Arc<Accounting>,
     stop: watch::Receiver<bool>,
 ) -> Result<(crate::engine::Summary, Option<PathBuf>), (ExitStatus, String)> {
-    let Execution { spec, source, destination, shard, dry_run, spool_directory, report } = execution;
+    let Execution { spec, source, destination, shard, dry_run, spool_directory, report, deletion_gate } = execution;
+    let deletion_gate = deletion_gate.unwrap_or(DeletionGate::Local { max_delete: spec.max_delete, shard });
     let spool_size = spec.runner.as_ref().and_then(|r| r.spool_size.as_ref()).map_or(DEFAULT_SPOOL, |q| q.bytes());
     let spool = Spool::open(&spool_directory, spool_size, MEMORY_BUDGET)
         .map_err(|error| (ExitStatus::CannotStart, error.to_string()))?;
@@ -201,7 +206,10 @@ pub async fn execute(
             tracing::info!(removed, directory = %staging.display(), "removed staged files left by a killed run");
         }
     }
-    let result = engine::run(Run { transfers, spec, shard, dry_run }, accounting, report).await;
+    // The spool's own private directory; the list inside it is an unnamed file.
+    let scratch_directory = transfers.spool.directory().to_owned();
+    let run = Run { transfers, spec, shard, dry_run, scratch_directory, deletion_gate };
+    let result = engine::run(run, accounting, report).await;
     if let Some(staging) = staging {
         // Empty once every copy is in place; files of another shard still running (or of a
         // killed run) keep it.

@@ -150,15 +150,9 @@ pub async fn unwrap_credentials(
     };
     let client =
         client(vault_address, ca_file).map_err(|detail| UnwrapError::Client { binding: name.clone(), detail })?;
-    let gone = || match expires_at {
-        Some(at) if jiff::Timestamp::now() < at => UnwrapError::AlreadyUsed { binding: name.clone() },
-        Some(_) => UnwrapError::Expired { binding: name.clone() },
-        None => UnwrapError::InvalidToken { binding: name.clone() },
-    };
-
     let info = match vaultrs::sys::wrapping::lookup(&client, &token).await {
         Ok(info) => info,
-        Err(error) if is_unknown_token(&error) => return Err(gone()),
+        Err(error) if is_unknown_token(&error) => return Err(gone(vault_address, ca_file, &name, expires_at).await),
         Err(error) => {
             return Err(UnwrapError::Vault { binding: name, operation: "looking up", detail: describe(&error) });
         }
@@ -181,7 +175,7 @@ pub async fn unwrap_credentials(
     drop(unwrapping);
     let mut response = match answer {
         Ok(response) => response,
-        Err(error) if is_unknown_token(&error) => return Err(gone()),
+        Err(error) if is_unknown_token(&error) => return Err(gone(vault_address, ca_file, &name, expires_at).await),
         Err(error) => {
             return Err(UnwrapError::Vault { binding: name, operation: "unwrapping", detail: describe(&error) });
         }
@@ -192,6 +186,59 @@ pub async fn unwrap_credentials(
     };
     zeroize_json(&mut response);
     fields
+}
+
+/// Why Vault no longer knows a token, judged by Vault's own clock: before the token's expiry
+/// (Vault's creation time plus the TTL it granted) someone else unwrapped it; after it, it
+/// merely expired. The runner's clock never decides, so a skewed node cannot turn an expired
+/// token into a theft alarm; when Vault's time cannot be had, nothing is claimed either way.
+async fn gone(
+    vault_address: &str,
+    ca_file: Option<&Path>,
+    binding: &str,
+    expires_at: Option<jiff::Timestamp>,
+) -> UnwrapError {
+    let binding = binding.to_owned();
+    let Some(expires_at) = expires_at else { return UnwrapError::InvalidToken { binding } };
+    match verdict(vault_time(vault_address, ca_file).await, expires_at) {
+        Some(TokenFate::Used) => UnwrapError::AlreadyUsed { binding },
+        Some(TokenFate::Expired) => UnwrapError::Expired { binding },
+        None => UnwrapError::InvalidToken { binding },
+    }
+}
+
+/// Vault's current time, from `sys/health` (unauthenticated; a standby answers too).
+/// vaultrs's health type requires fields OpenBao does not send, so only the one field is read.
+async fn vault_time(vault_address: &str, ca_file: Option<&Path>) -> Option<jiff::Timestamp> {
+    let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+    if let Some(path) = ca_file {
+        builder = builder.tls_certs_only(crate::progress_client::read_ca(path).ok()?);
+    }
+    let url = format!("{}/v1/sys/health?standbyok=true&perfstandbyok=true", vault_address.trim_end_matches('/'));
+    let response = builder.build().ok()?.get(url).send().await.ok()?;
+    let health: serde_json::Value = response.json().await.ok()?;
+    jiff::Timestamp::from_second(health.get("server_time_utc")?.as_i64()?).ok()
+}
+
+/// What became of a token Vault no longer knows.
+#[derive(Debug, PartialEq, Eq)]
+enum TokenFate {
+    /// Unwrapped by someone before it expired.
+    Used,
+    /// Expired unused.
+    Expired,
+}
+
+/// Decides from Vault's current time (`None`: unknown) and the token's expiry, both Vault's.
+/// A second of slack covers the token's TTL being counted from its creation's whole second.
+fn verdict(vault_now: Option<jiff::Timestamp>, expires_at: jiff::Timestamp) -> Option<TokenFate> {
+    let now = vault_now?;
+    let slack = jiff::SignedDuration::from_secs(1);
+    Some(if now.checked_add(slack).is_ok_and(|later| later < expires_at) {
+        TokenFate::Used
+    } else {
+        TokenFate::Expired
+    })
 }
 
 /// vaultrs keeps the client's token in plain `String`s: wipe them when the client goes.
@@ -338,6 +385,16 @@ fn zeroize_json(value: &mut Value) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn used_or_expired_is_vaults_clock_against_vaults_expiry() {
+        let expires: jiff::Timestamp = "2026-12-01T10:05:00Z".parse().unwrap();
+        let at = |text: &str| Some(text.parse::<jiff::Timestamp>().unwrap());
+        assert_eq!(verdict(at("2026-12-01T10:00:00Z"), expires), Some(TokenFate::Used));
+        assert_eq!(verdict(at("2026-12-01T10:04:59.5Z"), expires), Some(TokenFate::Expired), "within the slack");
+        assert_eq!(verdict(at("2026-12-01T10:06:00Z"), expires), Some(TokenFate::Expired));
+        assert_eq!(verdict(None, expires), None, "no claim without Vault's time");
+    }
 
     #[test]
     fn transit_results_follow_the_plan_order() {

@@ -46,11 +46,19 @@ pub fn plans(attempt: &Attempt<'_>, environment: &RunnerEnvironment) -> Vec<Runn
         .collect()
 }
 
-/// The attempt's ConfigMap.
-pub fn config_map(attempt: &Attempt<'_>, environment: &RunnerEnvironment) -> Result<ConfigMap, serde_json::Error> {
+/// Each shard's plan file as the runner will read it: the bytes its digest is taken of.
+pub fn plan_documents(
+    attempt: &Attempt<'_>,
+    environment: &RunnerEnvironment,
+) -> Result<Vec<String>, serde_json::Error> {
+    plans(attempt, environment).iter().map(serde_json::to_string_pretty).collect()
+}
+
+/// The attempt's ConfigMap, holding `documents` (from [`plan_documents`]) as shard plans.
+pub fn config_map(attempt: &Attempt<'_>, environment: &RunnerEnvironment, documents: &[String]) -> ConfigMap {
     let mut data = BTreeMap::new();
-    for plan in plans(attempt, environment) {
-        data.insert(plan_key(plan.shard.index), serde_json::to_string_pretty(&plan)?);
+    for (index, document) in (0u32..).zip(documents) {
+        data.insert(plan_key(index), document.clone());
     }
     if let Some(pem) = &environment.progress_ca_pem {
         data.insert(PROGRESS_CA_KEY.to_owned(), pem.clone());
@@ -58,13 +66,13 @@ pub fn config_map(attempt: &Attempt<'_>, environment: &RunnerEnvironment) -> Res
     if let Some(pem) = &environment.vault_ca_pem {
         data.insert(VAULT_CA_KEY.to_owned(), pem.clone());
     }
-    Ok(ConfigMap {
+    ConfigMap {
         metadata: attempt.metadata(names::attempt_object(&attempt.identity.name, attempt.attempt)),
         data: Some(data),
         // Not immutable: a launch interrupted before its Secret existed is redone with new
         // expiry times, and the apply must be able to update the plans.
         ..ConfigMap::default()
-    })
+    }
 }
 
 #[cfg(test)]
@@ -76,7 +84,8 @@ mod tests {
     fn one_plan_per_shard_with_the_progress_endpoint() {
         let job = fixtures::job(fixtures::S3_TO_PVC);
         let attempt = fixtures::attempt(&job);
-        let map = config_map(&attempt, &fixtures::environment()).unwrap();
+        let documents = plan_documents(&attempt, &fixtures::environment()).unwrap();
+        let map = config_map(&attempt, &fixtures::environment(), &documents);
         let data = map.data.unwrap();
         assert_eq!(map.metadata.name.as_deref(), Some("ferry-nightly-a2"));
         let plan: RunnerPlan = serde_json::from_str(&data["plan-1.json"]).unwrap();

@@ -65,6 +65,8 @@ pub fn runner_pod(attempt: &Attempt<'_>, environment: &RunnerEnvironment, index:
             name: "credentials".into(),
             secret: Some(SecretVolumeSource {
                 secret_name: Some(attempt_object),
+                // Only this shard's own tokens: never another shard's, never the accessors.
+                items: Some(super::credentials::shard_items(attempt, index)),
                 default_mode: Some(0o440),
                 ..SecretVolumeSource::default()
             }),
@@ -219,6 +221,8 @@ mod tests {
         let spool = volumes.iter().find(|v| v.name == "spool").unwrap();
         assert_eq!(spool.empty_dir.as_ref().unwrap().size_limit, Some(Quantity((2u64 << 30).to_string())));
         let plan = volumes.iter().find(|v| v.name == "plan").unwrap().config_map.clone().unwrap();
+        let credentials = volumes.iter().find(|v| v.name == "credentials").unwrap().secret.clone().unwrap();
+        assert!(credentials.items.unwrap().iter().all(|item| item.key.starts_with("shard-1-")));
         assert_eq!(plan.items.unwrap()[0].key, "plan-1.json");
         let claim = volumes.iter().find(|v| v.name == "destination-data").unwrap();
         assert_eq!(claim.persistent_volume_claim.as_ref().unwrap().claim_name, "archive-pvc");

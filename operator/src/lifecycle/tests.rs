@@ -39,6 +39,7 @@ fn report(verified: u64, outcome: Outcome) -> ProgressReport {
         progress: Progress { objects_total: verified, objects_verified: verified, ..Default::default() },
         recent_failures: vec![],
         outcome: Some(outcome),
+        deletions: None,
     }
 }
 

@@ -79,6 +79,7 @@ mod tests {
             progress: Progress { objects_verified: verified, objects_total: 10, ..Default::default() },
             recent_failures: vec![ObjectFailure { path: format!("p{index}"), reason: "r".into() }],
             outcome: (index == 1).then_some(Outcome::Succeeded),
+            deletions: None,
         }
     }
 

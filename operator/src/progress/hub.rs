@@ -2,9 +2,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use ferry_api::contract::{JobIdentity, ProgressReport};
+use ferry_api::contract::{DeletionVerdict, JobIdentity, ProgressReport, Shard, deletion_verdict};
 use futures::future::BoxFuture;
 use subtle::ConstantTimeEq;
 use tokio::sync::Notify;
@@ -15,11 +16,24 @@ use super::{AttemptProgress, JobKey, token_hash};
 /// (403) rather than "unauthorized" (401).
 const SUPERSEDED_KEPT: usize = 4;
 
-/// Recovers the token hash of an attempt the hub does not know, typically after an operator
-/// restart: the controller reads the attempt's Secret. It must answer `None` unless `attempt`
-/// is the job's current attempt, so a superseded runner can never become current again.
+/// Recovers a job's current attempt and its per-shard token hashes (in shard order) when the
+/// hub does not know them, typically after an operator restart: the controller reads the job
+/// and the current attempt's Secret. `None` when the job or its Secret does not exist.
 pub type AttemptLookup =
-    Arc<dyn Fn(JobKey, u32) -> BoxFuture<'static, Result<Option<(JobIdentity, [u8; 32])>, LookupError>> + Send + Sync>;
+    Arc<dyn Fn(JobKey) -> BoxFuture<'static, Result<Option<CurrentAttempt>, LookupError>> + Send + Sync>;
+
+/// A job's current attempt as its Secret records it.
+#[derive(Clone)]
+pub struct CurrentAttempt {
+    /// The job.
+    pub job: JobIdentity,
+    /// Its current attempt number.
+    pub attempt: u32,
+    /// Shard `i`'s progress token hash at index `i`.
+    pub token_hashes: Vec<[u8; 32]>,
+    /// The job's `spec.maxDelete`, for the job-wide deletion verdict.
+    pub max_delete: Option<u64>,
+}
 
 /// The lookup could not answer (the API server is unreachable, ...); the runner should retry.
 #[derive(Debug, thiserror::Error)]
@@ -50,9 +64,12 @@ pub enum Rejection {
     /// No attempt of this job is known.
     #[error("no running MigrationJob of that name")]
     UnknownJob,
-    /// The report's shard makes no sense for this attempt.
+    /// The report's shard makes no sense for this attempt, or is not the token's.
     #[error("{0}")]
     InvalidShard(String),
+    /// The report's content cannot be taken (a counter larger than status can hold).
+    #[error("{0}")]
+    InvalidReport(String),
     /// The token could not be checked right now.
     #[error("the operator cannot check the token right now; retry")]
     Unavailable,
@@ -68,19 +85,23 @@ pub struct ProgressHub {
 struct Inner {
     state: Mutex<State>,
     lookup: Option<AttemptLookup>,
-    /// Paces lookups: see [`LOOKUPS_PER_SECOND`].
-    lookups: governor::DefaultDirectRateLimiter,
+    /// Paces lookups per client address: see [`LOOKUPS_PER_SECOND`].
+    lookups: governor::DefaultKeyedRateLimiter<IpAddr>,
     changed: Notify,
 }
 
-/// Lookups allowed per second, in bursts of up to [`LOOKUP_BURST`]. A lookup costs the API
-/// server two reads, and anyone who can reach the progress port can ask for one with a made-up
-/// job or attempt; beyond this pace the runner hears "retry" (runners that lost their
-/// registration in an operator restart get through within seconds).
-const LOOKUPS_PER_SECOND: u32 = 10;
+/// Lookups one client address may cause per second, in bursts of up to [`LOOKUP_BURST`]. A
+/// lookup costs the API server two reads, and anyone who can reach the progress port can ask
+/// for one with a made-up job or token; beyond this pace that client hears "retry". Paced per
+/// address, so one noisy client cannot use up the lookups that runners need after an operator
+/// restart (one lookup registers every shard of an attempt).
+const LOOKUPS_PER_SECOND: u32 = 2;
 
 /// See [`LOOKUPS_PER_SECOND`].
-const LOOKUP_BURST: u32 = 50;
+const LOOKUP_BURST: u32 = 10;
+
+/// Past this many client addresses the pacer forgets those whose quota has refilled.
+const PACED_CLIENTS_KEPT: usize = 10_000;
 
 #[derive(Default)]
 struct State {
@@ -92,61 +113,126 @@ struct State {
 /// The current attempt of one job. Holds token hashes, so it is deliberately not `Debug`.
 struct Registration {
     job: JobIdentity,
-    token_hash: [u8; 32],
-    superseded: Vec<[u8; 32]>,
+    /// Shard `i`'s progress token hash at index `i`: a token speaks for its own shard only.
+    token_hashes: Vec<[u8; 32]>,
+    /// Earlier attempts' hashes, newest first.
+    superseded: Vec<Vec<[u8; 32]>>,
     progress: AttemptProgress,
+    /// The job's `spec.maxDelete` when the attempt was launched.
+    max_delete: Option<u64>,
+    /// The attempt's deletion verdict, kept once reached so every shard hears the same one
+    /// (a shard's later reports, of deletions that failed say, must not change it).
+    deletion: Option<DeletionVerdict>,
 }
 
-/// What to do with a report, decided without I/O.
+/// The index of the hash equal to `presented`, comparing every one in constant time.
+fn shard_of(hashes: &[[u8; 32]], presented: &[u8; 32]) -> Option<u32> {
+    let mut found = None;
+    for (index, hash) in (0u32..).zip(hashes) {
+        if bool::from(hash.ct_eq(presented)) {
+            found = Some(index);
+        }
+    }
+    found
+}
+
+/// What a token proves: the shard of a job's current attempt it was issued to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Credential {
+    /// The job, as the URL names it.
+    pub job: JobKey,
+    /// The job's UID when the attempt was registered.
+    pub uid: String,
+    /// The attempt the token belongs to.
+    pub attempt: u32,
+    /// The shard the token belongs to, and the attempt's shard count.
+    pub shard: Shard,
+}
+
+/// Who a presented token is, decided without I/O.
+#[derive(Debug, PartialEq, Eq)]
+enum Identity {
+    /// A shard of the job's current attempt.
+    Current(Credential),
+    /// A shard of one of the job's earlier attempts.
+    Superseded,
+    /// No attempt the hub knows; `known_job` says whether the job itself is known.
+    Unknown { known_job: bool },
+}
+
+/// Identifies the token hashing to `presented` among the job's registered attempts.
+fn identify(key: &JobKey, registration: Option<&Registration>, presented: &[u8; 32]) -> Identity {
+    let Some(registration) = registration else { return Identity::Unknown { known_job: false } };
+    if let Some(index) = shard_of(&registration.token_hashes, presented) {
+        let count = u32::try_from(registration.token_hashes.len()).unwrap_or(u32::MAX);
+        return Identity::Current(Credential {
+            job: key.clone(),
+            uid: registration.job.uid.clone(),
+            attempt: registration.progress.attempt,
+            shard: Shard { index, count },
+        });
+    }
+    if registration.superseded.iter().any(|hashes| shard_of(hashes, presented).is_some()) {
+        Identity::Superseded
+    } else {
+        Identity::Unknown { known_job: true }
+    }
+}
+
+/// What to do with an authenticated report, decided without I/O.
 #[derive(Debug, PartialEq, Eq)]
 enum Decision {
     Apply,
     Stale,
     Reject(Rejection),
-    /// The hub does not know the attempt the report claims; ask the lookup.
-    LookUp,
 }
 
-/// Decides on a report for a job whose registration may be unknown.
-fn decide(registration: Option<&Registration>, presented: &[u8; 32], report: &ProgressReport) -> Decision {
-    let Some(registration) = registration else { return Decision::LookUp };
+/// Judges a report sent with `credential` against the job's current registration.
+fn judge(registration: &Registration, credential: &Credential, report: &ProgressReport) -> Decision {
     let current = &registration.progress;
-    if bool::from(registration.token_hash.ct_eq(presented)) {
-        if report.job_uid != registration.job.uid {
-            Decision::Reject(Rejection::WrongJob)
-        } else if report.attempt != current.attempt {
-            Decision::Reject(Rejection::WrongAttempt)
-        } else if let Err(reason) = current.shard_fits(report) {
-            Decision::Reject(Rejection::InvalidShard(reason))
-        } else if current.is_newer(report) {
-            Decision::Apply
-        } else {
-            Decision::Stale
-        }
-    } else if registration.superseded.iter().any(|hash| bool::from(hash.ct_eq(presented))) {
+    if registration.job.uid != credential.uid || current.attempt != credential.attempt {
+        // Superseded between authentication and now.
         Decision::Reject(Rejection::WrongAttempt)
-    } else if report.attempt > current.attempt {
-        // Perhaps an attempt launched by an operator instance that has since restarted.
-        Decision::LookUp
+    } else if report.job_uid != credential.uid {
+        Decision::Reject(Rejection::WrongJob)
+    } else if report.attempt != credential.attempt {
+        Decision::Reject(Rejection::WrongAttempt)
+    } else if report.shard != credential.shard {
+        Decision::Reject(Rejection::InvalidShard(format!(
+            "the token belongs to shard {}, but the report names shard {}",
+            credential.shard, report.shard
+        )))
+    } else if let Err(reason) = current.shard_fits(report) {
+        Decision::Reject(Rejection::InvalidShard(reason))
+    } else if !report.progress.fits_kubernetes() {
+        Decision::Reject(Rejection::InvalidReport(format!(
+            "a counter exceeds {}, the largest status can hold",
+            ferry_api::status::COUNTER_LIMIT
+        )))
+    } else if current.is_newer(report) {
+        Decision::Apply
     } else {
-        Decision::Reject(Rejection::Unauthorized)
+        Decision::Stale
     }
 }
 
 impl State {
     /// Makes `attempt` current for `job` unless a newer attempt of the same job already is.
-    fn register(&mut self, job: &JobIdentity, attempt: u32, token_hash: [u8; 32]) {
+    fn register(&mut self, job: &JobIdentity, attempt: u32, token_hashes: Vec<[u8; 32]>, max_delete: Option<u64>) {
         let key = JobKey::new(&job.namespace, &job.name);
         match self.jobs.get_mut(&key) {
             Some(known) if known.job.uid == job.uid => {
                 let current = known.progress.attempt;
                 if attempt > current {
-                    known.superseded.insert(0, known.token_hash);
+                    let previous = std::mem::take(&mut known.token_hashes);
+                    known.superseded.insert(0, previous);
                     known.superseded.truncate(SUPERSEDED_KEPT);
                     known.progress = AttemptProgress::new(attempt);
+                    known.deletion = None;
                 }
                 if attempt >= current {
-                    known.token_hash = token_hash;
+                    known.token_hashes = token_hashes;
+                    known.max_delete = max_delete;
                 }
                 return;
             }
@@ -161,9 +247,11 @@ impl State {
         }
         let registration = Registration {
             job: job.clone(),
-            token_hash,
+            token_hashes,
             superseded: Vec::new(),
             progress: AttemptProgress::new(attempt),
+            max_delete,
+            deletion: None,
         };
         self.by_uid.insert(job.uid.clone(), key.clone());
         self.jobs.insert(key, registration);
@@ -183,7 +271,7 @@ impl ProgressHub {
 
     fn build(lookup: Option<AttemptLookup>) -> Self {
         let quota = governor::Quota::per_second(nonzero(LOOKUPS_PER_SECOND)).allow_burst(nonzero(LOOKUP_BURST));
-        let lookups = governor::RateLimiter::direct(quota);
+        let lookups = governor::RateLimiter::keyed(quota);
         let inner = Inner { state: Mutex::new(State::default()), lookup, lookups, changed: Notify::new() };
         Self { inner: Arc::new(inner) }
     }
@@ -194,10 +282,21 @@ impl ProgressHub {
         self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records that `attempt` of `job` was launched with a token hashing to `token_hash`; it
-    /// replaces older attempts of the job.
-    pub fn register_attempt(&self, job: &JobIdentity, attempt: u32, token_hash: [u8; 32]) {
-        self.state().register(job, attempt, token_hash);
+    /// Records that `attempt` of `job` was launched with shard `i`'s progress token hashing to
+    /// `token_hashes[i]`; it replaces older attempts of the job.
+    pub fn register_attempt(&self, job: &JobIdentity, attempt: u32, token_hashes: Vec<[u8; 32]>) {
+        self.register_attempt_with_limit(job, attempt, token_hashes, None);
+    }
+
+    /// [`Self::register_attempt`] for a sync job whose deletions `max_delete` bounds.
+    pub fn register_attempt_with_limit(
+        &self,
+        job: &JobIdentity,
+        attempt: u32,
+        token_hashes: Vec<[u8; 32]>,
+        max_delete: Option<u64>,
+    ) {
+        self.state().register(job, attempt, token_hashes, max_delete);
         self.inner.changed.notify_one();
     }
 
@@ -236,71 +335,109 @@ impl ProgressHub {
         self.inner.changed.notified().await;
     }
 
-    /// Authenticates `report` for the job at `namespace`/`name` and keeps it if it is the
-    /// newest of its shard.
+    /// Authenticates and applies `report` in one step (see [`Self::authenticate`] and
+    /// [`Self::apply`]).
     pub async fn accept(
         &self,
+        client: IpAddr,
         namespace: &str,
         name: &str,
         presented_token: &str,
         report: ProgressReport,
     ) -> Result<Accepted, Rejection> {
+        let credential = self.authenticate(client, namespace, name, presented_token).await?;
+        self.apply(&credential, report)
+    }
+
+    /// Finds which shard of the job at `namespace`/`name` the token was issued to, before
+    /// anything the sender wrote is parsed. A token the hub does not know costs one lookup
+    /// of the job's current attempt, paced per `client` address.
+    pub async fn authenticate(
+        &self,
+        client: IpAddr,
+        namespace: &str,
+        name: &str,
+        presented_token: &str,
+    ) -> Result<Credential, Rejection> {
         let key = JobKey::new(namespace, name);
         let presented = token_hash(presented_token);
-        if let Some(verdict) = self.try_apply(&key, &presented, &report) {
-            return verdict;
-        }
-        let Some(lookup) = &self.inner.lookup else { return self.no_lookup(&key) };
-        if self.inner.lookups.check().is_err() {
-            tracing::debug!(job = %key, "attempt lookups are being paced; the runner will retry");
+        let known_job = match self.identify(&key, &presented) {
+            Identity::Current(credential) => return Ok(credential),
+            Identity::Superseded => return Err(Rejection::WrongAttempt),
+            Identity::Unknown { known_job } => known_job,
+        };
+        let unknown = if known_job { Rejection::Unauthorized } else { Rejection::UnknownJob };
+        let Some(lookup) = &self.inner.lookup else { return Err(unknown) };
+        if self.inner.lookups.check_key(&client).is_err() {
+            tracing::debug!(job = %key, %client, "attempt lookups are being paced; the client will retry");
             return Err(Rejection::Unavailable);
         }
-        match lookup(key.clone(), report.attempt).await {
-            Ok(Some((job, hash))) if job.namespace == key.namespace && job.name == key.name => {
-                self.register_attempt(&job, report.attempt, hash);
+        if self.inner.lookups.len() > PACED_CLIENTS_KEPT {
+            self.inner.lookups.retain_recent();
+        }
+        match lookup(key.clone()).await {
+            Ok(Some(current)) if current.job.namespace == key.namespace && current.job.name == key.name => {
+                self.register_attempt_with_limit(
+                    &current.job,
+                    current.attempt,
+                    current.token_hashes,
+                    current.max_delete,
+                );
             }
-            Ok(Some((job, _))) => {
-                let returned = JobKey::new(&job.namespace, &job.name);
+            Ok(Some(current)) => {
+                let returned = JobKey::new(&current.job.namespace, &current.job.name);
                 tracing::warn!(job = %key, %returned, "attempt lookup answered for another job");
             }
             Ok(None) => {}
             Err(error) => {
-                let attempt = report.attempt;
-                tracing::warn!(job = %key, attempt, %error, "recovering an attempt's token hash failed");
+                tracing::warn!(job = %key, %error, "recovering an attempt's token hashes failed");
                 return Err(Rejection::Unavailable);
             }
         }
-        // One lookup per report: if the hub still cannot place the token, it is wrong.
-        self.try_apply(&key, &presented, &report).unwrap_or_else(|| self.no_lookup(&key))
+        // One lookup per request: if the hub still cannot place the token, it is wrong.
+        match self.identify(&key, &presented) {
+            Identity::Current(credential) => Ok(credential),
+            Identity::Superseded => Err(Rejection::WrongAttempt),
+            Identity::Unknown { known_job: true } => Err(Rejection::Unauthorized),
+            Identity::Unknown { known_job: false } => Err(Rejection::UnknownJob),
+        }
     }
 
-    fn no_lookup(&self, key: &JobKey) -> Result<Accepted, Rejection> {
-        Err(if self.state().jobs.contains_key(key) { Rejection::Unauthorized } else { Rejection::UnknownJob })
-    }
-
-    /// Decides and applies under the lock; `None` when a lookup should be tried first.
-    fn try_apply(
-        &self,
-        key: &JobKey,
-        presented: &[u8; 32],
-        report: &ProgressReport,
-    ) -> Option<Result<Accepted, Rejection>> {
+    /// The job-wide deletion verdict for the attempt `credential` belongs to; `None` while
+    /// some shard has not counted its deletions yet.
+    pub fn deletion_verdict(&self, credential: &Credential) -> Option<DeletionVerdict> {
         let mut state = self.state();
-        let registration = state.jobs.get_mut(key);
-        match decide(registration.as_deref(), presented, report) {
+        let registration = state.jobs.get_mut(&credential.job)?;
+        if registration.progress.attempt != credential.attempt {
+            return None;
+        }
+        if registration.deletion.is_none() {
+            let shards = registration.progress.shards.values();
+            registration.deletion = deletion_verdict(registration.max_delete, credential.shard.count, shards);
+        }
+        registration.deletion.clone()
+    }
+
+    fn identify(&self, key: &JobKey, presented: &[u8; 32]) -> Identity {
+        identify(key, self.state().jobs.get(key), presented)
+    }
+
+    /// Keeps `report`, sent with `credential`, if it is the newest of its shard.
+    pub fn apply(&self, credential: &Credential, report: ProgressReport) -> Result<Accepted, Rejection> {
+        let mut state = self.state();
+        let Some(registration) = state.jobs.get_mut(&credential.job) else { return Err(Rejection::UnknownJob) };
+        match judge(registration, credential, &report) {
             Decision::Apply => {
-                let registration = registration?;
                 let uid = registration.job.uid.clone();
-                registration.progress.shards.insert(report.shard.index, report.clone());
+                registration.progress.shards.insert(report.shard.index, report);
                 registration.progress.last_report_at = Some(jiff::Timestamp::now());
                 state.dirty.insert(uid);
                 drop(state);
                 self.inner.changed.notify_one();
-                Some(Ok(Accepted::Applied))
+                Ok(Accepted::Applied)
             }
-            Decision::Stale => Some(Ok(Accepted::Stale)),
-            Decision::Reject(rejection) => Some(Err(rejection)),
-            Decision::LookUp => None,
+            Decision::Stale => Ok(Accepted::Stale),
+            Decision::Reject(rejection) => Err(rejection),
         }
     }
 }

@@ -14,8 +14,10 @@ mod server;
 mod status_writer;
 
 pub use attempt::AttemptProgress;
-pub use hub::{Accepted, AttemptLookup, LookupError, ProgressHub, Rejection};
-pub use server::{MAX_REPORT_BYTES, ProgressServerError, TlsFiles, serve};
+pub use hub::{Accepted, AttemptLookup, Credential, CurrentAttempt, LookupError, ProgressHub, Rejection};
+pub use server::{
+    IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_REPORT_BYTES, ProgressServerError, TlsFiles, serve, serve_with_limits,
+};
 pub use status_writer::{
     DEFAULT_STATUS_INTERVAL, KubeStatusSink, MAX_STATUS_FAILURES, ProgressStatus, StatusSink, StatusSinkError,
     StatusWriter,

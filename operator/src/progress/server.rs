@@ -7,18 +7,20 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum_server::Handle;
+use axum_server::accept::Accept;
 use axum_server::tls_rustls::RustlsConfig;
-use ferry_api::contract::ProgressReport;
+use ferry_api::contract::{ProgressAnswer, ProgressReport, Stage};
 use rustls::ServerConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::io::{AsyncRead, AsyncWrite};
 use zeroize::Zeroizing;
 
 use super::{Accepted, ProgressHub, Rejection};
@@ -82,6 +84,18 @@ pub enum ProgressServerError {
     Serve(#[source] std::io::Error),
 }
 
+/// At most this many connections are open at once; beyond it new ones are closed at once.
+/// Runners keep one connection each, so this is the number of shards reporting at a time.
+pub const MAX_CONNECTIONS: usize = 4096;
+
+/// A connection closes after this long without a complete request header (an idle
+/// keep-alive connection as well as a client that sends its header slowly) or without
+/// finishing its TLS handshake.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an authenticated request may take to send its body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Serves the progress API over HTTPS on `listener` until `shutdown` resolves, then lets
 /// in-flight requests finish for a few seconds.
 pub async fn serve(
@@ -90,15 +104,29 @@ pub async fn serve(
     hub: ProgressHub,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProgressServerError> {
+    serve_with_limits(listener, tls, hub, shutdown, MAX_CONNECTIONS, IDLE_TIMEOUT).await
+}
+
+/// [`serve`] with explicit connection bounds (tests use small ones).
+pub async fn serve_with_limits(
+    listener: std::net::TcpListener,
+    tls: TlsFiles,
+    hub: ProgressHub,
+    shutdown: impl Future<Output = ()>,
+    max_connections: usize,
+    idle_timeout: Duration,
+) -> Result<(), ProgressServerError> {
     let config = RustlsConfig::from_config(tls_config(&tls)?);
     // Tokio adopts the socket as is; it must not block the runtime.
     listener.set_nonblocking(true).map_err(ProgressServerError::Listener)?;
     let handle: Handle<SocketAddr> = Handle::new();
-    let server = axum_server::from_tcp_rustls(listener, config)
+    let mut server = axum_server::from_tcp_rustls(listener, config)
         .map_err(ProgressServerError::Listener)?
+        .map(|tls| tls.handshake_timeout(idle_timeout).acceptor(LimitedAcceptor::new(max_connections)))
         .handle(handle.clone())
-        .http1_only()
-        .serve(router(hub).into_make_service());
+        .http1_only();
+    server.http_builder().http1().timer(hyper_util::rt::TokioTimer::new()).header_read_timeout(idle_timeout);
+    let server = server.serve(router(hub).into_make_service_with_connect_info::<SocketAddr>());
     tokio::pin!(server);
     tokio::select! {
         result = &mut server => return result.map_err(ProgressServerError::Serve),
@@ -149,14 +177,33 @@ fn router(hub: ProgressHub) -> Router {
 
 async fn post_progress(
     State(hub): State<ProgressHub>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     Path((namespace, name)): Path<(String, String)>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
+    // Checked before any lookup: a made-up name must not cost the API server a read.
+    if !is_dns_label(&namespace) || !is_dns_subdomain(&name) {
+        return (StatusCode::NOT_FOUND, "not a Kubernetes namespace and MigrationJob name").into_response();
+    }
     let Some(token) = bearer_token(&headers) else {
         return rejection_response(&Rejection::Unauthorized);
     };
-    let report: ProgressReport = match serde_json::from_slice(&body) {
+    let job = format!("{namespace}/{name}");
+    let credential = match hub.authenticate(peer.ip(), &namespace, &name, token).await {
+        Ok(credential) => credential,
+        Err(rejection) => {
+            tracing::info!(%job, client = %peer.ip(), %rejection, "progress report refused");
+            return rejection_response(&rejection);
+        }
+    };
+    // Only an authenticated runner's body is read and parsed.
+    let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_REPORT_BYTES)).await {
+        Ok(Ok(bytes)) => bytes,
+        Ok(Err(_)) => return (StatusCode::PAYLOAD_TOO_LARGE, "the report is too large").into_response(),
+        Err(_) => return (StatusCode::REQUEST_TIMEOUT, "the report body did not arrive in time").into_response(),
+    };
+    let report: ProgressReport = match serde_json::from_slice(&bytes) {
         Ok(report) => report,
         Err(error) => {
             let message: String = format!("malformed progress report: {error}").chars().take(MAX_ERROR_CHARS).collect();
@@ -164,8 +211,13 @@ async fn post_progress(
         }
     };
     let (attempt, shard, sequence) = (report.attempt, report.shard, report.sequence);
-    let job = format!("{namespace}/{name}");
-    match hub.accept(&namespace, &name, token, report).await {
+    let awaiting_deletion = report.stage == Stage::AwaitingDeletion;
+    match hub.apply(&credential, report) {
+        // A shard waiting to delete hears the job-wide verdict (or nothing yet) either way.
+        Ok(_) if awaiting_deletion => {
+            let answer = ProgressAnswer { deletion: hub.deletion_verdict(&credential) };
+            (StatusCode::OK, axum::Json(answer)).into_response()
+        }
         Ok(Accepted::Applied) => {
             tracing::debug!(%job, attempt, %shard, sequence, "progress applied");
             StatusCode::NO_CONTENT.into_response()
@@ -175,6 +227,91 @@ async fn post_progress(
             tracing::info!(%job, attempt, %shard, %rejection, "progress report refused");
             rejection_response(&rejection)
         }
+    }
+}
+
+/// A DNS-1123 label: the form of a namespace name.
+fn is_dns_label(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    (1..=63).contains(&bytes.len())
+        && bytes.iter().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'-')
+        && bytes.first().is_some_and(u8::is_ascii_alphanumeric)
+        && bytes.last().is_some_and(u8::is_ascii_alphanumeric)
+}
+
+/// A DNS-1123 subdomain: the form of an object name.
+fn is_dns_subdomain(text: &str) -> bool {
+    text.len() <= 253 && text.split('.').all(is_dns_label)
+}
+
+/// Admits at most a fixed number of connections at once: past it a new connection is
+/// closed before its TLS handshake, so a flood cannot exhaust the operator's memory or
+/// file descriptors. The permit lives as long as the connection.
+#[derive(Clone, Debug)]
+struct LimitedAcceptor {
+    permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl LimitedAcceptor {
+    fn new(max_connections: usize) -> Self {
+        Self { permits: Arc::new(tokio::sync::Semaphore::new(max_connections.max(1))) }
+    }
+}
+
+impl<S> Accept<tokio::net::TcpStream, S> for LimitedAcceptor {
+    type Stream = Held<tokio::net::TcpStream>;
+    type Service = S;
+    type Future = std::future::Ready<std::io::Result<(Self::Stream, S)>>;
+
+    fn accept(&self, stream: tokio::net::TcpStream, service: S) -> Self::Future {
+        std::future::ready(match Arc::clone(&self.permits).try_acquire_owned() {
+            Ok(permit) => Ok((Held { stream, _permit: permit }, service)),
+            Err(_) => {
+                tracing::warn!("progress API: too many connections; closing a new one");
+                Err(std::io::Error::other("too many connections"))
+            }
+        })
+    }
+}
+
+/// A connection holding its place under the connection limit.
+#[derive(Debug)]
+struct Held<T> {
+    stream: T,
+    _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<T: AsyncRead + Unpin> AsyncRead for Held<T> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_read(context, buffer)
+    }
+}
+
+impl<T: AsyncWrite + Unpin> AsyncWrite for Held<T> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+        buffer: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.stream).poll_write(context, buffer)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_flush(context)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        context: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.stream).poll_shutdown(context)
     }
 }
 
@@ -192,7 +329,7 @@ fn rejection_status(rejection: &Rejection) -> StatusCode {
         Rejection::Unauthorized => StatusCode::UNAUTHORIZED,
         Rejection::WrongJob | Rejection::WrongAttempt => StatusCode::FORBIDDEN,
         Rejection::UnknownJob => StatusCode::NOT_FOUND,
-        Rejection::InvalidShard(_) => StatusCode::BAD_REQUEST,
+        Rejection::InvalidShard(_) | Rejection::InvalidReport(_) => StatusCode::BAD_REQUEST,
         Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
@@ -232,6 +369,17 @@ mod tests {
         assert_eq!(rejection_status(&Rejection::Unavailable), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(rejection_status(&Rejection::WrongAttempt), StatusCode::FORBIDDEN);
         assert_eq!(rejection_status(&Rejection::UnknownJob), StatusCode::NOT_FOUND);
+    }
+
+    #[test]
+    fn path_segments_must_be_kubernetes_names() {
+        assert!(is_dns_label("team-a") && is_dns_subdomain("nightly.copy-2"));
+        for bad in ["", "Team", "-a", "a-", "a_b", "a.b", &"a".repeat(64)] {
+            assert!(!is_dns_label(bad), "{bad:?}");
+        }
+        for bad in ["", "a..b", ".a", "A", &format!("{}.b", "a".repeat(64)), &"a.".repeat(127)] {
+            assert!(!is_dns_subdomain(bad), "{bad:?}");
+        }
     }
 
     #[test]

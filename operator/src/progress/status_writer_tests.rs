@@ -44,13 +44,14 @@ fn report(sequence: u64) -> ProgressReport {
         progress: Progress { objects_verified: sequence, objects_total: 100, ..Default::default() },
         recent_failures: (0..15).map(|i| ObjectFailure { path: format!("f{i}"), reason: "denied".into() }).collect(),
         outcome: None,
+        deletions: None,
     }
 }
 
 fn start(sink: &FakeSink, interval: Duration) -> (ProgressHub, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
     let hub = ProgressHub::without_lookup();
     let job = JobIdentity { namespace: "ns".into(), name: "copy".into(), uid: "u1".into() };
-    hub.register_attempt(&job, 1, token_hash("t"));
+    hub.register_attempt(&job, 1, vec![token_hash("t")]);
     let (stop, stopped) = oneshot::channel::<()>();
     let writer = StatusWriter::new(hub.clone(), sink.clone()).with_interval(interval);
     let task = tokio::spawn(writer.run(async move {
@@ -64,7 +65,7 @@ async fn a_burst_of_reports_is_written_once_per_interval_ending_with_the_latest(
     let sink = FakeSink::default();
     let (hub, stop, task) = start(&sink, Duration::from_secs(2));
     for sequence in 1..=50 {
-        hub.accept("ns", "copy", "t", report(sequence)).await.unwrap();
+        hub.accept(std::net::Ipv4Addr::LOCALHOST.into(), "ns", "copy", "t", report(sequence)).await.unwrap();
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_secs(10)).await;
@@ -77,7 +78,7 @@ async fn a_burst_of_reports_is_written_once_per_interval_ending_with_the_latest(
     assert!(writes[1].2.last_heartbeat_time.is_some());
 
     // A duplicate changes nothing, so nothing is written.
-    hub.accept("ns", "copy", "t", report(50)).await.unwrap();
+    hub.accept(std::net::Ipv4Addr::LOCALHOST.into(), "ns", "copy", "t", report(50)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(10)).await;
     stop.send(()).unwrap();
     task.await.unwrap();
@@ -88,9 +89,9 @@ async fn a_burst_of_reports_is_written_once_per_interval_ending_with_the_latest(
 async fn shutdown_flushes_what_the_rate_limit_held_back() {
     let sink = FakeSink::default();
     let (hub, stop, task) = start(&sink, Duration::from_secs(60));
-    hub.accept("ns", "copy", "t", report(1)).await.unwrap();
+    hub.accept(std::net::Ipv4Addr::LOCALHOST.into(), "ns", "copy", "t", report(1)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
-    hub.accept("ns", "copy", "t", report(2)).await.unwrap();
+    hub.accept(std::net::Ipv4Addr::LOCALHOST.into(), "ns", "copy", "t", report(2)).await.unwrap();
     tokio::time::sleep(Duration::from_millis(10)).await;
     stop.send(()).unwrap();
     task.await.unwrap();
@@ -103,7 +104,7 @@ async fn a_failed_write_is_retried_after_the_interval() {
     *sink.failures.lock().unwrap() = 1;
     let (hub, stop, task) = start(&sink, Duration::from_secs(2));
     let started = Instant::now();
-    hub.accept("ns", "copy", "t", report(7)).await.unwrap();
+    hub.accept(std::net::Ipv4Addr::LOCALHOST.into(), "ns", "copy", "t", report(7)).await.unwrap();
     tokio::time::sleep(Duration::from_secs(5)).await;
     stop.send(()).unwrap();
     task.await.unwrap();

@@ -2,11 +2,13 @@
 //!
 //! `session` logs in and keeps the token alive, `binding_check` checks that a binding's
 //! secret holds its provider's fields without keeping any value, and `wrap` asks Vault for
-//! single-use wrapping tokens whose contents the operator never sees. `transport` sends one
-//! request and hands back the body in zeroizing memory.
+//! single-use wrapping tokens whose contents the operator never sees, and `revoke` revokes
+//! the ones no runner used. `transport` sends one request and hands back the body in
+//! zeroizing memory.
 
 mod binding_check;
 mod error;
+mod revoke;
 mod session;
 mod transport;
 mod wrap;
@@ -22,6 +24,7 @@ use zeroize::Zeroizing;
 
 pub use binding_check::SecretCheck;
 pub use error::VaultError;
+pub use revoke::Revocation;
 pub use wrap::WrappedCredentials;
 
 use crate::error::error_chain;

@@ -26,6 +26,8 @@ pub struct WrappedCredentials {
     pub expires_at: jiff::Timestamp,
     /// For Transit: the field names in the order of the batch decryption; empty for KV.
     pub fields: Vec<String>,
+    /// The token's accessor, to revoke it by if no runner used it.
+    pub accessor: String,
 }
 
 impl fmt::Debug for WrappedCredentials {
@@ -35,6 +37,7 @@ impl fmt::Debug for WrappedCredentials {
             .field("creation_path", &self.creation_path)
             .field("expires_at", &self.expires_at)
             .field("fields", &self.fields)
+            .field("accessor", &self.accessor)
             .finish()
     }
 }
@@ -86,7 +89,7 @@ impl Vault {
         // Vault's clock decides when the token dies; fall back to ours if its time is odd.
         let created = info.creation_time.parse::<jiff::Timestamp>().unwrap_or_else(|_| jiff::Timestamp::now());
         let expires_at = created.checked_add(granted).unwrap_or(jiff::Timestamp::MAX);
-        Ok(WrappedCredentials { token: info.token, creation_path, expires_at, fields })
+        Ok(WrappedCredentials { token: info.token, creation_path, expires_at, fields, accessor: info.accessor })
     }
 
     /// Reads the KV ciphertext (safe to see) and sends one wrapped batch decryption of it.
@@ -162,6 +165,8 @@ struct WrapInfo {
     ttl: u64,
     creation_time: String,
     creation_path: String,
+    #[serde(default)]
+    accessor: String,
 }
 
 #[derive(Serialize)]
@@ -268,6 +273,7 @@ mod tests {
             creation_path: "secret/data/a".into(),
             expires_at: jiff::Timestamp::UNIX_EPOCH,
             fields: vec![],
+            accessor: "acc".into(),
         };
         let printed = format!("{wrapped:?}");
         assert!(printed.contains("secret/data/a"));

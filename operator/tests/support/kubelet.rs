@@ -631,7 +631,7 @@ mod tests {
 
     use ferry_api::contract::{JobIdentity, Outcome, PlannedBinding, ProgressReport, Shard, Stage};
     use ferry_api::{MigrationJob, Progress};
-    use ferry_operator::children::credentials::{AttemptTokens, secret};
+    use ferry_operator::children::credentials::{ShardTokens, secret};
     use ferry_operator::children::network_policy::EgressTarget;
     use ferry_operator::children::pod::runner_pod;
     use ferry_operator::children::{Attempt, RunnerEnvironment, plan};
@@ -685,19 +685,30 @@ mod tests {
         }
     }
 
+    /// The ConfigMap and Secret the operator would apply for the attempt.
+    fn attempt_objects(attempt: &Attempt<'_>, environment: &RunnerEnvironment) -> (ConfigMap, Secret) {
+        let documents = plan::plan_documents(attempt, environment).unwrap();
+        let shards: Vec<ShardTokens> = documents
+            .iter()
+            .enumerate()
+            .map(|(index, document)| ShardTokens {
+                source: Some(Zeroizing::new(format!("s.source-{index}"))),
+                destination: Some(Zeroizing::new(format!("s.destination-{index}"))),
+                progress: Zeroizing::new(format!("progress-{index}")),
+                plan_digest: ferry_api::contract::plan_digest(document.as_bytes()),
+            })
+            .collect();
+        let accessors = vec!["accessor".to_owned()];
+        (plan::config_map(attempt, environment, &documents), secret(attempt, &shards, &accessors))
+    }
+
     /// Shard 1's pod and the ConfigMap and Secret the operator would have applied with it.
     fn pod_and_sources() -> (Pod, VolumeSources) {
         let job = job();
         let attempt = attempt(&job);
         let environment = environment();
         let pod = runner_pod(&attempt, &environment, 1);
-        let map = plan::config_map(&attempt, &environment).unwrap();
-        let tokens = AttemptTokens {
-            source: Some(Zeroizing::new("s.source".into())),
-            destination: Some(Zeroizing::new("s.destination".into())),
-            progress: Zeroizing::new("progress".into()),
-        };
-        let secret = secret(&attempt, &tokens);
+        let (map, secret) = attempt_objects(&attempt, &environment);
         let sources = VolumeSources {
             config_maps: BTreeMap::from([(map.metadata.name.clone().unwrap(), config_map_data(&map))]),
             secrets: BTreeMap::from([(secret.metadata.name.clone().unwrap(), secret_data(&secret))]),
@@ -744,6 +755,7 @@ mod tests {
             keys,
             [
                 "volumes/credentials/destination-token",
+                "volumes/credentials/plan-digest",
                 "volumes/credentials/progress-token",
                 "volumes/credentials/source-token",
                 "volumes/plan/plan.json",
@@ -752,7 +764,9 @@ mod tests {
         );
         let plan: ferry_api::contract::RunnerPlan = serde_json::from_slice(files["volumes/plan/plan.json"].0).unwrap();
         assert_eq!(plan.shard, Shard { index: 1, count: 3 });
-        assert_eq!(files["volumes/credentials/source-token"], (&b"s.source"[..], 0o440));
+        assert_eq!(files["volumes/credentials/source-token"], (&b"s.source-1"[..], 0o440), "shard 1's own token");
+        let digest = ferry_api::contract::plan_digest(files["volumes/plan/plan.json"].0);
+        assert_eq!(files["volumes/credentials/plan-digest"].0, digest.as_bytes());
         assert_eq!(files["volumes/plan/plan.json"].1, 0o644);
 
         let directories: Vec<String> = container.directories.iter().map(|d| d.display().to_string()).collect();
@@ -843,6 +857,7 @@ mod tests {
             progress: Progress { objects_total: 3, objects_verified: 3, ..Progress::default() },
             recent_failures: Vec::new(),
             outcome: Some(Outcome::Succeeded),
+            deletions: None,
         };
         let message = termination_message(serde_json::to_string(&report).unwrap().as_bytes());
         let at = "2026-01-01T00:00:00Z";
@@ -900,13 +915,9 @@ esac
         let job = job();
         let attempt = attempt(&job);
         let environment = environment();
-        let tokens = AttemptTokens {
-            source: Some(Zeroizing::new("s.source".into())),
-            destination: Some(Zeroizing::new("s.destination".into())),
-            progress: Zeroizing::new("progress".into()),
-        };
-        cluster.insert("configmaps", serde_json::to_value(plan::config_map(&attempt, &environment).unwrap()).unwrap());
-        cluster.insert("secrets", serde_json::to_value(secret(&attempt, &tokens)).unwrap());
+        let (map, secret) = attempt_objects(&attempt, &environment);
+        cluster.insert("configmaps", serde_json::to_value(map).unwrap());
+        cluster.insert("secrets", serde_json::to_value(secret).unwrap());
         for shard in shards {
             cluster.insert("pods", serde_json::to_value(runner_pod(&attempt, &environment, *shard)).unwrap());
         }
