@@ -6,6 +6,7 @@
 
 pub mod accounting;
 pub mod cluster;
+pub mod destination_path;
 pub mod durability;
 pub mod engine;
 pub mod filter;
