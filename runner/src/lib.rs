@@ -17,10 +17,12 @@ pub mod object;
 pub mod plan;
 pub mod progress_client;
 pub mod report;
+pub mod safe_fs;
 pub mod secrets;
 pub mod shard;
 pub mod spool;
 pub mod storage;
+pub mod throttle;
 pub mod transfer;
 pub mod unwrap;
 
