@@ -3,6 +3,8 @@
 //! `storage` builds one OpenDAL operator per side; `listing` streams each side in key order;
 //! `plan` decides per object (pure); `transfer` moves one object through the encrypted
 //! `spool` and verifies it; `engine` drives an attempt; `accounting` and `report` record it.
+//! At a filesystem destination, `destination_path` decides which keys can become paths and
+//! `safe_fs` makes every change beneath the root without following a link.
 
 pub mod accounting;
 pub mod cluster;
