@@ -69,14 +69,14 @@ fn sync_never_moves_a_file_through_a_planted_trash_link() {
     let case = Case::new();
     std::fs::create_dir_all(case.path("source")).unwrap();
     std::fs::write(case.path("source/keep.txt"), b"keep").unwrap();
-    std::fs::create_dir_all(case.path("destination")).unwrap();
-    std::fs::write(case.path("destination/stale.txt"), b"stale").unwrap();
+    std::fs::create_dir_all(case.path("destination/copy")).unwrap();
+    std::fs::write(case.path("destination/copy/stale.txt"), b"stale").unwrap();
     std::fs::create_dir_all(case.path("elsewhere")).unwrap();
-    symlink(case.path("elsewhere"), case.path("destination/.trash")).unwrap();
+    symlink(case.path("elsewhere"), case.path("destination/copy/.trash")).unwrap();
     let manifests = case.manifests(
         "job.yaml",
         &[
-            job(("src", ""), ("dst", ""), "  mode: sync\n  deleteExtraneous: true\n  trashPath: .trash/\n"),
+            job(("src", ""), ("dst", "copy/"), "  mode: sync\n  deleteExtraneous: true\n  trashPath: .trash/\n"),
             fs_binding("src", &case.path("source")),
             fs_binding("dst", &case.path("destination")),
         ],
@@ -88,7 +88,7 @@ fn sync_never_moves_a_file_through_a_planted_trash_link() {
         "stale.txt",
         &["deleting failed", "`copy/.trash` under the destination root", "symbolic link"],
     );
-    assert!(case.path("destination/stale.txt").exists());
+    assert!(case.path("destination/copy/stale.txt").exists());
     assert_empty(&case.path("elsewhere"));
 }
 
