@@ -248,5 +248,13 @@ mod tests {
         assert_eq!(listed.len(), 2);
         assert!(entries[1].modified.is_some());
         assert!(read_local_directory(root.path(), "missing/").unwrap().is_empty());
+        // A job path that is itself a link is not listed through.
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.path().join("job"), root.path().join("linked")).unwrap();
+            let error = read_local_directory(root.path(), "linked/").unwrap_err();
+            assert!(error.to_string().contains("symbolic link"), "{error}");
+            assert!(read_local_directory(&root.path().join("missing-root"), "").unwrap().is_empty());
+        }
     }
 }

@@ -386,6 +386,20 @@ mod tests {
     }
 
     #[test]
+    fn a_link_in_the_destination_path_refuses_the_copy_and_leaves_nothing_behind() {
+        let directory = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(directory.path().join("in/a b")).unwrap();
+        std::fs::write(directory.path().join("in/a b/ü.txt"), b"hello").unwrap();
+        std::fs::create_dir_all(directory.path().join("out/x")).unwrap();
+        std::fs::create_dir_all(directory.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(directory.path().join("elsewhere"), directory.path().join("out/x/a b")).unwrap();
+        let error = copy(directory.path(), VerifyMode::Checksum, 5).run().unwrap_err();
+        assert!(matches!(&error, LocalCopyError::Refused(reason) if reason.contains("`x/a b`")), "{error:?}");
+        assert_eq!(std::fs::read_dir(directory.path().join("elsewhere")).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(directory.path().join("out/.ferry-partial")).unwrap().count(), 0);
+    }
+
+    #[test]
     fn large_files_are_copied_in_chunks_and_read_back() {
         let directory = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(directory.path().join("in/a b")).unwrap();
