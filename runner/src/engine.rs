@@ -12,12 +12,14 @@ use tokio::task::JoinSet;
 
 use crate::accounting::Accounting;
 use crate::deletion_gate::DeletionGate;
+use crate::destination_path::{self, Collisions};
 use crate::extraneous::{Extraneous, ExtraneousLog};
 use crate::filter::{FilterError, ObjectFilter};
 use crate::listing::{self, ListError};
 use crate::object::ObjectInfo;
 use crate::plan::{self, CopyReason, Decision, Policy, SkipReason};
 use crate::report::{Action, ObjectRecord, ReportSink};
+use crate::safe_fs::SafeRoot;
 use crate::storage::{Store, base_prefix};
 use crate::transfer::{Failed, TransferError, Transfers};
 
@@ -113,28 +115,51 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
     let mut tasks = JoinSet::new();
     let budget = run.spec.failure_budget;
     let mut stopped_early: Option<Outcome> = None;
-    while let Some(pair) = walk.next(&filter).await {
-        if *stop.borrow() {
-            stopped_early = Some(Outcome::Interrupted);
-            break;
-        }
-        if accounting.failures() > budget {
-            stopped_early =
-                Some(Outcome::Aborted { reason: format!("more than failureBudget ({budget}) objects failed") });
-            break;
-        }
-        let (object, existing) = pair;
-        accounting.listed(object.size);
-        match plan::decide(&object, existing.as_ref(), &policy) {
-            Decision::Skip(reason) => skip(&shared, &object, reason).await,
-            decision => {
-                let Ok(queued) = backlog.clone().acquire_owned().await else { break };
-                let Ok(permit) = permits.clone().acquire_owned().await else { break };
-                let shared = shared.clone();
-                tasks.spawn(async move {
-                    let _queued = queued;
-                    handle(&shared, object, decision, permit).await;
-                });
+    // Keys become paths only at a filesystem destination: only there are they checked.
+    let mut paths = destination
+        .local_root
+        .is_some()
+        .then(|| Paths { base: destination.base.clone(), collisions: Collisions::default() });
+    let mut listing = true;
+    'walk: while listing {
+        let ready = match walk.next(&filter).await {
+            Some((object, existing)) => {
+                accounting.listed(object.size);
+                match &mut paths {
+                    Some(paths) => paths.push(object, existing),
+                    None => vec![(object, existing, None)],
+                }
+            }
+            None => {
+                listing = false;
+                paths.as_mut().map(Paths::finish).unwrap_or_default()
+            }
+        };
+        for (object, existing, refusal) in ready {
+            if *stop.borrow() {
+                stopped_early = Some(Outcome::Interrupted);
+                break 'walk;
+            }
+            if accounting.failures() > budget {
+                stopped_early =
+                    Some(Outcome::Aborted { reason: format!("more than failureBudget ({budget}) objects failed") });
+                break 'walk;
+            }
+            if let Some(reason) = refusal {
+                refuse(&shared, &object, reason).await;
+                continue;
+            }
+            match plan::decide(&object, existing.as_ref(), &policy) {
+                Decision::Skip(reason) => skip(&shared, &object, reason).await,
+                decision => {
+                    let Ok(queued) = backlog.clone().acquire_owned().await else { break 'walk };
+                    let Ok(permit) = permits.clone().acquire_owned().await else { break 'walk };
+                    let shared = shared.clone();
+                    tasks.spawn(async move {
+                        let _queued = queued;
+                        handle(&shared, object, decision, permit).await;
+                    });
+                }
             }
         }
         while tasks.try_join_next().is_some() {}
@@ -181,6 +206,41 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
         would_copy: shared.would_copy.load(Ordering::Relaxed),
         would_delete,
     })
+}
+
+/// A source object and the destination's object at the same key, ready to be decided, with
+/// the reason it must not be written when a filesystem destination cannot hold it.
+type Ready = (ObjectInfo, Option<ObjectInfo>, Option<String>);
+
+/// The checks a key passes before it becomes a path at a filesystem destination.
+struct Paths {
+    base: String,
+    collisions: Collisions<(ObjectInfo, Option<ObjectInfo>)>,
+}
+
+impl Paths {
+    /// Checks the next key in listing order; returns the objects now safe to decide.
+    fn push(&mut self, object: ObjectInfo, existing: Option<ObjectInfo>) -> Vec<Ready> {
+        if let Err(reason) = destination_path::check_key(&self.base, &object.key) {
+            return vec![(object, existing, Some(reason))];
+        }
+        let released = self.collisions.push(object.key.clone(), (object, existing));
+        released.into_iter().map(|r| (r.item.0, r.item.1, r.collision)).collect()
+    }
+
+    /// The objects still held when the listing ends.
+    fn finish(&mut self) -> Vec<Ready> {
+        self.collisions.finish().into_iter().map(|r| (r.item.0, r.item.1, r.collision)).collect()
+    }
+}
+
+/// Records an object the destination cannot hold: failed at once, never attempted.
+async fn refuse(shared: &Shared, object: &ObjectInfo, reason: String) {
+    tracing::error!(key = %object.key, %reason, "object refused");
+    shared.accounting.failed(&object.key, &reason);
+    let mut record = ObjectRecord::new(&object.key, object.size, Action::Failed);
+    record.error = Some(reason);
+    shared.report.record(record).await;
 }
 
 async fn skip(shared: &Shared, object: &ObjectInfo, reason: SkipReason) {
@@ -258,25 +318,31 @@ async fn delete_extraneous(
     trash: Option<&str>,
 ) -> Result<u64, String> {
     let mut count = 0;
+    let root = shared.transfers.destination_root.as_ref();
     let objects = log.into_objects().map_err(|error| format!("reading the extraneous-object list: {error}"))?;
     for object in objects {
         let Extraneous { key, size } =
             object.map_err(|error| format!("reading the extraneous-object list: {error}"))?;
         count += 1;
         let path = format!("{}{key}", destination.base);
+        let trashed = trash.map(|trash| format!("{}{trash}{key}", destination.base));
         let (action, result) = if shared.dry_run {
             (Action::WouldDelete, Ok(()))
-        } else if let Some(trash) = trash {
-            (Action::Trashed, move_to_trash(destination, &path, &format!("{}{trash}{key}", destination.base)).await)
+        } else if let Some(root) = root {
+            // A filesystem destination: never through a link (OpenDAL's would follow one).
+            let action = if trashed.is_some() { Action::Trashed } else { Action::Deleted };
+            (action, remove_under_root(root.clone(), path, trashed).await)
+        } else if let Some(trashed) = trashed {
+            (Action::Trashed, move_to_trash(destination, &path, &trashed).await.map_err(|e| e.to_string()))
         } else {
-            (Action::Deleted, destination.operator.delete(&path).await)
+            (Action::Deleted, destination.operator.delete(&path).await.map_err(|e| e.to_string()))
         };
         let mut record = ObjectRecord::new(&key, size, action);
         match result {
             Ok(()) if !shared.dry_run => shared.accounting.deleted(),
             Ok(()) => {}
             Err(error) => {
-                shared.accounting.failed(&key, &error.to_string());
+                shared.accounting.failed(&key, &error);
                 record.action = Action::Failed;
                 record.error = Some(format!("deleting failed: {error}"));
             }
@@ -284,6 +350,19 @@ async fn delete_extraneous(
         shared.report.record(record).await;
     }
     Ok(count)
+}
+
+/// Deletes (or moves to `trashed`) the file at `path` under a filesystem destination's root.
+async fn remove_under_root(root: Arc<SafeRoot>, path: String, trashed: Option<String>) -> Result<(), String> {
+    let removed = tokio::task::spawn_blocking(move || match trashed {
+        Some(trashed) => root.rename(&path, &trashed),
+        None => root.remove_file(&path),
+    })
+    .await;
+    match removed {
+        Ok(result) => result.map_err(|error| error.to_string()),
+        Err(error) => Err(error.to_string()),
+    }
 }
 
 async fn move_to_trash(store: &Store, from: &str, to: &str) -> Result<(), opendal::Error> {

@@ -6,9 +6,11 @@ use std::sync::Arc;
 use ferry_api::contract::Shard;
 use futures::TryStreamExt;
 use opendal::{EntryMode, Metadata};
+use rustix::fs::FileType;
 use tokio::sync::mpsc;
 
 use crate::object::{ObjectInfo, unquote};
+use crate::safe_fs::{SafeFsError, SafeRoot};
 use crate::shard;
 use crate::storage::{PARTIAL_DIRECTORY, Store};
 
@@ -195,38 +197,34 @@ async fn list_remote_directory(store: &Store, directory: &str) -> Result<Vec<Obj
 /// A local directory in one blocking call: OpenDAL's lister makes one hop to a blocking
 /// thread per entry (for its metadata), which dominates listing many small files.
 /// Symbolic links and special files are skipped, as rclone does by default: following them
-/// could leave the tree or loop.
+/// could leave the tree or loop. The directory itself is reached through `safe_fs`, so a
+/// link swapped in for it (or for the job's path) is not followed either.
 fn read_local_directory(root: &std::path::Path, directory: &str) -> std::io::Result<Vec<ObjectInfo>> {
     let mut entries = Vec::new();
-    let reader = match std::fs::read_dir(root.join(directory)) {
-        Ok(reader) => reader,
+    let root = match SafeRoot::open_existing(root) {
+        Ok(root) => root,
         Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(entries),
         Err(error) => return Err(error),
     };
-    for entry in reader {
-        let entry = entry?;
-        let name = entry.file_name();
-        let Some(name) = name.to_str() else {
-            tracing::warn!(directory, name = ?name, "skipping a file name that is not UTF-8");
+    let listed = root.read_directory(directory).map_err(|error| match error {
+        SafeFsError::Io(error) => error,
+        refused => std::io::Error::other(refused),
+    })?;
+    for entry in listed {
+        let Ok(name) = entry.name.to_str() else {
+            tracing::warn!(directory, name = ?entry.name, "skipping a file name that is not UTF-8");
             continue;
         };
-        // Gone between the directory read and the stat: as if it had not been there.
-        let metadata = match entry.metadata() {
-            Ok(metadata) => metadata,
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(error) => return Err(error),
+        let key = match entry.kind {
+            FileType::Directory => format!("{directory}{name}/"),
+            FileType::RegularFile => format!("{directory}{name}"),
+            _ => {
+                tracing::warn!(directory, name, "skipping a symbolic link or special file");
+                continue;
+            }
         };
-        let kind = metadata.file_type();
-        let key = if kind.is_dir() {
-            format!("{directory}{name}/")
-        } else if kind.is_file() {
-            format!("{directory}{name}")
-        } else {
-            tracing::warn!(directory, name, "skipping a symbolic link or special file");
-            continue;
-        };
-        let modified = metadata.modified().ok().and_then(|time| jiff::Timestamp::try_from(time).ok());
-        entries.push(ObjectInfo { key, size: metadata.len(), modified, etag: None });
+        let modified = jiff::Timestamp::new(entry.modified.0, entry.modified.1).ok();
+        entries.push(ObjectInfo { key, size: entry.size, modified, etag: None });
     }
     Ok(entries)
 }
@@ -250,5 +248,13 @@ mod tests {
         assert_eq!(listed.len(), 2);
         assert!(entries[1].modified.is_some());
         assert!(read_local_directory(root.path(), "missing/").unwrap().is_empty());
+        // A job path that is itself a link is not listed through.
+        #[cfg(unix)]
+        {
+            std::os::unix::fs::symlink(root.path().join("job"), root.path().join("linked")).unwrap();
+            let error = read_local_directory(root.path(), "linked/").unwrap_err();
+            assert!(error.to_string().contains("symbolic link"), "{error}");
+            assert!(read_local_directory(&root.path().join("missing-root"), "").unwrap().is_empty());
+        }
     }
 }

@@ -5,11 +5,14 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use ferry_api::VerifyMode;
 
 use crate::object::{DigestSet, Digests, Hasher};
+use crate::safe_fs::{SafeFsError, SafeRoot, Staged};
+use crate::storage::PARTIAL_DIRECTORY;
 
 /// Objects up to this size are read whole; larger ones are copied chunk by chunk.
 pub const LOCAL_COPY_LIMIT: u64 = 4 << 20;
@@ -28,6 +31,9 @@ pub enum LocalCopyError {
     },
     /// The run is stopping.
     Interrupted,
+    /// Something under the destination root is in the way (a link, a file where a directory
+    /// must be); retrying cannot help.
+    Refused(String),
     /// The destination does not hold the bytes just written.
     Mismatch {
         /// What was compared.
@@ -41,13 +47,14 @@ pub enum LocalCopyError {
 
 /// Where a file lands at a local destination and how it is proven there: written under the
 /// staging directory, verified, and only then renamed into place (same filesystem), so a
-/// half-written or unverified file never appears at its final path.
+/// half-written or unverified file never appears at its final path. Every step goes through
+/// the destination's [`SafeRoot`], so no link under the root is ever followed.
 #[derive(Debug, Clone)]
 pub struct Placement {
-    /// The final path.
-    pub destination: PathBuf,
-    /// The staging directory on the destination's filesystem.
-    pub staging: PathBuf,
+    /// The destination's root.
+    pub root: Arc<SafeRoot>,
+    /// The final path relative to the root: the job's path and a key `destination_path` accepted.
+    pub relative: String,
     /// How to verify.
     pub verify: VerifyMode,
     /// Make the file durable here; false when the caller flushes the filesystem for many
@@ -108,57 +115,53 @@ impl Placement {
         large: bool,
         fill: impl FnOnce(&mut std::fs::File) -> Result<Digests, LocalCopyError>,
     ) -> Result<LocalCopied, LocalCopyError> {
-        let staged = self.staging.join(staging_name());
-        let result = self.stage(&staged, large, fill).and_then(|copied| {
-            self.rename_into_place(&staged).map_err(LocalCopyError::Destination)?;
-            Ok(copied)
+        let mut staged = self.begin()?;
+        match fill(&mut staged.file) {
+            Ok(digests) => self.finish(&staged, &digests, large),
+            Err(error) => {
+                self.root.discard(&staged);
+                Err(error)
+            }
+        }
+    }
+
+    /// Creates the staged file, for bytes that arrive in pieces.
+    pub fn begin(&self) -> Result<Staged, LocalCopyError> {
+        Ok(self.root.stage(PARTIAL_DIRECTORY, staging_name())?)
+    }
+
+    /// Makes the staged file durable (unless the caller flushes), verifies it against
+    /// `digests` and renames it into place; on failure removes it. `large`: sync and read
+    /// back at once.
+    pub fn finish(&self, staged: &Staged, digests: &Digests, large: bool) -> Result<LocalCopied, LocalCopyError> {
+        let result = self.prove(&staged.file, digests, large).and_then(|destination_blake3| {
+            self.root.place(staged, &self.relative)?;
+            Ok(LocalCopied { digests: digests.clone(), destination_blake3 })
         });
         if result.is_err() {
-            let _ = std::fs::remove_file(&staged);
+            self.root.discard(staged);
         }
         result
     }
 
-    /// Writes and verifies the staged file.
-    fn stage(
-        &self,
-        staged: &Path,
-        large: bool,
-        fill: impl FnOnce(&mut std::fs::File) -> Result<Digests, LocalCopyError>,
-    ) -> Result<LocalCopied, LocalCopyError> {
-        // Directories are created only when missing: checking first would cost two system
-        // calls per file.
-        let mut file = create_with_parents(staged).map_err(LocalCopyError::Destination)?;
-        let digests = fill(&mut file)?;
-        let destination_blake3 = if large {
+    /// Syncs (unless the caller flushes) and verifies the written file.
+    fn prove(&self, file: &std::fs::File, digests: &Digests, large: bool) -> Result<Option<String>, LocalCopyError> {
+        if large {
             // Writing a large file back to disk takes as long as reading it back: overlap
             // them, rather than leave it all to the shared flush at the end.
             std::thread::scope(|scope| {
                 let syncing = scope.spawn(|| file.sync_all());
-                let verified = self.verify_destination(&file, &digests);
+                let verified = self.verify_destination(file, digests);
                 let synced = syncing.join().unwrap_or_else(|_| Err(std::io::Error::other("the sync panicked")));
                 synced.map_err(LocalCopyError::Destination)?;
                 verified
-            })?
+            })
         } else {
             // Durable before it counts as verified, as the streaming path's writer is.
             if self.sync_file {
                 file.sync_all().map_err(LocalCopyError::Destination)?;
             }
-            self.verify_destination(&file, &digests)?
-        };
-        Ok(LocalCopied { digests, destination_blake3 })
-    }
-
-    fn rename_into_place(&self, staged: &Path) -> std::io::Result<()> {
-        match std::fs::rename(staged, &self.destination) {
-            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-                if let Some(parent) = self.destination.parent() {
-                    std::fs::create_dir_all(parent)?;
-                }
-                std::fs::rename(staged, &self.destination)
-            }
-            result => result,
+            self.verify_destination(file, digests)
         }
     }
 
@@ -180,7 +183,8 @@ impl Placement {
             }
             // A filesystem reports no checksum of its own: only reading back proves the bytes.
             VerifyMode::Checksum | VerifyMode::Readback => {
-                let back = hash_file(written, digests.length).map_err(LocalCopyError::Destination)?;
+                let back =
+                    hash_file(written, digests.length, DigestSet::BLAKE3).map_err(LocalCopyError::Destination)?;
                 if back.blake3 != digests.blake3 {
                     return Err(LocalCopyError::Mismatch {
                         measure: "blake3 read-back",
@@ -190,6 +194,15 @@ impl Placement {
                 }
                 Ok(back.blake3)
             }
+        }
+    }
+}
+
+impl From<SafeFsError> for LocalCopyError {
+    fn from(error: SafeFsError) -> Self {
+        match error {
+            SafeFsError::Refused(reason) => Self::Refused(reason),
+            SafeFsError::Io(error) => Self::Destination(error),
         }
     }
 }
@@ -258,9 +271,9 @@ fn read_at_most(file: &std::fs::File, buffer: &mut [u8], offset: u64) -> std::io
     Ok(filled)
 }
 
-/// The BLAKE3 of a whole open file, read in chunks; `expected_length` only sizes the buffer.
-fn hash_file(file: &std::fs::File, expected_length: u64) -> std::io::Result<Digests> {
-    let mut hasher = Hasher::new(DigestSet::BLAKE3);
+/// The digests of a whole open file, read in chunks; `expected_length` only sizes the buffer.
+pub fn hash_file(file: &std::fs::File, expected_length: u64, set: DigestSet) -> std::io::Result<Digests> {
+    let mut hasher = Hasher::new(set);
     let mut buffer = vec![0; (CHUNK as u64).min(expected_length.max(1)) as usize];
     let mut offset = 0;
     loop {
@@ -288,20 +301,6 @@ pub fn read_whole(path: &Path, listed_size: u64, set: DigestSet) -> Result<(Vec<
     let mut hasher = Hasher::new(set);
     hasher.update(&data);
     Ok((data, hasher.finish()))
-}
-
-/// Creates `path` for writing and reading back; never opens a file that already exists.
-fn create_with_parents(path: &Path) -> std::io::Result<std::fs::File> {
-    let create = || std::fs::File::options().read(true).write(true).create_new(true).open(path);
-    match create() {
-        Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            create()
-        }
-        result => result,
-    }
 }
 
 /// A local file as a stream of `chunk`-sized pieces, each read into fresh, unzeroed memory in
@@ -339,21 +338,6 @@ pub fn read_in_chunks(path: PathBuf, chunk: usize) -> impl futures::Stream<Item 
 /// of terabytes).
 pub const STALE_STAGED_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 60 * 60);
 
-/// Removes staged files in `staging` last modified more than `older_than` ago; returns how
-/// many. Newer ones may belong to another shard still running on the same volume.
-pub fn remove_stale_staged(staging: &Path, older_than: std::time::Duration) -> usize {
-    let Ok(entries) = std::fs::read_dir(staging) else { return 0 };
-    let stale = |entry: &std::fs::DirEntry| {
-        entry
-            .metadata()
-            .ok()
-            .filter(std::fs::Metadata::is_file)
-            .and_then(|metadata| metadata.modified().ok())
-            .is_some_and(|modified| modified.elapsed().is_ok_and(|age| age > older_than))
-    };
-    entries.flatten().filter(stale).filter(|entry| std::fs::remove_file(entry.path()).is_ok()).count()
-}
-
 /// The file of `key` under a store's root and job path.
 pub fn file_of(root: &Path, base: &str, key: &str) -> PathBuf {
     root.join(format!("{base}{key}"))
@@ -367,8 +351,8 @@ mod tests {
         LocalCopy {
             source: directory.join("in/a b/ü.txt"),
             placement: Placement {
-                destination: directory.join("out/x/a b/ü.txt"),
-                staging: directory.join("out/.ferry-partial"),
+                root: Arc::new(SafeRoot::open(&directory.join("out")).unwrap()),
+                relative: "x/a b/ü.txt".to_owned(),
                 verify,
                 sync_file: true,
             },
@@ -397,21 +381,22 @@ mod tests {
         hasher.update(b"other");
         let error = placement.write(b"hello", &hasher.finish()).unwrap_err();
         assert!(matches!(error, LocalCopyError::Mismatch { measure: "blake3 read-back", .. }), "{error:?}");
-        assert!(!placement.destination.exists());
+        assert!(!directory.path().join("out/x/a b/ü.txt").exists());
         assert_eq!(std::fs::read_dir(directory.path().join("out/.ferry-partial")).unwrap().count(), 0);
     }
 
     #[test]
-    fn only_staged_files_older_than_the_limit_are_removed() {
+    fn a_link_in_the_destination_path_refuses_the_copy_and_leaves_nothing_behind() {
         let directory = tempfile::tempdir().unwrap();
-        let (old, fresh) = (directory.path().join("old"), directory.path().join("fresh"));
-        std::fs::write(&old, b"left by a killed run").unwrap();
-        std::fs::write(&fresh, b"another shard's").unwrap();
-        let two_days_ago = std::time::SystemTime::now() - 2 * STALE_STAGED_AFTER;
-        std::fs::File::options().write(true).open(&old).unwrap().set_modified(two_days_ago).unwrap();
-        assert_eq!(remove_stale_staged(directory.path(), STALE_STAGED_AFTER), 1);
-        assert!(!old.exists() && fresh.exists());
-        assert_eq!(remove_stale_staged(&directory.path().join("missing"), STALE_STAGED_AFTER), 0);
+        std::fs::create_dir_all(directory.path().join("in/a b")).unwrap();
+        std::fs::write(directory.path().join("in/a b/ü.txt"), b"hello").unwrap();
+        std::fs::create_dir_all(directory.path().join("out/x")).unwrap();
+        std::fs::create_dir_all(directory.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(directory.path().join("elsewhere"), directory.path().join("out/x/a b")).unwrap();
+        let error = copy(directory.path(), VerifyMode::Checksum, 5).run().unwrap_err();
+        assert!(matches!(&error, LocalCopyError::Refused(reason) if reason.contains("`x/a b`")), "{error:?}");
+        assert_eq!(std::fs::read_dir(directory.path().join("elsewhere")).unwrap().count(), 0);
+        assert_eq!(std::fs::read_dir(directory.path().join("out/.ferry-partial")).unwrap().count(), 0);
     }
 
     #[test]

@@ -15,9 +15,11 @@ use crate::engine::{self, Run};
 use crate::manifest::{self, JobDocuments};
 use crate::metrics::RunnerMetrics;
 use crate::report::ReportSink;
+use crate::safe_fs::SafeRoot;
 use crate::secrets::SecretFields;
 use crate::spool::Spool;
 use crate::storage::{self, PARTIAL_DIRECTORY, Store, StoreOptions};
+use crate::throttle::Throttle;
 use crate::transfer::Transfers;
 
 /// The multipart part size (S3's minimum is 5 MiB).
@@ -182,11 +184,22 @@ pub async fn execute(
         .await
         .map_err(|error| (ExitStatus::CannotStart, format!("cannot write the report: {error}")))?;
     let upload_memory = Arc::new(tokio::sync::Semaphore::new(crate::transfer::UPLOAD_MEMORY_KIB));
-    let staging = destination.local_root.as_ref().filter(|_| !dry_run).map(|root| root.join(PARTIAL_DIRECTORY));
-    let durability = match (&destination.local_root, dry_run) {
-        (Some(root), false) => Durability::for_directory(root).map_err(|error| {
+    // A dry run changes nothing, so it neither creates the destination root nor opens it.
+    let destination_root = match (&destination.local_root, dry_run) {
+        (Some(root), false) => Some(Arc::new(SafeRoot::open(root).map_err(|error| {
             (ExitStatus::CannotStart, format!("cannot open the destination {}: {error}", root.display()))
+        })?)),
+        _ => None,
+    };
+    let durability = match &destination_root {
+        Some(root) => Durability::for_directory(root.path()).map_err(|error| {
+            (ExitStatus::CannotStart, format!("cannot open the destination {}: {error}", root.path().display()))
         })?,
+        None => None,
+    };
+    // Other destinations are throttled in their OpenDAL layers.
+    let throttle = match (&destination_root, &spec.bandwidth_limit) {
+        (Some(_), Some(limit)) => Some(Arc::new(Throttle::new(limit.bytes(), PART_SIZE as u64))),
         _ => None,
     };
     let transfers = Transfers {
@@ -199,21 +212,23 @@ pub async fn execute(
         stop,
         upload_memory,
         durability,
+        destination_root: destination_root.clone(),
+        throttle,
     };
-    if let Some(staging) = &staging {
-        let removed = crate::local_copy::remove_stale_staged(staging, crate::local_copy::STALE_STAGED_AFTER);
+    if let Some(root) = &destination_root {
+        let removed = root.remove_stale(PARTIAL_DIRECTORY, crate::local_copy::STALE_STAGED_AFTER);
         if removed > 0 {
-            tracing::info!(removed, directory = %staging.display(), "removed staged files left by a killed run");
+            tracing::info!(removed, root = %root.path().display(), "removed staged files left by a killed run");
         }
     }
     // The spool's own private directory; the list inside it is an unnamed file.
     let scratch_directory = transfers.spool.directory().to_owned();
     let run = Run { transfers, spec, shard, dry_run, scratch_directory, deletion_gate };
     let result = engine::run(run, accounting, report).await;
-    if let Some(staging) = staging {
+    if let Some(root) = destination_root {
         // Empty once every copy is in place; files of another shard still running (or of a
         // killed run) keep it.
-        let _ = std::fs::remove_dir(staging);
+        root.remove_empty_directory(PARTIAL_DIRECTORY);
     }
     let report_path = report_writer.path().map(PathBuf::from);
     if let Err(error) = report_writer.finish().await {

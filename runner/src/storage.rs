@@ -12,6 +12,7 @@ use crate::secrets::SecretFields;
 
 /// Where Ferry stages filesystem writes so a half-written file never appears at its final
 /// path; it lives inside the binding's root (same filesystem, so the final rename is atomic).
+/// Source keys inside it are refused (`destination_path`).
 pub const PARTIAL_DIRECTORY: &str = ".ferry-partial/";
 
 /// A storage location as the engine sees it.
@@ -120,10 +121,9 @@ pub fn open(
     let (operator, traits) = match (spec.provider, &spec.fs, &spec.s3) {
         (Provider::Fs, Some(fs), _) => {
             let root = resolve_root(binding, &fs.root, manifest_directory)?;
-            let root_text = root.to_string_lossy();
-            let partial = root.join(PARTIAL_DIRECTORY);
-            let builder =
-                opendal::services::Fs::default().root(&root_text).atomic_write_dir(&partial.to_string_lossy());
+            // No OpenDAL writes reach a filesystem: its writer follows links under the root,
+            // so Ferry writes through `safe_fs` (staged in `PARTIAL_DIRECTORY`) instead.
+            let builder = opendal::services::Fs::default().root(&root.to_string_lossy());
             let traits = StoreTraits { local: true, sorted_listing: false, md5_etags: false };
             local_root = Some(root.clone());
             (Operator::new(builder).map_err(build)?, traits)

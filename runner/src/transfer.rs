@@ -1,6 +1,7 @@
 //! Moving one object: download through the encrypted spool while hashing, upload, verify,
 //! and retry the upload from the spool (never from the source) when it fails.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_api::VerifyMode;
@@ -9,13 +10,15 @@ use tokio::sync::watch;
 
 use crate::durability::Durability;
 use crate::local_copy::{
-    LOCAL_COPY_LIMIT, LOCAL_READ_CHUNK, LocalCopied, LocalCopy, LocalCopyError, Placement, file_of, read_in_chunks,
-    read_whole,
+    LOCAL_COPY_LIMIT, LOCAL_READ_CHUNK, LocalCopied, LocalCopy, LocalCopyError, Placement, file_of, hash_file,
+    read_in_chunks, read_whole,
 };
 use crate::object::{DigestSet, Digests, Hasher, ObjectInfo, unquote};
 use crate::plan::{ContentCheck, Side};
+use crate::safe_fs::SafeRoot;
 use crate::spool::{Spool, SpoolEntry, SpoolError};
-use crate::storage::{PARTIAL_DIRECTORY, Store};
+use crate::storage::Store;
+use crate::throttle::Throttle;
 
 /// The bytes of a source object, in pieces.
 type SourceStream = std::pin::Pin<Box<dyn futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send>>;
@@ -41,6 +44,12 @@ pub struct Transfers {
     pub upload_memory: std::sync::Arc<tokio::sync::Semaphore>,
     /// Group commit for a local destination's small files; `None`: each file is synced alone.
     pub durability: Option<Durability>,
+    /// A filesystem destination's root: every write to it goes through this, never through
+    /// OpenDAL (whose filesystem backend follows links). `None` for other destinations.
+    pub destination_root: Option<Arc<SafeRoot>>,
+    /// `bandwidthLimit` for writes to a filesystem destination (other destinations are
+    /// throttled in their OpenDAL layers).
+    pub throttle: Option<Arc<Throttle>>,
 }
 
 /// The memory one object in flight holds, up to a part twice: an upload's part OpenDAL
@@ -118,6 +127,10 @@ pub enum TransferError {
         /// The destination's value.
         actual: String,
     },
+    /// Something at the destination refuses the object for good (a symbolic link or a file
+    /// in the way, a key no filesystem can hold): it fails at once, without retries.
+    #[error("{0}")]
+    Refused(String),
     /// The run was interrupted.
     #[error("interrupted")]
     Interrupted,
@@ -170,6 +183,7 @@ impl Transfers {
                     return Ok(copied);
                 }
                 Err(TransferError::Interrupted) => return Err(Failed { error: TransferError::Interrupted, attempts }),
+                Err(error @ TransferError::Refused(_)) => return Err(Failed { error, attempts }),
                 Err(error) if attempts >= self.attempts || self.stopped() => return Err(Failed { error, attempts }),
                 Err(error) => {
                     tracing::warn!(key = %object.key, attempt = attempts, %error, "transfer failed; retrying");
@@ -198,11 +212,8 @@ impl Transfers {
         object: &ObjectInfo,
         spooled: &mut Option<(SpoolEntry, Digests)>,
     ) -> Result<Copied, TransferError> {
-        // The bandwidth limit lives in the stores' OpenDAL layers, which this path bypasses.
-        if let (Some(source_root), Some(destination_root)) = (&self.source.local_root, &self.destination.local_root)
-            && !self.destination.throttled
-        {
-            return self.copy_locally(object, source_root, destination_root).await;
+        if let Some(root) = &self.destination_root {
+            return self.attempt_to_filesystem(object, spooled, root).await;
         }
         if let Some(source_root) = &self.source.local_root
             && object.size <= LOCAL_COPY_LIMIT.min(self.part_size as u64)
@@ -218,14 +229,101 @@ impl Transfers {
             *spooled = Some(self.download(object).await?);
         }
         let Some((entry, digests)) = spooled.as_ref() else { return Err(TransferError::Interrupted) };
-        if let Some(destination_root) = &self.destination.local_root
-            && object.size <= LOCAL_COPY_LIMIT
-            && !self.destination.throttled
-        {
-            return self.place_locally(&object.key, entry, digests, destination_root).await;
-        }
         let etag = self.upload_from_spool(&object.key, entry).await?;
         self.verify(&object.key, digests, etag).await
+    }
+
+    /// One attempt at a filesystem destination: every path stages the file through the
+    /// safe root, verifies it there and renames it into place.
+    async fn attempt_to_filesystem(
+        &self,
+        object: &ObjectInfo,
+        spooled: &mut Option<(SpoolEntry, Digests)>,
+        root: &Arc<SafeRoot>,
+    ) -> Result<Copied, TransferError> {
+        // The kernel's copy cannot be throttled: a bandwidth limit streams instead.
+        if let Some(source_root) = &self.source.local_root
+            && self.throttle.is_none()
+        {
+            return self.copy_locally(object, source_root, root).await;
+        }
+        if self.source.traits.local || !self.spool.fits(object.size) {
+            let pieces = self.source_stream(&object.key).await?.map_err(|e| TransferError::Source(io_to_opendal(e)));
+            return self.write_to_filesystem(root, object, pieces, None).await;
+        }
+        if spooled.is_none() {
+            *spooled = Some(self.download(object).await?);
+        }
+        let Some((entry, digests)) = spooled.as_ref() else { return Err(TransferError::Interrupted) };
+        if object.size <= LOCAL_COPY_LIMIT && self.throttle.is_none() {
+            return self.place_locally(&object.key, entry, digests, root).await;
+        }
+        let reader = entry.reader().await?;
+        let pieces = futures::stream::try_unfold(reader, |mut reader| async move {
+            Ok::<_, TransferError>(reader.next().await?.map(|piece| (piece, reader)))
+        });
+        self.write_to_filesystem(root, object, pieces, Some(digests.clone())).await
+    }
+
+    /// Writes pieces to a staged file at a filesystem destination (hashing them unless their
+    /// digests are `known`), then verifies it and renames it into place.
+    async fn write_to_filesystem(
+        &self,
+        root: &Arc<SafeRoot>,
+        object: &ObjectInfo,
+        pieces: impl futures::Stream<Item = Result<bytes::Bytes, TransferError>>,
+        known: Option<Digests>,
+    ) -> Result<Copied, TransferError> {
+        let placement = self.placement(&object.key, root);
+        let starting = placement.clone();
+        let staged = tokio::task::spawn_blocking(move || starting.begin())
+            .await
+            .map_err(|_| TransferError::Interrupted)?
+            .map_err(|error| local_error(error, object.size))?;
+        let staged = Arc::new(staged);
+        let mut hasher = known.is_none().then(|| Hasher::new(self.digest_set(object.size)));
+        let written: Result<(), TransferError> = async {
+            let mut pieces = std::pin::pin!(pieces);
+            while let Some(piece) = pieces.try_next().await? {
+                if self.stopped() {
+                    return Err(TransferError::Interrupted);
+                }
+                if let Some(throttle) = &self.throttle {
+                    throttle.take(piece.len()).await;
+                }
+                if let Some(hasher) = &mut hasher {
+                    hasher.update(&piece);
+                }
+                let writing = staged.clone();
+                tokio::task::spawn_blocking(move || std::io::Write::write_all(&mut &writing.file, &piece))
+                    .await
+                    .map_err(|_| TransferError::Interrupted)?
+                    .map_err(|error| TransferError::Destination(io_to_opendal(error)))?;
+            }
+            Ok(())
+        }
+        .await;
+        let digests = match (written, known, hasher) {
+            (Ok(()), Some(digests), _) => digests,
+            (Ok(()), None, Some(hasher)) => hasher.finish(),
+            (Ok(()), None, None) => return Err(TransferError::Interrupted),
+            (Err(error), _, _) => {
+                let discarding = staged.clone();
+                let _ = tokio::task::spawn_blocking(move || placement.root.discard(&discarding)).await;
+                return Err(error);
+            }
+        };
+        let (large, listed) = (object.size > LOCAL_COPY_LIMIT, object.size);
+        let result = tokio::task::spawn_blocking(move || {
+            if digests.length != listed {
+                placement.root.discard(&staged);
+                return Err(LocalCopyError::SourceChanged { read: digests.length });
+            }
+            placement.finish(&staged, &digests, large)
+        })
+        .await
+        .map_err(|_| TransferError::Interrupted)?;
+        Ok(self.placed(result.map_err(|error| local_error(error, object.size))?))
     }
 
     /// An object between two filesystems, in one blocking call.
@@ -233,7 +331,7 @@ impl Transfers {
         &self,
         object: &ObjectInfo,
         source_root: &std::path::Path,
-        destination_root: &std::path::Path,
+        destination_root: &Arc<SafeRoot>,
     ) -> Result<Copied, TransferError> {
         if self.stopped() {
             return Err(TransferError::Interrupted);
@@ -256,7 +354,7 @@ impl Transfers {
         key: &str,
         entry: &SpoolEntry,
         digests: &Digests,
-        destination_root: &std::path::Path,
+        destination_root: &Arc<SafeRoot>,
     ) -> Result<Copied, TransferError> {
         // Held twice (spooled and gathered), like an upload's parts, and counted with them.
         let _memory = self.reserve_memory(entry.len()).await?;
@@ -272,10 +370,10 @@ impl Transfers {
         Ok(self.placed(result.map_err(|error| local_error(error, entry.len()))?))
     }
 
-    fn placement(&self, key: &str, destination_root: &std::path::Path) -> Placement {
+    fn placement(&self, key: &str, root: &Arc<SafeRoot>) -> Placement {
         Placement {
-            destination: file_of(destination_root, &self.destination.base, key),
-            staging: destination_root.join(PARTIAL_DIRECTORY),
+            root: root.clone(),
+            relative: self.destination_path(key),
             verify: self.verify,
             sync_file: self.durability.is_none(),
         }
@@ -410,13 +508,15 @@ impl Transfers {
     }
 
     async fn destination_writer(&self, key: &str) -> Result<opendal::Writer, TransferError> {
+        if self.destination.local_root.is_some() {
+            // OpenDAL's filesystem writer follows links under the root.
+            return Err(TransferError::Refused(
+                "a filesystem destination is written only through its safe root, and none was opened".to_owned(),
+            ));
+        }
         let path = self.destination_path(key);
-        let writer = if self.destination.traits.local {
-            self.destination.operator.writer(&path).await
-        } else {
-            // Exact part boundaries make the multipart ETag computable on this side.
-            self.destination.operator.writer_with(&path).chunk(self.part_size).await
-        };
+        // Exact part boundaries make the multipart ETag computable on this side.
+        let writer = self.destination.operator.writer_with(&path).chunk(self.part_size).await;
         writer.map_err(TransferError::Destination)
     }
 
@@ -502,7 +602,15 @@ impl Transfers {
                 Side::Source => (&*self.source, self.source_path(key)),
                 Side::Destination => (&*self.destination, self.destination_path(key)),
             };
-            async move { hash_object(store, &path, set).await }
+            // A filesystem destination is read through its safe root too: a file reached
+            // through a link proves nothing about the destination.
+            let root = self.destination_root.clone().filter(|_| side == Side::Destination);
+            async move {
+                match root {
+                    Some(root) => hash_under_root(root, path, set).await,
+                    None => hash_object(store, &path, set).await,
+                }
+            }
         };
         Ok(match check {
             ContentCheck::Md5 { read: side, expected } => {
@@ -552,6 +660,17 @@ pub async fn hash_object(store: &Store, path: &str, set: DigestSet) -> Result<Di
     Ok(hasher.finish())
 }
 
+/// Hashes the file at `relative` under a filesystem destination's root, never through a link.
+async fn hash_under_root(root: Arc<SafeRoot>, relative: String, set: DigestSet) -> Result<Digests, opendal::Error> {
+    tokio::task::spawn_blocking(move || {
+        let file = root.open_file(&relative).map_err(|error| io_to_opendal(std::io::Error::other(error)))?;
+        let length = file.metadata().map_err(io_to_opendal)?.len();
+        hash_file(&file, length, set).map_err(io_to_opendal)
+    })
+    .await
+    .map_err(|error| io_to_opendal(std::io::Error::other(error)))?
+}
+
 fn local_error(error: LocalCopyError, listed: u64) -> TransferError {
     match error {
         LocalCopyError::Source(error) => TransferError::Source(io_to_opendal(error)),
@@ -559,6 +678,7 @@ fn local_error(error: LocalCopyError, listed: u64) -> TransferError {
         LocalCopyError::SourceChanged { read } => TransferError::SourceChanged { listed, read },
         LocalCopyError::Mismatch { measure, expected, actual } => TransferError::Mismatch { measure, expected, actual },
         LocalCopyError::Interrupted => TransferError::Interrupted,
+        LocalCopyError::Refused(reason) => TransferError::Refused(reason),
     }
 }
 

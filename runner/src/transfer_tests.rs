@@ -37,6 +37,8 @@ fn transfers(directory: &Path, part_size: usize) -> Transfers {
         stop,
         upload_memory: Arc::new(tokio::sync::Semaphore::new(UPLOAD_MEMORY_KIB)),
         durability: None,
+        destination_root: None,
+        throttle: None,
     }
 }
 
