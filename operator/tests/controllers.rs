@@ -438,6 +438,7 @@ async fn an_undecodable_job_can_still_be_deleted() {
     let harness = Harness::new();
     harness.binding("in", true);
     harness.binding("out", true);
+    harness.job(json!({}));
     harness.launched().await;
     assert_eq!(harness.cluster.names("pods", NS).len(), 2);
     harness.cluster.update("migrationjobs", NS, "nightly", |job| {
