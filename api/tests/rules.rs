@@ -111,11 +111,14 @@ fn limits_must_be_positive() {
     assert!(message.contains("at least 1 byte"), "{message}");
 }
 
+/// Puts a value at one field of a job's spec.
+type Place = fn(Value) -> Value;
+
 /// Every quantity field, at and just below the limit (2^64 bytes): the CEL rule and the
 /// Rust parser draw the line in the same place, in every suffix (issue #11).
 #[test]
 fn quantities_stay_below_two_to_the_64_bytes() {
-    let fields: [(&str, fn(Value) -> Value); 4] = [
+    let fields: [(&str, Place); 4] = [
         ("spec.filter.minSize", |v| json!({"filter": {"minSize": v}})),
         ("spec.filter.maxSize", |v| json!({"filter": {"maxSize": v}})),
         ("spec.bandwidthLimit", |v| json!({"bandwidthLimit": v})),
