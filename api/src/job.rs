@@ -200,9 +200,11 @@ pub struct Filter {
     pub max_size: Option<ByteQuantity>,
     /// Take only objects modified at or after this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::names::RFC3339_TIME))]
     pub modified_after: Option<Time>,
     /// Take only objects modified before this time (RFC 3339).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(regex(pattern = crate::names::RFC3339_TIME))]
     pub modified_before: Option<Time>,
 }
 

@@ -26,6 +26,15 @@ pub const CRON: &str = concat!(
     r"|([0-9*,/-]+) +([0-9*,/-]+) +([0-9*,/?LW-]+) +([0-9A-Za-z*,/-]+) +([0-9A-Za-z*,/?L#-]+))$"
 );
 
+/// An RFC 3339 time as both the API server's `date-time` format and Rust's `Timestamp`
+/// read it: upper-case `T` and `Z`, at most nine fraction digits, real clock ranges, an
+/// offset, and a year below 9999 (the API server's check lets any character stand for the
+/// decimal point and accepts lower case; `jiff` ends in the last days of 9999).
+pub const RFC3339_TIME: &str = concat!(
+    r"^([0-8][0-9]{3}|9[0-8][0-9]{2}|99[0-8][0-9]|999[0-8])-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])",
+    r"T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,9})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+);
+
 /// What to write instead when a value does not match one of the patterns above.
 pub fn pattern_hint(pattern: &str) -> Option<&'static str> {
     let hints = [
@@ -37,8 +46,12 @@ pub fn pattern_hint(pattern: &str) -> Option<&'static str> {
         ),
         (VAULT_PATH, "write a Vault path such as tenants/team-a/app, without a leading '/' or '..'"),
         (CIDR, "write an address block such as 10.0.0.0/8 or 2001:db8::/32"),
+        (RFC3339_TIME, "write an RFC 3339 time such as 2024-01-01T00:00:00Z"),
         (CRON, "write five cron fields such as \"0 2 * * *\" or a shorthand such as @daily"),
-        (crate::quantity::QUANTITY_PATTERN, "write a byte quantity such as 1024, 512Ki, 100Mi or 10Gi"),
+        (
+            crate::quantity::QUANTITY_PATTERN.as_str(),
+            "write a byte quantity below 16Ei such as 1024, 512Ki, 100Mi or 10Gi, with at most nine digits after the point",
+        ),
     ];
     hints.iter().find(|(known, _)| *known == pattern).map(|(_, hint)| *hint)
 }
@@ -82,5 +95,30 @@ mod tests {
         assert!(!matches(HTTP_URL, "s3.amazonaws.com"));
         assert!(matches(VAULT_PATH, "tenants/team-a/legacy-s3"));
         assert!(!matches(VAULT_PATH, "/tenants/../x"));
+    }
+
+    #[test]
+    fn times_the_pattern_admits_are_times_rust_reads() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+        for ok in [
+            "2024-01-01T00:00:00Z",
+            "2024-02-29T23:59:59.123456789+05:30",
+            "0000-01-01T00:00:00+23:59",
+            "9998-12-31T23:59:59.999999999-23:59",
+        ] {
+            assert!(matches(RFC3339_TIME, ok), "{ok}");
+            assert!(serde_json::from_value::<Time>(serde_json::json!(ok)).is_ok(), "{ok}");
+        }
+        for bad in [
+            "2024-01-01T00:00:00",
+            "2024-01-01T00:00:00x5Z",
+            "2024-01-01t00:00:00z",
+            "2024-01-01T24:00:00Z",
+            "2024-01-01T23:59:60Z",
+            "9999-12-31T00:00:00Z",
+            "2024-01-01T00:00:00.1234567890Z",
+        ] {
+            assert!(!matches(RFC3339_TIME, bad), "{bad}");
+        }
     }
 }

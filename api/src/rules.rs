@@ -30,11 +30,28 @@ pub fn immutable(field: &str, fix: &str) -> Rule {
     rule("self == oldSelf", format!("{field} is immutable once set; {fix}")).reason(Reason::FieldValueForbidden)
 }
 
-/// A quantity that must be greater than zero.
+/// Every byte quantity is below [`crate::quantity::LIMIT`] (2^64 bytes), so whatever the
+/// API server admits fits the operator's and runner's `u64` byte counts. Generic on
+/// purpose: it sits on the quantity type itself, and the API server names the field.
+pub fn byte_quantity_limit() -> Rule {
+    rule(
+        format!("quantity(string(self)).compareTo(quantity('{}')) < 0", crate::quantity::LIMIT),
+        format!(
+            "must be below {} (2^64 bytes, the most Ferry can count); write a smaller quantity such as 5Gi",
+            crate::quantity::LIMIT
+        ),
+    )
+}
+
+/// A quantity of at least one byte: Ferry rounds a fraction of a byte down, so "0.5" would
+/// mean zero.
 pub fn positive_quantity(field: &str) -> Rule {
     rule(
-        "quantity(string(self)).isGreaterThan(quantity('0'))",
-        format!("{field} must be greater than zero; write a quantity such as 100Mi, or remove the field"),
+        "quantity(string(self)).compareTo(quantity('1')) >= 0",
+        format!(
+            "{field} must be greater than zero (at least 1 byte; fractions of a byte are rounded down); \
+             write a quantity such as 100Mi, or remove the field"
+        ),
     )
 }
 

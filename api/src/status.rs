@@ -42,10 +42,12 @@ pub struct MigrationJobStatus {
     pub observed_generation: Option<i64>,
     /// Attempts started so far.
     #[serde(default)]
+    #[schemars(range(max = u32::MAX))]
     pub attempts: u32,
     /// Attempts that ended without verifying every object (suspensions do not count);
     /// the job fails when this exceeds `spec.retries`.
     #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = u32::MAX))]
     pub failed_attempts: u32,
     /// When the first attempt started.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -86,6 +86,24 @@ fn every_invalid_manifest_is_refused_with_a_message_naming_its_field() {
 }
 
 #[test]
+fn every_valid_manifest_is_accepted_and_decodes() {
+    let files = yaml_files(&repository().join("tests/manifests/valid"));
+    assert!(!files.is_empty(), "tests/manifests/valid is empty");
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let manifests = parse_manifests(&text).unwrap_or_else(|error| panic!("{} is refused: {error}", file.display()));
+        // What admission accepts, the operator's typed decoding reads back (issue #11).
+        for manifest in manifests {
+            if let Manifest::MigrationJob(job) = manifest {
+                let json = serde_json::to_value(&job).unwrap();
+                let again: MigrationJob = serde_json::from_value(json).unwrap();
+                assert_eq!(again.spec, job.spec, "{}", file.display());
+            }
+        }
+    }
+}
+
+#[test]
 fn a_minimal_job_gets_every_default() {
     let text = "apiVersion: ferry.dev/v1alpha1\nkind: MigrationJob\nmetadata: {name: m}\n\
                 spec: {source: {binding: a}, destination: {binding: b}}\n";

@@ -101,10 +101,82 @@ fn size_and_time_windows_are_ordered() {
 #[test]
 fn limits_must_be_positive() {
     assert_accepted(&job(json!({"bandwidthLimit": "100Mi", "runner": {"spoolSize": "1Gi"}})));
+    assert_accepted(&job(json!({"bandwidthLimit": 1, "runner": {"spoolSize": "1.5"}})));
     let message = refused_with(&job(json!({"bandwidthLimit": "0"})));
     assert!(message.contains("spec.bandwidthLimit must be greater than zero"), "{message}");
     let message = refused_with(&job(json!({"runner": {"spoolSize": 0}})));
     assert!(message.contains("spec.runner.spoolSize must be greater than zero"), "{message}");
+    // Rust rounds a fraction of a byte down, so admission refuses what would round to zero.
+    let message = refused_with(&job(json!({"bandwidthLimit": "0.999999999"})));
+    assert!(message.contains("at least 1 byte"), "{message}");
+}
+
+/// Puts a value at one field of a job's spec.
+type Place = fn(Value) -> Value;
+
+/// Every quantity field, at and just below the limit (2^64 bytes): the CEL rule and the
+/// Rust parser draw the line in the same place, in every suffix (issue #11).
+#[test]
+fn quantities_stay_below_two_to_the_64_bytes() {
+    let fields: [(&str, Place); 4] = [
+        ("spec.filter.minSize", |v| json!({"filter": {"minSize": v}})),
+        ("spec.filter.maxSize", |v| json!({"filter": {"maxSize": v}})),
+        ("spec.bandwidthLimit", |v| json!({"bandwidthLimit": v})),
+        ("spec.runner.spoolSize", |v| json!({"runner": {"spoolSize": v}})),
+    ];
+    let below = ["18446744073709551615", "15.999999999Ei", "17179869183Gi", "16383.999999999Pi", "18.446744073E"];
+    let at_or_above = ["16Ei", "17179869184Gi", "16384Pi", "18446744073709551616", "18.446744074E", "99Ei"];
+    for (field, place) in fields {
+        for text in below {
+            assert_accepted(&job(place(json!(text))));
+            assert!(ferry_api::ByteQuantity::parse(text).is_ok(), "{text}");
+        }
+        for text in at_or_above {
+            let message = refused_with(&job(place(json!(text))));
+            assert!(message.contains(field) && message.contains("below 16Ei"), "{field} {text}: {message}");
+            assert!(ferry_api::ByteQuantity::parse(text).is_err(), "{text}");
+            // The CLI stops at Rust's decoding; the API server has only the CEL rule, which
+            // must refuse the same values on its own.
+            let errors = cel_errors(&job(place(json!(text))));
+            assert!(errors.iter().any(|e| e.contains(field) && e.contains("must be below 16Ei")), "{text}: {errors:?}");
+        }
+        for text in below {
+            assert!(cel_errors(&job(place(json!(text)))).is_empty(), "{field} {text}");
+        }
+        // Beyond the pattern's digits, or too precise for the API server to keep exact.
+        for text in ["99999Ei", "1.0000000001Ki", "123456789012345678901"] {
+            let message = refused_with(&job(place(json!(text))));
+            assert!(message.contains(field), "{field} {text}: {message}");
+            assert!(ferry_api::ByteQuantity::parse(text).is_err(), "{text}");
+        }
+        assert_accepted(&job(place(json!(9_007_199_254_740_991_u64))));
+        let message = refused_with(&job(place(json!(9_007_199_254_740_992_u64))));
+        assert!(message.contains(field), "{field}: {message}");
+    }
+}
+
+/// The CEL rules alone, as the API server runs them (no Rust decoding first).
+fn cel_errors(value: &Value) -> Vec<String> {
+    use kube::core::cel::{Validator, compile_schema};
+    let schema = ferry_api::crd::open_api_schema(&ferry_api::crd::definitions()[1].1);
+    match Validator::new().validate_compiled(&compile_schema(&schema), value, None) {
+        Ok(()) => Vec::new(),
+        Err(errors) => errors.iter().map(|e| format!("{}: {}", e.field_path, e.message)).collect(),
+    }
+}
+
+#[test]
+fn counts_are_bounded_to_their_rust_types() {
+    use ferry_api::crd;
+    let schema = crd::open_api_schema(&crd::definitions()[1].1);
+    let status = &schema["properties"]["status"]["properties"];
+    for field in ["attempts", "failedAttempts"] {
+        assert_eq!(status[field]["maximum"], json!(f64::from(u32::MAX)), "{field}");
+    }
+    let spec = &schema["properties"]["spec"]["properties"];
+    for field in ["transfers", "shards", "retries"] {
+        assert!(spec[field]["maximum"].as_f64().is_some_and(|max| max <= f64::from(u32::MAX)), "{field}");
+    }
 }
 
 #[test]

@@ -6,13 +6,14 @@ use std::time::{Duration, Instant};
 
 use ferry_api::{CredentialBinding, CredentialBindingStatus};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::PatchParams;
 use kube::runtime::controller::Action;
-use kube::{Api, ResourceExt};
+use kube::{Resource, ResourceExt};
 
 use crate::context::Context;
 use crate::error::Error;
-use crate::{bindings, conditions};
+use crate::guard::{self, Guarded};
+use crate::{bindings, conditions, unreadable};
 
 /// How often a Ready binding's secret is checked again (it may be deleted or changed).
 const RECHECK_READY: Duration = Duration::from_secs(300);
@@ -26,6 +27,21 @@ pub enum Verdict {
     Ready(Option<u64>),
     /// Not usable, and why.
     NotReady(&'static str, String),
+}
+
+/// Reconciles one binding as the watch decoded it: one that does not decode gets
+/// `Ready=False` with the field at fault and a Warning Event, and waits until it changes.
+pub async fn reconcile_guarded(
+    object: Arc<Guarded<CredentialBinding>>,
+    context: Arc<Context>,
+) -> Result<Action, Error> {
+    match &object.0 {
+        Ok(binding) => reconcile(Arc::new(binding.clone()), context).await,
+        Err(invalid) => {
+            unreadable::report(object.as_ref(), invalid, &["Ready"], &context).await?;
+            Ok(Action::await_change())
+        }
+    }
 }
 
 /// Reconciles one binding.
@@ -61,9 +77,16 @@ pub async fn reconcile(binding: Arc<CredentialBinding>, context: Arc<Context>) -
     let changed_condition = previous.conditions.first().map(|c| (c.status.as_str(), c.reason.as_str()))
         != next.conditions.first().map(|c| (c.status.as_str(), c.reason.as_str()));
     if next != previous {
-        let api: Api<CredentialBinding> = Api::namespaced(context.client.clone(), &namespace);
         let patch = serde_json::json!({ "status": next });
-        api.patch_status(&binding.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+        let name = binding.name_any();
+        guard::patch_status::<CredentialBinding>(
+            context.client.clone(),
+            &namespace,
+            &name,
+            &PatchParams::default(),
+            &patch,
+        )
+        .await?;
     }
     if changed_condition {
         context.event(binding.as_ref(), !ready, reason, message).await;
@@ -93,7 +116,7 @@ async fn check(binding: &CredentialBinding, namespace: &str, context: &Context) 
 }
 
 /// Requeues a failed pass with backoff.
-pub fn error_policy(binding: Arc<CredentialBinding>, error: &Error, context: Arc<Context>) -> Action {
+pub fn error_policy<K: Resource>(binding: Arc<K>, error: &Error, context: Arc<Context>) -> Action {
     context.metrics.failed("CredentialBinding", error.reason());
     let delay = context.backoff(&format!("binding/{}", binding.uid().unwrap_or_default()));
     tracing::warn!(binding = %binding.name_any(), %error, ?delay, "reconcile failed");

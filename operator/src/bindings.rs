@@ -4,6 +4,7 @@
 use ferry_api::binding::VaultSecretReference;
 use ferry_api::{CredentialBinding, CredentialBindingSpec, MigrationJob, Provider};
 
+use crate::guard::Guarded;
 use crate::lifecycle::Blocker;
 
 /// Providers the runner can move data with today; jobs naming others wait, so nothing starts
@@ -55,6 +56,24 @@ pub fn check_usable(name: &str, spec: &CredentialBindingSpec) -> Result<(), Bloc
         });
     }
     Ok(())
+}
+
+/// A looked-up binding that may not decode: an undecodable one blocks the job with the
+/// field at fault (the binding itself shows it too), instead of failing every pass.
+pub fn readable(
+    field: &str,
+    binding: Option<Guarded<CredentialBinding>>,
+) -> Result<Option<CredentialBinding>, Blocker> {
+    match binding.map(|guarded| guarded.0).transpose() {
+        Ok(binding) => Ok(binding),
+        Err(invalid) => Err(Blocker {
+            reason: "BindingInvalid",
+            message: format!(
+                "{field}: CredentialBinding {} cannot be read ({invalid}); fix that binding",
+                invalid.metadata.name.as_deref().unwrap_or_default()
+            ),
+        }),
+    }
 }
 
 /// Whether the binding's Ready condition is True for its current generation.
@@ -181,5 +200,20 @@ mod tests {
             let error = check_vault_path(DEFAULT_PATH_PREFIX, "team-a", &reference(bad)).unwrap_err();
             assert!(error.message.starts_with("spec.vault.path"), "{bad}");
         }
+    }
+
+    #[test]
+    fn an_undecodable_binding_blocks_with_its_field() {
+        let value = serde_json::json!({
+            "apiVersion": "ferry.dev/v1alpha1", "kind": "CredentialBinding",
+            "metadata": {"name": "legacy", "namespace": "team-a"},
+            "spec": {"provider": "sftp", "sftp": {"host": "h", "user": "u", "knownHosts": "k", "port": 70000}}
+        });
+        let guarded: Guarded<CredentialBinding> = serde_json::from_value(value).unwrap();
+        let blocker = readable("spec.source.binding", Some(guarded)).unwrap_err();
+        assert_eq!(blocker.reason, "BindingInvalid");
+        assert!(blocker.message.starts_with("spec.source.binding: CredentialBinding legacy cannot be read"));
+        assert!(blocker.message.contains("spec.sftp.port"), "{}", blocker.message);
+        assert!(matches!(readable("spec.source.binding", None), Ok(None)));
     }
 }

@@ -4,18 +4,38 @@
 use ferry_api::Phase;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-/// The condition types a job carries, in the order they are written.
-pub const JOB_CONDITIONS: [&str; 5] = ["Ready", "Progressing", "Complete", "Failed", "Stalled"];
+/// The condition types a job carries, in the order they are written. `Reconciling` is the
+/// one kstatus (Flux, `kubectl wait`, cli-utils) reads for "in progress"; `Progressing` is
+/// kept for the Deployment-style readers.
+pub const JOB_CONDITIONS: [&str; 6] = ["Ready", "Progressing", "Reconciling", "Complete", "Failed", "Stalled"];
 
-/// Which conditions are true in a phase.
-fn truth(phase: Phase, condition: &str) -> bool {
+/// Which conditions are true in a phase. kstatus reads `Stalled=True` as a failure that
+/// needs a person, so only a terminal failure sets it: a job waiting for a binding (which
+/// GitOps tools may simply not have applied yet) is still in progress.
+pub fn truth(phase: Phase, condition: &str) -> bool {
     match condition {
         "Ready" | "Complete" => phase == Phase::Succeeded,
-        "Progressing" => matches!(phase, Phase::Pending | Phase::Running),
-        "Failed" => phase == Phase::Failed,
-        "Stalled" => matches!(phase, Phase::Waiting | Phase::Failed),
+        "Progressing" | "Reconciling" => matches!(phase, Phase::Pending | Phase::Running | Phase::Waiting),
+        "Failed" | "Stalled" => phase == Phase::Failed,
         _ => false,
     }
+}
+
+/// The conditions of an object the operator cannot read at all (its spec does not decode):
+/// not Ready, not in progress, and Stalled, because only a person editing the named field
+/// can make it readable again.
+pub fn unreadable_conditions(
+    types: &[&str],
+    reason: &str,
+    message: &str,
+    generation: Option<i64>,
+    previous: &[Condition],
+    now: &Time,
+) -> Vec<Condition> {
+    types
+        .iter()
+        .map(|type_| condition(type_, *type_ == "Stalled", reason, message, generation, previous, now))
+        .collect()
 }
 
 /// The job's conditions for `phase`, keeping each condition's `lastTransitionTime` when its
@@ -83,13 +103,40 @@ mod tests {
         assert!(conditions.iter().all(|c| c.observed_generation == Some(3)));
     }
 
+    fn true_ones(phase: Phase) -> Vec<String> {
+        let conditions = job_conditions(phase, "R", "m", None, &[], &at(1));
+        conditions.iter().filter(|c| c.status == "True").map(|c| c.type_.clone()).collect()
+    }
+
     #[test]
-    fn waiting_is_stalled_and_failed_is_failed() {
+    fn waiting_for_a_binding_is_in_progress_not_stalled() {
+        assert_eq!(true_ones(Phase::Waiting), ["Progressing", "Reconciling"]);
         let waiting = job_conditions(Phase::Waiting, "BindingNotReady", "m", None, &[], &at(1));
-        assert_eq!(waiting.iter().find(|c| c.type_ == "Stalled").unwrap().status, "True");
-        let failed = job_conditions(Phase::Failed, "RetriesExhausted", "m", None, &[], &at(1));
-        assert_eq!(failed.iter().find(|c| c.type_ == "Failed").unwrap().status, "True");
-        assert_eq!(failed.iter().find(|c| c.type_ == "Complete").unwrap().status, "False");
+        let ready = waiting.iter().find(|c| c.type_ == "Ready").unwrap();
+        assert_eq!((ready.status.as_str(), ready.reason.as_str()), ("False", "BindingNotReady"));
+    }
+
+    #[test]
+    fn only_a_terminal_failure_is_stalled() {
+        assert_eq!(true_ones(Phase::Failed), ["Failed", "Stalled"]);
+        for phase in [Phase::Pending, Phase::Waiting, Phase::Running, Phase::Succeeded, Phase::Suspended] {
+            assert!(!true_ones(phase).contains(&"Stalled".to_owned()), "{phase:?}");
+        }
+    }
+
+    #[test]
+    fn pending_and_running_are_reconciling() {
+        assert_eq!(true_ones(Phase::Pending), ["Progressing", "Reconciling"]);
+        assert_eq!(true_ones(Phase::Running), ["Progressing", "Reconciling"]);
+        assert!(true_ones(Phase::Suspended).is_empty(), "a suspended job is at rest");
+    }
+
+    #[test]
+    fn an_unreadable_object_is_stalled_and_not_ready() {
+        let conditions = unreadable_conditions(&JOB_CONDITIONS, "InvalidSpec", "spec.x: bad", Some(2), &[], &at(1));
+        let true_ones: Vec<_> = conditions.iter().filter(|c| c.status == "True").map(|c| c.type_.as_str()).collect();
+        assert_eq!(true_ones, ["Stalled"]);
+        assert!(conditions.iter().all(|c| c.reason == "InvalidSpec" && c.observed_generation == Some(2)));
     }
 
     #[test]
@@ -99,6 +146,6 @@ mod tests {
         assert_eq!(second[1].last_transition_time, at(1));
         let third = job_conditions(Phase::Succeeded, "Succeeded", "m", None, &second, &at(3));
         assert_eq!(third[1].last_transition_time, at(3), "Progressing went False");
-        assert_eq!(third[3].last_transition_time, at(1), "Failed stayed False");
+        assert_eq!(third[4].last_transition_time, at(1), "Failed stayed False");
     }
 }

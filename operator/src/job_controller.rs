@@ -21,10 +21,11 @@ use crate::children::credentials::{ShardTokens, accessors_of, secret};
 use crate::children::{Attempt, network_policy, plan, pod};
 use crate::context::Context;
 use crate::error::Error;
+use crate::guard::{self, Guarded, Undecodable};
 use crate::lifecycle::{self, Action as Step, Blocker, Observation};
 use crate::progress::{new_attempt_token, token_hash};
 use crate::vault::{Revocation, WrappedCredentials};
-use crate::{bindings, conditions, names, observe};
+use crate::{bindings, conditions, names, observe, unreadable};
 
 /// The finalizer that lets the operator stop runners and remove tokens before a job goes.
 pub const FINALIZER: &str = "ferry.dev/cleanup";
@@ -51,8 +52,25 @@ pub async fn reconcile(job: Arc<MigrationJob>, context: Arc<Context>) -> Result<
     result
 }
 
+/// Reconciles one job as the watch decoded it: a readable job as [`reconcile`] does; one
+/// that does not decode is reported on itself (field, Event, `Stalled`) and left until it
+/// changes, and if it is being deleted its children and finalizer are still removed.
+pub async fn reconcile_guarded(object: Arc<Guarded<MigrationJob>>, context: Arc<Context>) -> Result<Action, Error> {
+    match &object.0 {
+        Ok(job) => reconcile(Arc::new(job.clone()), context).await,
+        Err(invalid) if invalid.metadata.deletion_timestamp.is_some() => {
+            release_unreadable(invalid, &context).await?;
+            Ok(Action::await_change())
+        }
+        Err(invalid) => {
+            unreadable::report(object.as_ref(), invalid, &conditions::JOB_CONDITIONS, &context).await?;
+            Ok(Action::await_change())
+        }
+    }
+}
+
 /// Requeues a failed pass with backoff.
-pub fn error_policy(job: Arc<MigrationJob>, error: &Error, context: Arc<Context>) -> Action {
+pub fn error_policy<K: Resource>(job: Arc<K>, error: &Error, context: Arc<Context>) -> Action {
     context.metrics.failed("MigrationJob", error.reason());
     let key = format!("job/{}", job.uid().unwrap_or_default());
     let delay = context.backoff(&key);
@@ -180,9 +198,15 @@ async fn resolve_bindings(
     namespace: &str,
     context: &Context,
 ) -> Result<Result<(CredentialBindingSpec, CredentialBindingSpec), Blocker>, Error> {
-    let api: Api<CredentialBinding> = Api::namespaced(context.client.clone(), namespace);
+    let api: Api<Guarded<CredentialBinding>> = Api::namespaced(context.client.clone(), namespace);
     let source = api.get_opt(&job.spec.source.binding).await?;
     let destination = api.get_opt(&job.spec.destination.binding).await?;
+    let readable = bindings::readable("spec.source.binding", source)
+        .and_then(|source| Ok((source, bindings::readable("spec.destination.binding", destination)?)));
+    let (source, destination) = match readable {
+        Ok(both) => both,
+        Err(blocker) => return Ok(Err(blocker)),
+    };
     Ok(bindings::resolve(job, source.as_ref(), destination.as_ref()).and_then(|(source, destination)| {
         for spec in [&source, &destination] {
             if let Some(reference) = &spec.vault {
@@ -396,16 +420,45 @@ async fn delete_children(namespace: &str, selector: &str, context: &Context, pod
 /// The job is being deleted: stop its runners now and remove everything it owns.
 async fn cleanup(job: &MigrationJob, context: &Context) -> Result<Action, Error> {
     let identity = identity(job)?;
-    let namespace = identity.namespace.as_str();
-    let selector = names::job_selector(&identity.uid);
+    remove_everything(&identity.namespace, &identity.uid, context).await?;
+    context.metrics.forget_job(job);
+    Ok(Action::await_change())
+}
+
+/// Stops the runners of the job with `uid` and removes every child it owns.
+async fn remove_everything(namespace: &str, uid: &str, context: &Context) -> Result<(), Error> {
+    let selector = names::job_selector(uid);
     delete_children(namespace, &selector, context, true).await?;
     let params = ListParams::default().labels(&selector);
     Api::<NetworkPolicy>::namespaced(context.client.clone(), namespace)
         .delete_collection(&DeleteParams::default(), &params)
         .await?;
-    context.hub.forget_job(&identity.uid);
-    context.metrics.forget_job(job);
-    Ok(Action::await_change())
+    context.hub.forget_job(uid);
+    Ok(())
+}
+
+/// A job that does not decode is being deleted: its children are found by UID alone, so
+/// they are removed as for any job, and then the finalizer (with a merge patch guarded by
+/// the resource version, so a concurrent change is not overwritten), so deletion is never
+/// stuck on a spec the operator cannot read.
+async fn release_unreadable(invalid: &Undecodable, context: &Context) -> Result<(), Error> {
+    let metadata = &invalid.metadata;
+    let (Some(namespace), Some(name), Some(uid)) = (&metadata.namespace, &metadata.name, &metadata.uid) else {
+        return Err(Error::Incomplete("a MigrationJob that does not decode".into()));
+    };
+    let finalizers = metadata.finalizers.clone().unwrap_or_default();
+    if !finalizers.iter().any(|f| f == FINALIZER) {
+        return Ok(());
+    }
+    remove_everything(namespace, uid, context).await?;
+    let remaining: Vec<&String> = finalizers.iter().filter(|f| *f != FINALIZER).collect();
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": remaining, "resourceVersion": metadata.resource_version }
+    });
+    guard::untyped_api::<MigrationJob>(context.client.clone(), namespace)
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
 }
 
 /// The status fields in `keys`, as JSON.
@@ -435,8 +488,15 @@ async fn write_status(
     let changed: serde_json::Map<String, serde_json::Value> =
         after.into_iter().filter(|(key, value)| before.get(key) != Some(value)).collect();
     let patch = serde_json::json!({ "status": changed });
-    let api: Api<MigrationJob> = Api::namespaced(context.client.clone(), &job.namespace().unwrap_or_default());
-    api.patch_status(&job.name_any(), &PatchParams::default(), &Patch::Merge(&patch)).await?;
+    let namespace = job.namespace().unwrap_or_default();
+    guard::patch_status::<MigrationJob>(
+        context.client.clone(),
+        &namespace,
+        &job.name_any(),
+        &PatchParams::default(),
+        &patch,
+    )
+    .await?;
     Ok(())
 }
 

@@ -28,7 +28,7 @@ pub enum ShardState {
     Pending,
     /// Copying.
     Running,
-    /// The pod exited 0 after verifying every object.
+    /// The pod exited 0 and its final report says every object was verified.
     Succeeded {
         /// The runner's last report.
         report: Option<ProgressReport>,
@@ -233,11 +233,12 @@ pub fn deadline_remaining(spec: &MigrationJobSpec, status: &MigrationJobStatus, 
     Some((started + limit - now.0.as_second()).max(1))
 }
 
-/// The shard state from a finished pod's exit code and the runner's final report.
+/// The shard state from a finished pod's exit code and the runner's final report: success
+/// needs both exit code 0 and a final report whose outcome is `Succeeded`.
 pub fn finished_shard(exit_code: i32, report: Option<ProgressReport>, termination_reason: Option<&str>) -> ShardState {
     let outcome = report.as_ref().and_then(|r| r.outcome.clone());
     match (exit_code, outcome) {
-        (0, None | Some(Outcome::Succeeded)) => ShardState::Succeeded { report },
+        (0, Some(Outcome::Succeeded)) => ShardState::Succeeded { report },
         (_, Some(Outcome::SecurityViolation { reason })) => ShardState::Failed { reason, security: true, report },
         (5, _) => ShardState::Failed { reason: "the runner refused its credentials".into(), security: true, report },
         (_, Some(Outcome::Aborted { reason })) => ShardState::Failed { reason, security: false, report },
@@ -245,6 +246,15 @@ pub fn finished_shard(exit_code: i32, report: Option<ProgressReport>, terminatio
             let failed = report.as_ref().map_or(0, |r| r.progress.objects_failed);
             ShardState::Failed { reason: format!("{failed} objects failed"), security: false, report }
         }
+        // Exit 0 proves only that the process ended; success is the runner's own final
+        // report saying every object was verified. Without it (killed between its last
+        // post and the end, a truncated termination message, a foreign image), nothing
+        // says the copy is complete, so the attempt failed and is retried.
+        (0, _) => ShardState::Failed {
+            reason: "the runner exited 0 without a final report, so nothing proves every object was verified".into(),
+            security: false,
+            report,
+        },
         (code, _) => {
             let why = termination_reason.unwrap_or("Error");
             ShardState::Failed { reason: format!("runner exited with code {code} ({why})"), security: false, report }

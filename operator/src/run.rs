@@ -19,6 +19,7 @@ use crate::children::credentials::progress_token_of;
 use crate::children::network_policy::EgressTarget;
 use crate::config::{Config, egress_for};
 use crate::context::Context;
+use crate::guard::{self, Guarded};
 use crate::metrics::Metrics;
 use crate::progress::{self, AttemptLookup, CurrentAttempt, JobKey, LookupError, ProgressHub, StatusWriter, TlsFiles};
 use crate::vault::{Vault, VaultAuth, VaultConfig};
@@ -132,51 +133,57 @@ where
     }
 }
 
-async fn run_job_controller(
+/// Runs the MigrationJob controller for one namespace (all when `None`) until `shutdown`.
+/// Jobs and bindings are watched as [`Guarded`], so an object that does not decode is
+/// reported on itself instead of failing the list every other object is in.
+pub async fn run_job_controller(
     client: Client,
     namespace: Option<String>,
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let namespace = namespace.as_deref();
-    let jobs: Api<MigrationJob> = api(client.clone(), namespace);
+    let jobs: Api<Guarded<MigrationJob>> = api(client.clone(), namespace);
     let pods: Api<Pod> = api(client.clone(), namespace);
-    let bindings: Api<CredentialBinding> = api(client, namespace);
+    let bindings: Api<Guarded<CredentialBinding>> = api(client, namespace);
     let controller = Controller::new(jobs, watcher::Config::default());
     let store = controller.store();
     let runner_pods = watcher::Config::default().labels(&format!("{}={}", names::MANAGED_BY.0, names::MANAGED_BY.1));
     controller
         .owns(pods, runner_pods)
-        // A binding turning Ready wakes the jobs that wait for it.
+        // A binding turning Ready (or readable) wakes the jobs that wait for it.
         .watches(bindings, watcher::Config::default(), move |binding| {
             let namespace = binding.namespace();
             let name = binding.name_any();
             store
                 .state()
                 .into_iter()
-                .filter(|job| {
-                    job.namespace() == namespace
-                        && (job.spec.source.binding == name || job.spec.destination.binding == name)
+                .filter(|object| {
+                    object.0.as_ref().is_ok_and(|job| {
+                        job.namespace() == namespace
+                            && (job.spec.source.binding == name || job.spec.destination.binding == name)
+                    })
                 })
-                .map(|job| ObjectRef::from_obj(job.as_ref()))
+                .map(|object| ObjectRef::from_obj(object.as_ref()))
                 .collect::<Vec<_>>()
         })
         .graceful_shutdown_on(shutdown)
-        .run(job_controller::reconcile, job_controller::error_policy, context)
+        .run(job_controller::reconcile_guarded, job_controller::error_policy, context)
         .for_each(|_| std::future::ready(()))
         .await;
 }
 
-async fn run_binding_controller(
+/// Runs the CredentialBinding controller for one namespace (all when `None`) until `shutdown`.
+pub async fn run_binding_controller(
     client: Client,
     namespace: Option<String>,
     context: Arc<Context>,
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
-    let bindings: Api<CredentialBinding> = api(client, namespace.as_deref());
+    let bindings: Api<Guarded<CredentialBinding>> = api(client, namespace.as_deref());
     Controller::new(bindings, watcher::Config::default())
         .graceful_shutdown_on(shutdown)
-        .run(binding_controller::reconcile, binding_controller::error_policy, context)
+        .run(binding_controller::reconcile_guarded, binding_controller::error_policy, context)
         .for_each(|_| std::future::ready(()))
         .await;
 }
@@ -187,11 +194,14 @@ fn attempt_lookup(client: Client) -> AttemptLookup {
     Arc::new(move |key: JobKey| {
         let client = client.clone();
         async move {
-            let jobs: Api<MigrationJob> = Api::namespaced(client.clone(), &key.namespace);
+            // Untyped: only the UID and status.attempts are needed, and a job whose spec
+            // does not decode must not turn every report into a failed lookup.
+            let jobs = guard::untyped_api::<MigrationJob>(client.clone(), &key.namespace);
             let failed = |e: kube::Error| LookupError(e.to_string());
             let Some(job) = jobs.get_opt(&key.name).await.map_err(failed)? else { return Ok(None) };
-            let attempt = job.status.as_ref().map_or(0, |s| s.attempts);
-            let max_delete = job.spec.max_delete;
+            let attempt = job.data.pointer("/status/attempts").and_then(serde_json::Value::as_u64).unwrap_or(0);
+            let Ok(attempt) = u32::try_from(attempt) else { return Ok(None) };
+            let max_delete = job.data.pointer("/spec/maxDelete").and_then(serde_json::Value::as_u64);
             let Some(uid) = job.uid().filter(|_| attempt > 0) else { return Ok(None) };
             let secrets: Api<Secret> = Api::namespaced(client, &key.namespace);
             let Some(secret) = secrets.get_opt(&names::attempt_object(&key.name, attempt)).await.map_err(failed)?

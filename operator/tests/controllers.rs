@@ -181,7 +181,10 @@ async fn a_binding_that_is_not_ready_makes_the_job_wait() {
     harness.launched().await;
 
     assert_eq!(harness.status()["phase"], "Waiting");
-    assert_eq!(harness.condition("Stalled"), ("True".into(), "BindingNotReady".into()));
+    // In progress for kstatus, not stalled: the binding may become Ready any moment.
+    assert_eq!(harness.condition("Ready"), ("False".into(), "BindingNotReady".into()));
+    assert_eq!(harness.condition("Reconciling"), ("True".into(), "BindingNotReady".into()));
+    assert_eq!(harness.condition("Stalled"), ("False".into(), "BindingNotReady".into()));
     assert!(harness.cluster.names("pods", NS).is_empty());
     assert!(harness.cluster.names("secrets", NS).is_empty());
 
@@ -198,9 +201,9 @@ async fn a_missing_binding_is_named() {
     harness.job(json!({}));
     harness.launched().await;
     let status = harness.status();
-    let stalled = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Stalled").unwrap();
-    assert_eq!(stalled["reason"], "BindingNotFound");
-    assert!(stalled["message"].as_str().unwrap().starts_with("spec.source.binding"));
+    let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap();
+    assert_eq!((&ready["status"], &ready["reason"]), (&json!("False"), &json!("BindingNotFound")));
+    assert!(ready["message"].as_str().unwrap().starts_with("spec.source.binding"));
 }
 
 #[tokio::test]
@@ -337,4 +340,123 @@ async fn bindings_become_ready_or_say_why_not() {
     assert_eq!(ready("elsewhere"), ("False".into(), "VaultPathOutsideNamespace".into()));
     assert_eq!(ready("s3"), ("False".into(), "VaultNotConfigured".into()));
     assert!(harness.cluster.event_reasons().contains(&"VaultPathOutsideNamespace".to_owned()));
+}
+
+/// Issue #11: one job whose spec does not decode (a value an older CRD admitted) must not
+/// stop the controller's list: the real controllers run from the fake API server's list,
+/// the bad job and the bad binding get a Warning Event and Stalled / not Ready with the
+/// field named, and the good job next to them is launched.
+#[tokio::test]
+async fn an_undecodable_job_is_reported_and_the_others_keep_reconciling() {
+    let harness = Harness::new();
+    harness.binding("in", true);
+    harness.binding("out", true);
+    harness.cluster.insert(
+        "credentialbindings",
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "CredentialBinding",
+               "metadata": {"name": "mangled", "namespace": NS},
+               "spec": {"provider": "sftp", "sftp": {"host": "h", "user": "u", "knownHosts": "k", "port": 70000}}}),
+    );
+    // The fake API server sends no watch events, so the good job starts with the finalizer
+    // that its first pass would otherwise add and wait to hear back about.
+    harness.job(json!({}));
+    harness.cluster.update("migrationjobs", NS, "nightly", |job| {
+        job["metadata"]["finalizers"] = json!([job_controller::FINALIZER]);
+    });
+    harness.cluster.insert(
+        "migrationjobs",
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "MigrationJob",
+               "metadata": {"name": "broken", "namespace": NS, "generation": 2},
+               "spec": {"source": {"binding": "in"}, "destination": {"binding": "out"},
+                        "filter": {"maxSize": "99999Ei"}}}),
+    );
+
+    let client = harness.context.client.clone();
+    let jobs = tokio::spawn(ferry_operator::run::run_job_controller(
+        client.clone(),
+        Some(NS.into()),
+        harness.context.clone(),
+        std::future::pending(),
+    ));
+    let bindings = tokio::spawn(ferry_operator::run::run_binding_controller(
+        client,
+        Some(NS.into()),
+        harness.context.clone(),
+        std::future::pending(),
+    ));
+    let invalid_events = |name: &str| {
+        harness
+            .cluster
+            .events()
+            .into_iter()
+            .filter(|e| e["reason"] == "InvalidSpec" && e["regarding"]["name"] == name)
+            .collect::<Vec<_>>()
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let good_running = harness.status()["phase"] == "Running";
+        if good_running && !invalid_events("broken").is_empty() && !invalid_events("mangled").is_empty() {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "good job: {}; events: {:#?}",
+            harness.status(),
+            harness.cluster.events()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    jobs.abort();
+    bindings.abort();
+
+    // The good job was launched as usual.
+    assert_eq!(harness.cluster.names("pods", NS).len(), 2);
+    // The bad job says which field is wrong, on itself.
+    let event = &invalid_events("broken")[0];
+    assert_eq!(event["type"], "Warning");
+    assert!(event["note"].as_str().unwrap().starts_with("spec.filter.maxSize: \"99999Ei\" is not a byte quantity"));
+    let broken = harness.cluster.get("migrationjobs", NS, "broken").unwrap();
+    let condition = |object: &Value, type_: &str| {
+        let c = object["status"]["conditions"].as_array().unwrap().iter().find(|c| c["type"] == type_).unwrap().clone();
+        (c["status"].as_str().unwrap().to_owned(), c["reason"].as_str().unwrap().to_owned(), c["message"].clone())
+    };
+    let (status, reason, message) = condition(&broken, "Stalled");
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidSpec"));
+    assert!(message.as_str().unwrap().contains("spec.filter.maxSize"), "{message}");
+    assert_eq!(condition(&broken, "Ready").0, "False");
+    assert_eq!(broken["status"]["observedGeneration"], 2);
+    assert!(harness.cluster.names("pods", NS).iter().all(|pod| !pod.contains("broken")));
+    // The bad binding, likewise.
+    let mangled = harness.cluster.get("credentialbindings", NS, "mangled").unwrap();
+    let (status, reason, message) = condition(&mangled, "Ready");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "InvalidSpec"));
+    assert!(message.as_str().unwrap().contains("spec.sftp.port"), "{message}");
+    // Reported once: a later pass over the same object publishes nothing new.
+    let before = harness.cluster.events().len();
+    let object: ferry_operator::guard::Guarded<MigrationJob> = serde_json::from_value(broken).unwrap();
+    job_controller::reconcile_guarded(Arc::new(object), harness.context.clone()).await.unwrap();
+    assert_eq!(harness.cluster.events().len(), before);
+}
+
+/// A job that does not decode can still be deleted: its children go and its finalizer is
+/// removed without reading its spec.
+#[tokio::test]
+async fn an_undecodable_job_can_still_be_deleted() {
+    let harness = Harness::new();
+    harness.binding("in", true);
+    harness.binding("out", true);
+    harness.job(json!({}));
+    harness.launched().await;
+    assert_eq!(harness.cluster.names("pods", NS).len(), 2);
+    harness.cluster.update("migrationjobs", NS, "nightly", |job| {
+        job["spec"]["filter"] = json!({"maxSize": "99999Ei"});
+        job["metadata"]["deletionTimestamp"] = json!("2026-11-24T00:00:00Z");
+    });
+    let object = harness.cluster.get("migrationjobs", NS, "nightly").unwrap();
+    let object: ferry_operator::guard::Guarded<MigrationJob> = serde_json::from_value(object).unwrap();
+    assert!(object.0.is_err());
+    job_controller::reconcile_guarded(Arc::new(object), harness.context.clone()).await.unwrap();
+    assert!(harness.cluster.names("pods", NS).is_empty());
+    assert!(harness.cluster.names("secrets", NS).is_empty());
+    assert!(harness.cluster.get("migrationjobs", NS, "nightly").is_none(), "the finalizer was removed");
 }

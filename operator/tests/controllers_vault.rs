@@ -223,8 +223,8 @@ async fn a_vanished_secret_makes_the_job_wait_with_vaults_reason() {
 
     let status = cluster.get("migrationjobs", NS, "nightly").unwrap()["status"].clone();
     assert_eq!(status["phase"], "Waiting");
-    let stalled = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Stalled").unwrap().clone();
-    assert_eq!(stalled["reason"], "SecretNotFound");
+    let ready = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Ready").unwrap().clone();
+    assert_eq!((&ready["status"], &ready["reason"]), (&json!("False"), &json!("SecretNotFound")));
     assert!(cluster.names("pods", NS).is_empty(), "nothing launched");
     assert!(cluster.names("secrets", NS).is_empty(), "no token left behind");
 }

@@ -73,8 +73,16 @@ fn a_blocked_binding_waits_without_launching() {
     assert_eq!(decision.action, Action::None);
     assert_eq!(decision.status.phase, Some(Phase::Waiting));
     assert_eq!(decision.status.attempts, 0);
-    let stalled = decision.status.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
-    assert_eq!((stalled.status.as_str(), stalled.reason.as_str()), ("True", "BindingNotReady"));
+    // Waiting is in progress for kstatus (a GitOps tool may apply the binding next), not
+    // stalled: Ready=False and Reconciling=True carry the reason.
+    let condition = |type_: &str| {
+        let c = decision.status.conditions.iter().find(|c| c.type_ == type_).unwrap();
+        (c.status.clone(), c.reason.clone())
+    };
+    assert_eq!(condition("Ready"), ("False".into(), "BindingNotReady".into()));
+    assert_eq!(condition("Reconciling"), ("True".into(), "BindingNotReady".into()));
+    assert_eq!(condition("Progressing"), ("True".into(), "BindingNotReady".into()));
+    assert_eq!(condition("Stalled"), ("False".into(), "BindingNotReady".into()));
 }
 
 #[test]
@@ -188,4 +196,27 @@ fn exit_codes_and_reports_combine() {
     assert_eq!((reason.as_str(), security), ("budget", false));
     let ShardState::Failed { reason, .. } = finished_shard(137, None, Some("OOMKilled")) else { panic!() };
     assert!(reason.contains("OOMKilled"));
+}
+
+#[test]
+fn exit_zero_without_a_final_report_is_not_success() {
+    let ShardState::Failed { reason, security, .. } = finished_shard(0, None, Some("Completed")) else { panic!() };
+    assert!(reason.contains("without a final report") && !security, "{reason}");
+    // A report that is not final (no outcome yet) proves nothing either.
+    let mut unfinished = report(5, Outcome::Succeeded);
+    unfinished.outcome = None;
+    let ShardState::Failed { report: kept, .. } = finished_shard(0, Some(unfinished), None) else { panic!() };
+    assert_eq!(kept.map(|r| r.progress.objects_verified), Some(5), "the counters are kept for status");
+    // A final report of success with a non-zero exit is not success either.
+    assert!(matches!(finished_shard(1, Some(report(1, Outcome::Succeeded)), None), ShardState::Failed { .. }));
+}
+
+#[test]
+fn an_attempt_whose_runner_exited_zero_silently_is_retried() {
+    let spec = spec("");
+    let silent = finished_shard(0, None, None);
+    let decision = observe(&spec, status(Phase::Running, 1, 0), true, vec![silent]);
+    assert_eq!(decision.status.phase, Some(Phase::Running));
+    assert_eq!((decision.status.attempts, decision.status.failed_attempts), (2, 1));
+    assert_eq!(decision.action, Action::Launch);
 }

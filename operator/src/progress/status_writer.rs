@@ -9,7 +9,7 @@ use std::time::Duration;
 use ferry_api::job::MigrationJob;
 use ferry_api::status::{ObjectFailure, Progress, Summary};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Api, Patch, PatchParams};
+use kube::api::PatchParams;
 use serde::Serialize;
 use tokio::time::Instant;
 
@@ -96,9 +96,19 @@ impl KubeStatusSink {
 
 impl StatusSink for KubeStatusSink {
     async fn write(&self, job: &JobKey, status: &ProgressStatus) -> Result<(), StatusSinkError> {
-        let api: Api<MigrationJob> = Api::namespaced(self.client.clone(), &job.namespace);
         let params = PatchParams { field_manager: Some("ferry-operator".into()), ..PatchParams::default() };
-        match api.patch_status(&job.name, &params, &Patch::Merge(status.merge_patch())).await {
+        // The response is not decoded as a MigrationJob: a job whose spec does not decode
+        // still gets its progress, and a write that succeeded is never retried as failed.
+        let patch = status.merge_patch();
+        match crate::guard::patch_status::<MigrationJob>(
+            self.client.clone(),
+            &job.namespace,
+            &job.name,
+            &params,
+            &patch,
+        )
+        .await
+        {
             Ok(_) => Ok(()),
             Err(kube::Error::Api(response)) if response.code == 404 => Err(StatusSinkError::Gone(job.clone())),
             Err(source) => Err(StatusSinkError::Patch { job: job.clone(), source }),

@@ -1,6 +1,7 @@
 //! An in-memory Kubernetes API server behind `tower-test`'s mock service: enough of GET,
 //! LIST (label selectors), server-side apply, merge and JSON patches, DELETE (single and
-//! collection, honouring finalizers) and POST for the controllers under test. Tests read
+//! collection, honouring finalizers) and POST for the controllers under test, and watches
+//! that stay silent, so a real `Controller` runs from its initial list. Tests read
 //! and change its objects directly, as a kubelet or a user would.
 
 use std::collections::BTreeMap;
@@ -90,7 +91,14 @@ impl FakeCluster {
         let cluster = FakeCluster::default();
         let server = cluster.clone();
         tokio::spawn(async move {
+            let mut watches = Vec::new();
             while let Some((request, send)) = handle.next_request().await {
+                if request.uri().query().is_some_and(|query| query.split('&').any(|pair| pair == "watch=true")) {
+                    // A watch that never reports a change (its response never starts):
+                    // controllers run from their initial list and their requeues.
+                    watches.push(send);
+                    continue;
+                }
                 let (parts, body) = request.into_parts();
                 let bytes = body.collect_bytes().await.unwrap();
                 let content_type = parts
@@ -252,5 +260,10 @@ impl FakeCluster {
     /// The reasons of the events published so far.
     pub fn event_reasons(&self) -> Vec<String> {
         self.events.lock().unwrap().iter().filter_map(|e| e["reason"].as_str().map(str::to_owned)).collect()
+    }
+
+    /// The events published so far.
+    pub fn events(&self) -> Vec<Value> {
+        self.events.lock().unwrap().clone()
     }
 }
