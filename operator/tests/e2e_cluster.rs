@@ -1,6 +1,17 @@
-//! End to end against a real Kubernetes API server: the operator binary reconciles a
-//! MigrationJob between two S3 buckets (SeaweedFS) with credentials in Vault (OpenBao), runner
-//! pods move and verify every object, and deleting the job removes everything it owned.
+//! End to end against a real Kubernetes API server: the operator binary reconciles
+//! MigrationJobs between S3 buckets (SeaweedFS) with credentials in Vault (OpenBao), runner
+//! pods move and verify every object, and the job survives what clusters do to it. Each
+//! scenario is its own test with its own namespace, operator process, kubelet, buckets and
+//! Vault paths (`support/scenario.rs`), so they run in parallel and a failure names itself:
+//!
+//! - `two_shards_...`: 2 shards, one Vault secret; deleting the finished job removes all it owned;
+//! - `three_shards_...`: 3 shards, each side's credentials in its own Vault secret and path;
+//! - `a_suspended_job_...`: `spec.suspend` mid-run stops the runners; resuming copies nothing twice;
+//! - `a_killed_runner_...`: a runner SIGKILLed mid-run; the retry has new tokens and skips what
+//!   attempt 1 verified;
+//! - `an_operator_restarted_...`: the operator SIGKILLed and restarted mid-job; no duplicate
+//!   pods, no orphans, status carries on;
+//! - `a_job_deleted_mid_run_...`: everything goes within 60 s and unused wrapping tokens are revoked.
 //!
 //! Run it with any cluster's kubeconfig, even a bare control plane without nodes (envtest's
 //! kube-apiserver and etcd):
@@ -11,7 +22,7 @@
 //! cargo build -p ferry-runner && FERRY_E2E_KUBECONFIG=~/.kube/config cargo nextest run -p ferry-operator -E 'binary(e2e_cluster)'
 //! ```
 //!
-//! Without `FERRY_E2E_KUBECONFIG` the test says so on stderr and passes, unless
+//! Without `FERRY_E2E_KUBECONFIG` each scenario says so on stderr and passes, unless
 //! `FERRY_E2E_REQUIRE=1`. The servers and the runner pods run on this machine: the job's
 //! runners select a node label no node has (`ferry.dev/e2e-local-runner`), so no real kubelet
 //! starts them, and the test's own stand-in kubelet (`support/kubelet.rs`) runs each pod's
@@ -29,305 +40,327 @@ mod support {
     #[allow(dead_code)] // the controllers' tests use the rest of it
     pub mod fake_api;
     pub mod kubelet;
+    pub mod scenario;
 }
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::collections::{BTreeMap, BTreeSet};
 
-use ferry_api::{CredentialBinding, MigrationJob, Phase};
+use ferry_api::contract::RunnerPlan;
+use ferry_api::{MigrationJob, Phase};
 use ferry_operator::names;
-use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
-use k8s_openapi::api::networking::v1::NetworkPolicy;
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
-use kube::runtime::wait::{await_condition, conditions};
-use kube::{Api, Client, Resource, ResourceExt};
-use serde::de::DeserializeOwned;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+use serde_json::json;
 use support::cluster::{
-    Gate, OperatorProcess, SecretView, condition_status, credential_problems, free_ports, gate, log_tail,
+    ATTEMPT_SHARD_KEYS, SecretView, WRAPPING_ACCESSORS_KEY, credential_problems, wrapping_accessors,
 };
-use support::kubelet::LocalKubelet;
+use support::kubelet::KubeletRecord;
+use support::scenario::{
+    STEP_TIMEOUT, Scenario, SourceData, attempt_pods, credential_files, phase, pods_seen, progress,
+};
 
-/// The field manager of everything this test applies.
-const FIELD_MANAGER: &str = "ferry-e2e";
-/// Objects in the source bucket.
-const SMALL_FILES: usize = 300;
-/// How long the job may take.
-const JOB_TIMEOUT: Duration = Duration::from_secs(300);
+/// The job every scenario runs (each in its own namespace).
+const JOB: &str = "e2e-copy";
+/// A per-runner bandwidth limit that keeps [`slow_data`] moving for tens of seconds. The limit
+/// lets a first burst of 8 MiB (a multipart part) through at once, then holds to the rate.
+const SLOW_BANDWIDTH: &str = "100Ki";
 
-async fn client(kubeconfig: &Path) -> Client {
-    let kubeconfig = Kubeconfig::read_from(kubeconfig)
-        .unwrap_or_else(|e| panic!("cannot read the kubeconfig {}: {e}", kubeconfig.display()));
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .unwrap_or_else(|e| panic!("cannot use the kubeconfig: {e}"));
-    Client::try_from(config).unwrap_or_else(|e| panic!("cannot build a Kubernetes client: {e}"))
+/// 300 small files and the tricky names: quick to move.
+fn quick_data(scenario: &Scenario) -> SourceData {
+    scenario.source_data(|tree| {
+        ferry_e2e::write_small_files(tree, 300, 1500);
+        ferry_e2e::write_tricky_tree(&tree.join("tricky"));
+    })
 }
 
-/// Applies the checked-in CRDs (server-side, taking ownership) and waits until both are served.
-async fn apply_crds(client: &Client) {
-    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
-    let apply = PatchParams::apply(FIELD_MANAGER).force();
-    let directory = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crds");
-    for crd in support::cluster::crds(&directory).unwrap() {
-        let name = crd.name_any();
-        crds.patch(&name, &apply, &Patch::Apply(&crd)).await.unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
-        let established = await_condition(crds.clone(), &name, conditions::is_crd_established());
-        tokio::time::timeout(Duration::from_secs(60), established)
-            .await
-            .unwrap_or_else(|_| panic!("CRD {name} not Established within 60 s"))
-            .unwrap_or_else(|e| panic!("watching CRD {name}: {e}"));
-    }
+/// 192 files of 128 KiB (24 MiB): at [`SLOW_BANDWIDTH`], each of two runners spends about
+/// 40 s past its first 8 MiB, time enough to interrupt it mid-run.
+fn slow_data(scenario: &Scenario) -> SourceData {
+    scenario.source_data(|tree| ferry_e2e::write_small_files(tree, 192, 128 * 1024))
 }
 
-/// Server-side applies a manifest; retries while a just-established CRD is not yet served.
-async fn apply<K>(api: &Api<K>, manifest: &serde_json::Value) -> K
-where
-    K: Resource + Clone + DeserializeOwned + std::fmt::Debug,
-{
-    let name = manifest["metadata"]["name"].as_str().unwrap().to_owned();
-    let started = Instant::now();
-    loop {
-        match api.patch(&name, &PatchParams::apply(FIELD_MANAGER).force(), &Patch::Apply(manifest)).await {
-            Ok(object) => return object,
-            Err(kube::Error::Api(status)) if status.is_not_found() && started.elapsed() < Duration::from_secs(30) => {
-                tokio::time::sleep(Duration::from_millis(500)).await;
-            }
-            Err(error) => panic!("applying {name}: {error}"),
-        }
-    }
-}
-
-async fn create_namespace(client: &Client, name: &str) {
-    let namespace: Namespace = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": name, "labels": {"app.kubernetes.io/part-of": "ferry-e2e"}}
-    }))
-    .unwrap();
-    Api::<Namespace>::all(client.clone()).create(&PostParams::default(), &namespace).await.unwrap();
-    // A control plane without the controller-manager creates no `default` ServiceAccount, and
-    // the ServiceAccount admission plugin (where enabled) refuses pods until one exists.
-    let account: ServiceAccount = serde_json::from_value(serde_json::json!({"metadata": {"name": "default"}})).unwrap();
-    match Api::<ServiceAccount>::namespaced(client.clone(), name).create(&PostParams::default(), &account).await {
-        Ok(_) => {}
-        Err(kube::Error::Api(status)) if status.is_already_exists() => {}
-        Err(error) => panic!("creating the default ServiceAccount: {error}"),
-    }
-}
-
-/// Lists everything of type `K` in the namespace matching `selector`, by name.
-async fn names_of<K>(client: &Client, namespace: &str, selector: &str) -> Vec<String>
-where
-    K: Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
-        + Clone
-        + DeserializeOwned
-        + std::fmt::Debug,
-{
-    let api: Api<K> = Api::namespaced(client.clone(), namespace);
-    api.list(&ListParams::default().labels(selector)).await.unwrap().items.iter().map(ResourceExt::name_any).collect()
-}
-
-/// Every Secret in the namespace, as the credential check sees it.
-async fn secrets_now(secrets: &Api<Secret>, job_uid: &str) -> Vec<SecretView> {
-    secrets.list(&ListParams::default()).await.unwrap().items.iter().map(|s| SecretView::of(s, job_uid)).collect()
-}
-
-/// Printed when the test fails after the namespace exists: what the runners said and how to
-/// clean up (a job whose finalizer no operator will remove keeps its namespace Terminating).
-struct OnFailure {
-    namespace: String,
-    runner_logs: PathBuf,
-}
-
-impl Drop for OnFailure {
-    fn drop(&mut self) {
-        if !std::thread::panicking() {
-            return;
-        }
-        for entry in std::fs::read_dir(&self.runner_logs).into_iter().flatten().flatten() {
-            let log = entry.path().join("runner.log");
-            if log.is_file() {
-                eprintln!("--- {}, last 60 lines ---\n{}", log.display(), log_tail(&log, 60));
-            }
-        }
-        eprintln!(
-            "namespace {ns} is left for inspection; remove it with:\n  kubectl -n {ns} patch mj --all --type=merge -p '{{\"metadata\":{{\"finalizers\":null}}}}'; kubectl delete ns {ns} --wait=false",
-            ns = self.namespace
-        );
-    }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_migration_job_moves_and_verifies_every_object_on_a_real_cluster() {
-    let kubeconfig = match gate(
-        std::env::var_os(support::cluster::KUBECONFIG_VARIABLE),
-        std::env::var_os(support::cluster::REQUIRE_VARIABLE),
-    ) {
-        Gate::Run(path) => path,
-        Gate::Skip(message) => {
-            // Straight to the process's stderr: the test harness captures `eprintln!`.
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "SKIPPED e2e_cluster: {message}");
-            return;
-        }
-        Gate::Fail(message) => panic!("{message}"),
-    };
-    // Several TLS stacks link rustls with both providers; choose one, as the operator does.
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let operator_binary = PathBuf::from(env!("CARGO_BIN_EXE_ferry-operator"));
-    let runner = support::cluster::runner_binary(&operator_binary).unwrap_or_else(|e| panic!("{e}"));
-    support::cluster::require_cluster_mode(&runner).unwrap_or_else(|e| panic!("{e}"));
-    let servers = ferry_e2e::servers();
-    let client = client(&kubeconfig).await;
-    let work = tempfile::tempdir().unwrap();
-
-    apply_crds(&client).await;
-    let namespace = ferry_e2e::unique("ferry-e2e").to_lowercase();
-    create_namespace(&client, &namespace).await;
-    let _on_failure = OnFailure { namespace: namespace.clone(), runner_logs: work.path().join("pods") };
-    eprintln!("e2e: namespace {namespace}");
-
-    // The data and its credentials, at the path the operator's default prefix allows.
-    let source_tree = work.path().join("source");
-    ferry_e2e::write_small_files(&source_tree, SMALL_FILES, 1500);
-    ferry_e2e::write_tricky_tree(&source_tree.join("tricky"));
-    let expected = ferry_e2e::tree_hashes(&source_tree);
-    let objects = expected.len();
-    let (source_bucket, destination_bucket) = (servers.bucket("e2e-src"), servers.bucket("e2e-dst"));
-    servers.rclone(&["copy", &source_tree.to_string_lossy(), &servers.s3_remote(&source_bucket)]);
-    let vault_path = format!("tenants/{namespace}/s3");
-    servers.put_secret(
-        &vault_path,
-        &[("accessKeyId", &servers.s3_access_key), ("secretAccessKey", &servers.s3_secret_key)],
-    );
-
-    // The operator, as it runs on a laptop against a kubeconfig.
-    let (certificate, key) = ferry_e2e::self_signed_certificate(work.path());
-    let [progress_port, metrics_port] = free_ports(2).unwrap()[..] else { unreachable!() };
-    let kubeconfig_text = kubeconfig.to_string_lossy().into_owned();
-    let mut operator = OperatorProcess::start(
-        &operator_binary,
-        &[
-            format!("--progress-listen=127.0.0.1:{progress_port}"),
-            format!("--progress-url=https://127.0.0.1:{progress_port}"),
-            format!("--tls-cert={}", certificate.display()),
-            format!("--tls-key={}", key.display()),
-            format!("--metrics-listen=127.0.0.1:{metrics_port}"),
-            format!("--watch-namespace={namespace}"),
-            "--runner-image=ferry-runner:e2e".into(),
-        ],
-        &[
-            ("KUBECONFIG", &kubeconfig_text),
-            ("VAULT_ADDR", &servers.vault_address),
-            ("VAULT_TOKEN", &servers.vault_token),
-            ("FERRY_LOG", "info"),
-        ],
-        work.path().join("operator.log"),
-    )
-    .unwrap();
-
-    let job_name = "e2e-copy";
-    let kubelet = LocalKubelet::start(
-        client.clone(),
-        &namespace,
-        format!("{}={}", names::JOB_NAME_LABEL, names::job_label_value(job_name)),
-        runner,
-        work.path().join("pods"),
-    );
-
-    let bindings: Api<CredentialBinding> = Api::namespaced(client.clone(), &namespace);
-    for (name, bucket) in [("e2e-source", &source_bucket), ("e2e-destination", &destination_bucket)] {
-        let manifest = support::cluster::s3_binding(name, &namespace, &servers.s3_endpoint, bucket, &vault_path);
-        apply(&bindings, &manifest.unwrap()).await;
-    }
-    let jobs: Api<MigrationJob> = Api::namespaced(client.clone(), &namespace);
-    let manifest = support::cluster::migration_job(job_name, &namespace, "e2e-source", "e2e-destination", 2);
-    let uid = apply(&jobs, &manifest).await.uid().unwrap();
-
-    // Until the job finishes: no Secret may hold the credential at any moment.
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &namespace);
-    let started = Instant::now();
-    let finished = loop {
-        if let Some(exit) = operator.exited() {
-            panic!("the operator exited early ({exit})");
-        }
-        let problems = credential_problems(&secrets_now(&secrets, &uid).await, servers.s3_secret_key.as_bytes());
-        assert!(problems.is_empty(), "while the job runs: {problems:?}");
-        let job = jobs.get(job_name).await.unwrap();
-        let conditions = job.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
-        if condition_status(&conditions, "Failed") == Some("True") {
-            panic!("the job failed: {:#?}\nkubelet: {:#?}", job.status, kubelet.record());
-        }
-        if condition_status(&conditions, "Complete") == Some("True") {
-            break job;
-        }
-        assert!(
-            started.elapsed() < JOB_TIMEOUT,
-            "the job did not complete within {JOB_TIMEOUT:?}: {:#?}\nkubelet: {:#?}",
-            job.status,
-            kubelet.record()
-        );
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
-
-    let status = finished.status.clone().unwrap();
+/// The final status says every object was verified, none failed, and the summary agrees.
+fn assert_succeeded(job: &MigrationJob, objects: u64) {
+    let status = job.status.clone().unwrap_or_default();
     assert_eq!(status.phase, Some(Phase::Succeeded), "{status:#?}");
-    assert_eq!(status.summary.as_ref().map(|s| s.objects.as_str()), Some(format!("{objects}/{objects}").as_str()));
-    assert_eq!(status.progress.as_ref().map(|p| p.objects_verified), Some(objects as u64), "{status:#?}");
-    let record = kubelet.record();
-    assert_eq!(record.started.len(), 2, "one runner pod per shard: {record:#?}");
-    assert!(record.exits.values().all(|code| *code == 0), "{record:#?}");
-    assert!(record.scheduled_elsewhere.is_empty(), "a node ran runner pods: {record:#?}");
+    let progress = progress(job);
+    assert_eq!((progress.objects_total, progress.objects_verified), (objects, objects), "{status:#?}");
+    assert_eq!(progress.objects_failed, 0, "{status:#?}");
+    assert_eq!(status.summary.as_ref().map(|s| s.objects.clone()), Some(format!("{objects}/{objects}")));
+}
 
-    // The destination holds exactly the source's bytes, by an independent hash.
-    let downloaded = work.path().join("destination");
-    servers.download(&destination_bucket, &downloaded);
-    assert_eq!(ferry_e2e::tree_hashes(&downloaded), expected);
+/// The last attempt copied each object at most once and skipped the rest as already verified,
+/// at least `min_skipped` of them (what an earlier attempt had verified).
+fn assert_copied_or_skipped_once(job: &MigrationJob, objects: u64, min_skipped: u64) {
+    let progress = progress(job);
+    assert_eq!(
+        progress.objects_copied + progress.objects_skipped,
+        objects,
+        "every object copied or skipped exactly once in the last attempt: {progress:#?}"
+    );
+    assert!(
+        progress.objects_skipped >= min_skipped.max(1),
+        "the last attempt must skip the {min_skipped}+ objects verified before it, not copy them again: {progress:#?}"
+    );
+}
 
-    // The Secret the runners were given held only the attempt's tokens; none is left holding more.
+/// Every runner exited 0 and no node ran any of them.
+fn assert_runners_succeeded(record: &KubeletRecord, pods: &[String]) {
+    for pod in pods {
+        assert_eq!(record.exits.get(pod), Some(&0), "runner {pod}: {}", record.summary());
+    }
+    assert!(record.scheduled_elsewhere.is_empty(), "a node ran runner pods: {}", record.summary());
+}
+
+/// Each started pod saw exactly one shard's credential files, under their plain names.
+fn assert_pods_mount_only_their_shard(record: &KubeletRecord) {
+    let expected: BTreeSet<String> = ATTEMPT_SHARD_KEYS.iter().map(|k| (*k).to_owned()).collect();
+    let files = credential_files(record);
+    assert!(!files.is_empty(), "no pod was started: {}", record.summary());
+    for (pod, names) in files {
+        assert_eq!(names, expected, "the credential files pod {pod} was shown");
+    }
+}
+
+/// No Secret the runners were given held a credential or a key beyond the attempt's layout.
+fn assert_mounted_secrets_clean(scenario: &Scenario, record: &KubeletRecord, shards: u32) {
     let mounted: Vec<SecretView> = record
         .mounted_secrets
         .iter()
         .map(|(name, data)| SecretView { name: name.clone(), owned_by_job: true, data: data.clone() })
         .collect();
     assert!(!mounted.is_empty(), "the runners were given no Secret");
-    let problems = credential_problems(&mounted, servers.s3_secret_key.as_bytes());
-    assert!(problems.is_empty(), "the runners' Secret: {problems:?}");
-    let problems = credential_problems(&secrets_now(&secrets, &uid).await, servers.s3_secret_key.as_bytes());
-    assert!(problems.is_empty(), "after the job: {problems:?}");
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), &namespace);
+    let problems = credential_problems(&mounted, scenario.credential(), shards);
+    assert!(problems.is_empty(), "the runners' Secrets: {problems:?}");
+}
+
+/// No ConfigMap in the namespace holds the credential.
+async fn assert_config_maps_clean(scenario: &Scenario) {
+    let config_maps: Api<ConfigMap> = Api::namespaced(scenario.client.clone(), &scenario.namespace);
+    let key = scenario.credential();
     for map in config_maps.list(&ListParams::default()).await.unwrap() {
         let values = support::kubelet::config_map_data(&map);
-        let key = servers.s3_secret_key.as_bytes();
         assert!(
             values.values().all(|v| !v.windows(key.len()).any(|w| w == key)),
             "ConfigMap {} holds the S3 secret key",
             map.name_any()
         );
     }
+}
+
+/// `names` in order.
+fn sorted(names: &[String]) -> Vec<String> {
+    let mut names = names.to_vec();
+    names.sort();
+    names
+}
+
+/// The values of the wrapping and progress tokens in an attempt Secret.
+fn tokens(data: &BTreeMap<String, Vec<u8>>) -> BTreeSet<Vec<u8>> {
+    data.iter().filter(|(key, _)| key.ends_with("-token")).map(|(_, value)| value.clone()).collect()
+}
+
+/// The scenario this suite started with: two shards, one shared Vault secret; deleting the
+/// finished job removes everything it owned.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_move_and_verify_every_object_and_deletion_removes_everything() {
+    let Some(mut scenario) = Scenario::start("copy").await else { return };
+    let data = quick_data(&scenario);
+    let buckets = scenario.s3_to_s3(&data, false).await;
+    let uid = scenario.apply_job(&scenario.job_manifest(JOB, 2, json!({}))).await;
+
+    let job = scenario.wait_complete(JOB).await;
+    assert_succeeded(&job, data.objects());
+    let record = scenario.kubelet.record();
+    assert_eq!(sorted(&record.started), attempt_pods(JOB, 1, 2), "one runner pod per shard: {}", record.summary());
+    assert_runners_succeeded(&record, &record.started);
+    scenario.assert_bucket_holds(&buckets.destination_bucket, &data);
+
+    // The Secret the runners were given held only the attempt's tokens; none is left holding more.
+    assert_mounted_secrets_clean(&scenario, &record, 2);
+    assert_pods_mount_only_their_shard(&record);
+    let problems = scenario.credential_problems_now(&uid, 2).await;
+    assert!(problems.is_empty(), "after the job: {problems:?}");
+    assert_config_maps_clean(&scenario).await;
 
     // Deleting the job deletes everything it owned, by the operator's finalizer.
-    jobs.delete(job_name, &DeleteParams::default()).await.unwrap();
-    let selector = names::job_selector(&uid);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left: BTreeMap<&str, Vec<String>> = BTreeMap::from([
-            ("pods", names_of::<Pod>(&client, &namespace, &selector).await),
-            ("secrets", names_of::<Secret>(&client, &namespace, &selector).await),
-            ("configmaps", names_of::<ConfigMap>(&client, &namespace, &selector).await),
-            ("networkpolicies", names_of::<NetworkPolicy>(&client, &namespace, &selector).await),
-            ("migrationjobs", jobs.get_opt(job_name).await.unwrap().map(|j| j.name_any()).into_iter().collect()),
-        ]);
-        if left.values().all(Vec::is_empty) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not deleted within 60 s: {left:?}");
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
+    scenario.delete_job_and_wait_until_gone(JOB, &uid).await;
+}
 
-    drop(kubelet);
-    drop(operator);
-    // Not awaited: without a namespace controller (envtest) it stays Terminating for good.
-    Api::<Namespace>::all(client.clone()).delete(&namespace, &DeleteParams::default()).await.unwrap();
+/// Three shards, and each side's credentials in its own Vault secret at its own path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_shards_with_separate_vault_secrets_on_both_sides() {
+    let Some(mut scenario) = Scenario::start("three-shards").await else { return };
+    let data = quick_data(&scenario);
+    let buckets = scenario.s3_to_s3(&data, true).await;
+    assert_ne!(buckets.source_vault_path, buckets.destination_vault_path);
+    let uid = scenario.apply_job(&scenario.job_manifest(JOB, 3, json!({}))).await;
+
+    let job = scenario.wait_complete(JOB).await;
+    assert_succeeded(&job, data.objects());
+    assert_eq!(job.status.as_ref().map(|s| s.attempts), Some(1));
+    let record = scenario.kubelet.record();
+    assert_eq!(sorted(&record.started), attempt_pods(JOB, 1, 3), "one runner pod per shard: {}", record.summary());
+    assert_runners_succeeded(&record, &record.started);
+    scenario.assert_bucket_holds(&buckets.destination_bucket, &data);
+    scenario.assert_bucket_holds(&buckets.source_bucket, &data);
+
+    // Every shard's plan names each binding's own secret as the read its token must come from.
+    let plans = record.mounted_config_maps.get(&names::attempt_object(JOB, 1)).expect("the attempt's ConfigMap");
+    for shard in 0..3 {
+        let plan: RunnerPlan = serde_json::from_slice(&plans[&format!("plan-{shard}.json")]).unwrap();
+        let expected = |path: &str| Some(format!("secret/data/{path}"));
+        assert_eq!(plan.source.secret_creation_path, expected(&buckets.source_vault_path), "shard {shard}");
+        assert_eq!(plan.destination.secret_creation_path, expected(&buckets.destination_vault_path), "shard {shard}");
+    }
+    assert_mounted_secrets_clean(&scenario, &record, 3);
+    assert_pods_mount_only_their_shard(&record);
+    let problems = scenario.credential_problems_now(&uid, 3).await;
+    assert!(problems.is_empty(), "after the job: {problems:?}");
+    assert_config_maps_clean(&scenario).await;
+}
+
+/// `spec.suspend` stops the runners mid-run; clearing it resumes with a fresh attempt that
+/// skips what the first one verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_suspended_job_stops_its_runners_and_resumes_without_copying_twice() {
+    let Some(mut scenario) = Scenario::start("suspend").await else { return };
+    let data = slow_data(&scenario);
+    let buckets = scenario.s3_to_s3(&data, false).await;
+    let manifest = scenario.job_manifest(JOB, 2, json!({"bandwidthLimit": SLOW_BANDWIDTH}));
+    let uid = scenario.apply_job(&manifest).await;
+    let first = attempt_pods(JOB, 1, 2);
+    let verified_before = progress(&scenario.wait_mid_run(JOB, &first, data.objects()).await).objects_verified;
+
+    scenario.patch_spec(JOB, json!({"suspend": true})).await;
+    let job = scenario
+        .wait_for(JOB, "phase Suspended with the runners stopped", STEP_TIMEOUT, |job, record| {
+            // A runner whose shard had already finished has nothing to stop.
+            let stopped = |pod: &String| record.stopped.contains(pod) || record.exits.contains_key(pod);
+            phase(job) == Phase::Suspended && first.iter().all(stopped)
+        })
+        .await;
+    let left = scenario.children(&uid).await;
+    assert!(left["pods"].is_empty(), "runner pods left while suspended: {left:?}");
+    assert!(left["secrets"].is_empty(), "tokens left while suspended: {left:?}");
+    assert_eq!(job.status.as_ref().map(|s| s.failed_attempts), Some(0), "a suspension is no failure");
+
+    scenario.patch_spec(JOB, json!({"suspend": false})).await;
+    let job = scenario.wait_complete(JOB).await;
+    assert_succeeded(&job, data.objects());
+    let status = job.status.clone().unwrap();
+    assert_eq!((status.attempts, status.failed_attempts), (2, 0), "resuming is a fresh attempt, no retry: {status:#?}");
+    assert_copied_or_skipped_once(&job, data.objects(), verified_before);
+    let record = scenario.kubelet.record();
+    assert_runners_succeeded(&record, &attempt_pods(JOB, 2, 2));
+    scenario.assert_bucket_holds(&buckets.destination_bucket, &data);
+    assert_mounted_secrets_clean(&scenario, &record, 2);
+}
+
+/// A runner pod SIGKILLed mid-run fails its attempt; the retry gets new tokens and skips
+/// every object the first attempt verified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_runner_is_retried_with_new_tokens_and_copies_nothing_twice() {
+    let Some(mut scenario) = Scenario::start("killed-runner").await else { return };
+    let data = slow_data(&scenario);
+    let buckets = scenario.s3_to_s3(&data, false).await;
+    let manifest = scenario.job_manifest(JOB, 2, json!({"bandwidthLimit": SLOW_BANDWIDTH, "retries": 2}));
+    scenario.apply_job(&manifest).await;
+    let first = attempt_pods(JOB, 1, 2);
+    let verified_before = progress(&scenario.wait_mid_run(JOB, &first, data.objects()).await).objects_verified;
+
+    scenario.kubelet.kill(&first[0]).unwrap_or_else(|e| panic!("{e}"));
+    let job = scenario.wait_complete(JOB).await;
+    assert_succeeded(&job, data.objects());
+    let status = job.status.clone().unwrap();
+    assert_eq!((status.attempts, status.failed_attempts), (2, 1), "one failed attempt, one retry: {status:#?}");
+    assert_copied_or_skipped_once(&job, data.objects(), verified_before);
+
+    let record = scenario.kubelet.record();
+    assert_eq!(record.exits.get(&first[0]), Some(&137), "the killed runner: {}", record.summary());
+    assert_eq!(record.killed, BTreeSet::from([first[0].clone()]));
+    assert_runners_succeeded(&record, &attempt_pods(JOB, 2, 2));
+    let secret = |attempt| {
+        record.mounted_secrets.get(&names::attempt_object(JOB, attempt)).cloned().unwrap_or_else(|| {
+            panic!("no Secret of attempt {attempt} was mounted: {:?}", record.mounted_secrets.keys())
+        })
+    };
+    let (first_secret, second_secret) = (secret(1), secret(2));
+    let reused = tokens(&first_secret).intersection(&tokens(&second_secret)).count();
+    assert_eq!(reused, 0, "attempt 2 reused {reused} of attempt 1's tokens");
+    let accessors = |data: &BTreeMap<String, Vec<u8>>| -> BTreeSet<String> {
+        data.get(WRAPPING_ACCESSORS_KEY).map(|v| wrapping_accessors(v).into_iter().collect()).unwrap_or_default()
+    };
+    assert!(accessors(&first_secret).is_disjoint(&accessors(&second_secret)), "attempt 2 reused wrapping tokens");
+    scenario.assert_bucket_holds(&buckets.destination_bucket, &data);
+    assert_mounted_secrets_clean(&scenario, &record, 2);
+}
+
+/// The operator SIGKILLed mid-job and started again: the runners carry on, the new operator
+/// takes their reports, and nothing is created twice or left behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_restarted_mid_job_finishes_it_without_duplicates_or_orphans() {
+    let Some(mut scenario) = Scenario::start("restart").await else { return };
+    let data = slow_data(&scenario);
+    let buckets = scenario.s3_to_s3(&data, false).await;
+    // No retries: a second attempt would hide a restart that broke the first.
+    let manifest = scenario.job_manifest(JOB, 2, json!({"bandwidthLimit": SLOW_BANDWIDTH}));
+    let uid = scenario.apply_job(&manifest).await;
+    let pods = attempt_pods(JOB, 1, 2);
+    let verified_before = progress(&scenario.wait_mid_run(JOB, &pods, data.objects()).await).objects_verified;
+
+    scenario.restart_operator().await;
+    // Only operators write status, and the old one is gone: more progress is the new one's.
+    let left_at = progress(&scenario.job(JOB).await).objects_verified.max(verified_before);
+    scenario
+        .wait_for(JOB, "progress written by the new operator", STEP_TIMEOUT, |job, _| {
+            progress(job).objects_verified > left_at
+        })
+        .await;
+    let job = scenario.wait_complete(JOB).await;
+    assert_succeeded(&job, data.objects());
+    assert_eq!(job.status.as_ref().map(|s| s.attempts), Some(1), "the restart started a new attempt");
+
+    let record = scenario.kubelet.record();
+    let once: BTreeMap<String, usize> = pods.iter().map(|pod| (pod.clone(), 1)).collect();
+    assert_eq!(pods_seen(&record), once, "exactly one pod per shard was ever created: {}", record.summary());
+    assert_eq!(sorted(&record.started), pods, "each started once: {}", record.summary());
+    assert_runners_succeeded(&record, &pods);
+    let left = scenario.children(&uid).await;
+    assert_eq!(left["pods"], pods, "{left:?}");
+    assert!(left["secrets"].is_empty() && left["configmaps"].is_empty(), "orphans after completion: {left:?}");
+    scenario.assert_bucket_holds(&buckets.destination_bucket, &data);
+}
+
+/// A job deleted mid-run: its runners stop, everything it owned goes within 60 s, and the
+/// wrapping tokens its runners never used are revoked rather than left to expire.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_deleted_mid_run_leaves_nothing_and_its_unused_tokens_are_revoked() {
+    let Some(mut scenario) = Scenario::start("deleted").await else { return };
+    let data = slow_data(&scenario);
+    scenario.s3_to_s3(&data, false).await;
+    // Shard 1's pod stays Pending, as if its image were still being pulled: its tokens stay unused.
+    let pods = attempt_pods(JOB, 1, 2);
+    let [running, pending] = &pods[..] else { unreachable!() };
+    scenario.kubelet.hold(pending);
+    let manifest = scenario.job_manifest(JOB, 2, json!({"bandwidthLimit": SLOW_BANDWIDTH}));
+    let uid = scenario.apply_job(&manifest).await;
+    scenario.wait_mid_run(JOB, std::slice::from_ref(running), data.objects()).await;
+
+    let secret = scenario.attempt_secret(JOB, 1).await.expect("attempt 1's Secret while it runs");
+    let accessors = secret.get(WRAPPING_ACCESSORS_KEY).map(|v| wrapping_accessors(v)).unwrap_or_default();
+    assert_eq!(accessors.len(), 4, "{WRAPPING_ACCESSORS_KEY} must list both wrapping tokens of both shards");
+    let unused = accessors.iter().filter(|a| scenario.servers.vault_accessor_known(a)).count();
+    assert_eq!(
+        unused, 2,
+        "Vault must know exactly the pending shard's two tokens (the running shard unwrapped its own)"
+    );
+
+    scenario.delete_job_and_wait_until_gone(JOB, &uid).await;
+    let still_known: Vec<&String> = accessors.iter().filter(|a| scenario.servers.vault_accessor_known(a)).collect();
+    assert!(still_known.is_empty(), "{} of {} wrapping tokens outlived their job", still_known.len(), accessors.len());
+    let record = scenario.kubelet.record();
+    assert!(record.stopped.contains(running), "the running runner was not stopped: {}", record.summary());
+    assert!(!record.started.contains(pending), "{}", record.summary());
 }

@@ -121,6 +121,26 @@ impl Servers {
         self.vault_request(api_path, body, &[]).status().is_ok_and(|status| status.success())
     }
 
+    /// Whether OpenBao still knows the token with this accessor (`auth/token/lookup-accessor`
+    /// with the root token). A revoked, unwrapped or expired token is unknown. Panics when
+    /// OpenBao gives any other answer, so an unreachable server never passes for a revocation.
+    pub fn vault_accessor_known(&self, accessor: &str) -> bool {
+        let body = format!("{{\"accessor\":{}}}", json_string(accessor));
+        let mut command = Command::new("curl");
+        command
+            .args(["-s", "-X", "POST", "-H", &format!("X-Vault-Token: {}", self.vault_token)])
+            .args(["-d", &body, "-w", "\n%{http_code}"])
+            .arg(format!("{}/v1/auth/token/lookup-accessor", self.vault_address));
+        let output = run(&mut command);
+        let text = String::from_utf8_lossy(&output.stdout).into_owned();
+        let (response, code) = text.rsplit_once('\n').unwrap_or((text.as_str(), ""));
+        match code {
+            "200" => true,
+            "400" if response.contains("invalid accessor") => false,
+            _ => panic!("looking up a token accessor: HTTP {code:?}: {response}"),
+        }
+    }
+
     /// Writes an ACL policy (HCL) named `name`.
     pub fn vault_policy(&self, name: &str, hcl: &str) {
         self.vault_post(&format!("sys/policies/acl/{name}"), &format!("{{\"policy\":{}}}", json_string(hcl)));

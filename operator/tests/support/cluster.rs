@@ -21,8 +21,20 @@ pub const REQUIRE_VARIABLE: &str = "FERRY_E2E_REQUIRE";
 /// The node label the runner pods select: no node should carry it, so the pods stay
 /// unscheduled and the test's own kubelet runs them, with or without nodes.
 pub const LOCAL_RUNNER_LABEL: &str = "ferry.dev/e2e-local-runner";
-/// The keys an attempt's Secret may hold: wrapping tokens and the progress token.
-pub const ATTEMPT_SECRET_KEYS: [&str; 3] = ["destination-token", "progress-token", "source-token"];
+/// The keys an attempt's Secret holds per shard `i`, as `shard-<i>-<key>`: the shard's own
+/// wrapping tokens, its progress token and its plan's digest. Each runner pod mounts only its
+/// shard's keys, as files with these names.
+pub const ATTEMPT_SHARD_KEYS: [&str; 4] = ["destination-token", "plan-digest", "progress-token", "source-token"];
+/// The attempt Secret's key listing the accessors (one a line) of every wrapping token of the
+/// attempt, so they can be revoked without the tokens themselves.
+pub const WRAPPING_ACCESSORS_KEY: &str = "wrapping-accessors";
+
+/// Exactly the keys the Secret of an attempt with `shards` shards holds (every binding in
+/// this suite keeps its credentials in Vault, so every shard has both wrapping tokens).
+pub fn attempt_secret_keys(shards: u32) -> BTreeSet<String> {
+    let per_shard = (0..shards).flat_map(|i| ATTEMPT_SHARD_KEYS.iter().map(move |key| format!("shard-{i}-{key}")));
+    per_shard.chain([WRAPPING_ACCESSORS_KEY.to_owned()]).collect()
+}
 
 /// Whether the suite runs.
 #[derive(Debug, PartialEq)]
@@ -152,6 +164,25 @@ pub fn migration_job(name: &str, namespace: &str, source: &str, destination: &st
     })
 }
 
+/// `manifest` with `fields` merged into its `spec` (a field set to `null` is removed).
+pub fn with_spec(mut manifest: Value, fields: Value) -> Value {
+    if let (Some(spec), Value::Object(fields)) = (manifest["spec"].as_object_mut(), fields) {
+        for (key, value) in fields {
+            if value.is_null() {
+                spec.remove(&key);
+            } else {
+                spec.insert(key, value);
+            }
+        }
+    }
+    manifest
+}
+
+/// The accessors listed in an attempt Secret's [`WRAPPING_ACCESSORS_KEY`] value.
+pub fn wrapping_accessors(value: &[u8]) -> Vec<String> {
+    String::from_utf8_lossy(value).lines().map(str::trim).filter(|l| !l.is_empty()).map(str::to_owned).collect()
+}
+
 /// What the credential check needs of a Secret.
 #[derive(Clone, Debug)]
 pub struct SecretView {
@@ -181,8 +212,11 @@ impl SecretView {
 }
 
 /// Every way `secrets` break the credential rule: no value holds `credential`, and the job's
-/// Secrets hold exactly the attempt's tokens. Never prints a value.
-pub fn credential_problems(secrets: &[SecretView], credential: &[u8]) -> Vec<String> {
+/// Secrets hold exactly the keys of an attempt with `shards` shards ([`attempt_secret_keys`]):
+/// wrapping tokens, progress tokens, plan digests and the wrapping tokens' accessors. Never
+/// prints a value.
+pub fn credential_problems(secrets: &[SecretView], credential: &[u8], shards: u32) -> Vec<String> {
+    let expected = attempt_secret_keys(shards);
     let mut problems = Vec::new();
     for secret in secrets {
         for (key, value) in &secret.data {
@@ -191,9 +225,14 @@ pub fn credential_problems(secrets: &[SecretView], credential: &[u8]) -> Vec<Str
             }
         }
         if secret.owned_by_job {
-            let keys: BTreeSet<&str> = secret.data.keys().map(String::as_str).collect();
-            if keys != BTreeSet::from(ATTEMPT_SECRET_KEYS) {
-                problems.push(format!("Secret {} has keys {keys:?}, not {ATTEMPT_SECRET_KEYS:?}", secret.name));
+            let keys: BTreeSet<String> = secret.data.keys().cloned().collect();
+            let unexpected: Vec<&String> = keys.difference(&expected).collect();
+            let missing: Vec<&String> = expected.difference(&keys).collect();
+            if !unexpected.is_empty() || !missing.is_empty() {
+                problems.push(format!(
+                    "Secret {} has keys {unexpected:?} an attempt of {shards} shards never holds, and lacks {missing:?}",
+                    secret.name
+                ));
             }
         }
     }
@@ -334,18 +373,45 @@ mod tests {
             owned_by_job: owned,
             data: pairs.iter().map(|(k, v)| ((*k).to_owned(), v.as_bytes().to_vec())).collect(),
         };
-        let tokens = [("source-token", "s.wrap1"), ("destination-token", "s.wrap2"), ("progress-token", "p")];
-        assert!(
-            credential_problems(&[view("ferry-copy-a1", true, &tokens), view("other", false, &[])], b"k3y").is_empty()
-        );
+        let attempt: Vec<(String, &str)> = attempt_secret_keys(2).into_iter().map(|key| (key, "s.wrap")).collect();
+        let attempt: Vec<(&str, &str)> = attempt.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        assert_eq!(attempt.len(), 9);
+        assert!(attempt.iter().any(|(k, _)| *k == "shard-1-plan-digest"));
+        assert!(attempt.iter().any(|(k, _)| *k == "wrapping-accessors"));
+        let fine = [view("ferry-copy-a1", true, &attempt), view("other", false, &[("token", "t")])];
+        assert_eq!(credential_problems(&fine, b"k3y", 2), Vec::<String>::new());
 
         let leaked = view("user", false, &[("config", "aws_secret_access_key = k3y\n")]);
-        let extra = view("ferry-copy-a1", true, &[("source-token", "s"), ("secretAccessKey", "x")]);
-        let problems = credential_problems(&[leaked, extra], b"k3y");
-        assert_eq!(problems.len(), 2, "{problems:?}");
+        let mut extra = attempt.clone();
+        extra.push(("secretAccessKey", "x"));
+        let extra = view("ferry-copy-a2", true, &extra);
+        // The old layout: one set of tokens for every shard.
+        let old = [("source-token", "s"), ("destination-token", "d"), ("progress-token", "p")];
+        let old = view("ferry-copy-a3", true, &old);
+        let problems = credential_problems(&[leaked, extra, old], b"k3y", 2);
+        assert_eq!(problems.len(), 3, "{problems:?}");
         assert!(problems[0].contains("Secret user key config holds the S3 secret key"));
-        assert!(problems[1].contains("secretAccessKey"));
+        assert!(problems[1].contains("[\"secretAccessKey\"]") && problems[1].contains("lacks []"));
+        assert!(problems[2].contains("\"source-token\"") && problems[2].contains("\"shard-0-source-token\""));
         assert!(problems.iter().all(|p| !p.contains("k3y")));
+        // A shard more than the job has is refused too.
+        let three: Vec<(String, &str)> = attempt_secret_keys(3).into_iter().map(|key| (key, "t")).collect();
+        let three: Vec<(&str, &str)> = three.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+        let problems = credential_problems(&[view("ferry-copy-a1", true, &three)], b"k3y", 2);
+        assert!(problems.len() == 1 && problems[0].contains("shard-2-source-token"), "{problems:?}");
+    }
+
+    #[test]
+    fn spec_fields_are_merged_and_accessors_read() {
+        let job = migration_job("copy", "ns", "a", "b", 1);
+        let job = with_spec(job, json!({"retries": 2, "bandwidthLimit": "100Ki", "activeDeadlineSeconds": null}));
+        assert_eq!(job["spec"]["retries"], 2);
+        assert_eq!(job["spec"]["shards"], 1);
+        assert!(job["spec"].get("activeDeadlineSeconds").is_none());
+        let Manifest::MigrationJob(job) = validate(&job).unwrap() else { panic!("not a job") };
+        assert_eq!(job.spec.bandwidth_limit.unwrap().bytes(), 100 * 1024);
+        assert_eq!(wrapping_accessors(b"acc1\nacc2\n\n"), ["acc1", "acc2"]);
+        assert!(wrapping_accessors(b"").is_empty());
     }
 
     #[test]

@@ -358,8 +358,20 @@ fn now() -> String {
 pub struct KubeletRecord {
     /// The data of every Secret it mounted into a runner, by Secret name.
     pub mounted_secrets: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// The data of every ConfigMap it mounted into a runner, by ConfigMap name.
+    pub mounted_config_maps: BTreeMap<String, BTreeMap<String, Vec<u8>>>,
+    /// The files each started pod's volumes showed its runner, relative to the pod's root
+    /// (such as `volumes/credentials/source-token`), by pod name. Paths only, never contents.
+    pub projected_files: BTreeMap<String, BTreeSet<String>>,
+    /// Every pod it ever listed: name → the UIDs seen under that name (two UIDs: the pod was
+    /// deleted and created again).
+    pub seen: BTreeMap<String, BTreeSet<String>>,
     /// The pods it started, by name.
     pub started: Vec<String>,
+    /// Pods whose runner it killed because the pod was deleted.
+    pub stopped: BTreeSet<String>,
+    /// Pods whose runner it killed on the test's request ([`LocalKubelet::kill`]).
+    pub killed: BTreeSet<String>,
     /// Each pod's exit code, by name.
     pub exits: BTreeMap<String, i32>,
     /// The runners' combined stdout and stderr, one file per pod.
@@ -370,16 +382,44 @@ pub struct KubeletRecord {
     pub errors: Vec<String>,
 }
 
+impl KubeletRecord {
+    /// What it did, for a panic message: never a Secret's value.
+    pub fn summary(&self) -> String {
+        format!(
+            "started {:?}; exits {:?}; killed on request {:?}; stopped with their pods {:?}; pods seen (name: UIDs) \
+             {:?}; scheduled elsewhere {:?}; errors {:?}",
+            self.started,
+            self.exits,
+            self.killed,
+            self.stopped,
+            self.seen.iter().map(|(name, uids)| (name.as_str(), uids.len())).collect::<BTreeMap<_, _>>(),
+            self.scheduled_elsewhere,
+            self.errors
+        )
+    }
+}
+
+/// What the test asks of the running kubelet.
+#[derive(Debug, Default)]
+struct Control {
+    /// Pods not to start yet, by name (as if their image were still being pulled).
+    held: BTreeSet<String>,
+    /// Pod name → the switch that SIGKILLs its running runner.
+    kill_switches: HashMap<String, oneshot::Sender<()>>,
+}
+
 /// Runs the pods matching a label selector until dropped; then every runner it started is killed.
 pub struct LocalKubelet {
     task: tokio::task::JoinHandle<()>,
     record: Arc<Mutex<KubeletRecord>>,
+    control: Arc<Mutex<Control>>,
 }
 
 impl LocalKubelet {
     /// Starts watching (by polling every second) the pods in `namespace` matching `selector`.
     pub fn start(client: kube::Client, namespace: &str, selector: String, runner: PathBuf, root: PathBuf) -> Self {
         let record = Arc::new(Mutex::new(KubeletRecord::default()));
+        let control = Arc::new(Mutex::new(Control::default()));
         let kubelet = Kubelet {
             pods: Api::namespaced(client.clone(), namespace),
             config_maps: Api::namespaced(client.clone(), namespace),
@@ -388,13 +428,38 @@ impl LocalKubelet {
             runner,
             root,
             record: record.clone(),
+            control: control.clone(),
         };
-        Self { task: tokio::spawn(kubelet.run()), record }
+        Self { task: tokio::spawn(kubelet.run()), record, control }
     }
 
     /// A copy of what it has done so far.
     pub fn record(&self) -> KubeletRecord {
         self.record.lock().map(|r| r.clone()).unwrap_or_default()
+    }
+
+    /// Leaves the pod named `pod` Pending (not started) until [`Self::release`]; call it
+    /// before the pod exists.
+    pub fn hold(&self, pod: &str) {
+        if let Ok(mut control) = self.control.lock() {
+            control.held.insert(pod.to_owned());
+        }
+    }
+
+    /// Lets a held pod start.
+    pub fn release(&self, pod: &str) {
+        if let Ok(mut control) = self.control.lock() {
+            control.held.remove(pod);
+        }
+    }
+
+    /// SIGKILLs the runner of the running pod `pod`, as the OOM killer or a node's crash
+    /// would: the pod ends `Failed` with exit code 137 (`128 + 9`), reason `Error`, and the
+    /// termination message the runner had written so far.
+    pub fn kill(&self, pod: &str) -> Result<(), String> {
+        let switch = self.control.lock().map_err(|e| e.to_string())?.kill_switches.remove(pod);
+        let switch = switch.ok_or_else(|| format!("pod {pod} has no running runner here"))?;
+        switch.send(()).map_err(|()| format!("the runner of pod {pod} has already exited"))
     }
 }
 
@@ -413,6 +478,7 @@ struct Kubelet {
     runner: PathBuf,
     root: PathBuf,
     record: Arc<Mutex<KubeletRecord>>,
+    control: Arc<Mutex<Control>>,
 }
 
 impl Kubelet {
@@ -452,6 +518,9 @@ impl Kubelet {
                     running.retain(|uid, stop| live.contains(uid) && !stop.is_closed());
                     for pod in &list.items {
                         let (Some(uid), Some(name)) = (&pod.metadata.uid, &pod.metadata.name) else { continue };
+                        self.note(|r| {
+                            r.seen.entry(name.clone()).or_default().insert(uid.clone());
+                        });
                         if pod.spec.as_ref().and_then(|s| s.node_name.as_ref()).is_some() {
                             self.note(|r| {
                                 r.scheduled_elsewhere.insert(name.clone());
@@ -461,6 +530,9 @@ impl Kubelet {
                         let phase = pod.status.as_ref().and_then(|s| s.phase.as_deref());
                         // Only pods nobody has started; a finished one is never run again.
                         if handled.contains(uid) || !live.contains(uid) || !matches!(phase, None | Some("Pending")) {
+                            continue;
+                        }
+                        if self.control.lock().is_ok_and(|control| control.held.contains(name)) {
                             continue;
                         }
                         match self.start_pod(pod, name, &mut runners).await {
@@ -517,8 +589,12 @@ impl Kubelet {
         let log = root.join("runner.log");
         let output = std::fs::File::create(&log).map_err(|e| StartFailure::Failed(format!("{log:?}: {e}")))?;
         let errors = output.try_clone().map_err(|e| StartFailure::Failed(format!("{log:?}: {e}")))?;
+        let files = container.files.iter().filter_map(|f| f.path.strip_prefix(&root).ok());
+        let files: BTreeSet<String> = files.map(|path| path.display().to_string()).collect();
         self.note(|r| {
             r.mounted_secrets.extend(sources.secrets.clone());
+            r.mounted_config_maps.extend(sources.config_maps.clone());
+            r.projected_files.insert(name.to_owned(), files);
             r.logs.push(log.clone());
         });
 
@@ -550,17 +626,36 @@ impl Kubelet {
         self.note(|r| r.started.push(name.to_owned()));
 
         let (stop, stopped) = oneshot::channel::<()>();
+        let (kill, mut killed) = oneshot::channel::<()>();
+        if let Ok(mut control) = self.control.lock() {
+            control.kill_switches.insert(name.to_owned(), kill);
+        }
         let pods = self.pods.clone();
         let record = self.record.clone();
+        let control = self.control.clone();
         let name = name.to_owned();
         runners.spawn(async move {
             let status = tokio::select! {
                 status = child.wait() => status,
+                Ok(()) = &mut killed => {
+                    if let Ok(mut record) = record.lock() {
+                        record.killed.insert(name.clone());
+                    }
+                    // SIGKILL; the exit is then reported like any other (137).
+                    let _ = child.start_kill();
+                    child.wait().await
+                }
                 _ = stopped => {
                     let _ = child.kill().await;
+                    if let Ok(mut record) = record.lock() {
+                        record.stopped.insert(name.clone());
+                    }
                     return;
                 }
             };
+            if let Ok(mut control) = control.lock() {
+                control.kill_switches.remove(&name);
+            }
             let code = match status {
                 Ok(status) => exit_code(status),
                 Err(_) => 128,
@@ -979,6 +1074,63 @@ esac
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_runner_fails_its_pod_with_exit_137() {
+        let (client, cluster) = fake_cluster(&[2]);
+        let directory = tempfile::tempdir().unwrap();
+        let runner = fake_runner(directory.path());
+        let root = directory.path().join("pods");
+        let kubelet = LocalKubelet::start(client, "e2e", "ferry.dev/job=copy".into(), runner, root.clone());
+        let pid_file = root.join("ferry-copy-a1-s2/volumes/tmp/pid");
+        eventually("the runner to start", || pid_file.is_file()).await;
+        let pid = std::fs::read_to_string(&pid_file).unwrap().trim().to_owned();
+
+        kubelet.kill("ferry-copy-a1-s2").unwrap();
+        let phase = || cluster.get("pods", "e2e", "ferry-copy-a1-s2").map(|pod| pod["status"]["phase"].clone());
+        eventually("the pod to fail", || phase() == Some(json!("Failed"))).await;
+        assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the runner still runs");
+        let pod = cluster.get("pods", "e2e", "ferry-copy-a1-s2").unwrap();
+        let terminated = &pod["status"]["containerStatuses"][0]["state"]["terminated"];
+        assert_eq!((terminated["exitCode"].clone(), terminated["reason"].clone()), (json!(137), json!("Error")));
+        let record = kubelet.record();
+        assert_eq!(record.exits["ferry-copy-a1-s2"], 137);
+        assert_eq!(record.killed, BTreeSet::from(["ferry-copy-a1-s2".to_owned()]));
+        assert!(record.stopped.is_empty(), "{record:?}");
+        let error = kubelet.kill("ferry-copy-a1-s2").unwrap_err();
+        assert!(error.contains("no running runner"), "{error}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_held_pod_starts_only_once_released() {
+        let (client, cluster) = fake_cluster(&[0]);
+        let directory = tempfile::tempdir().unwrap();
+        let runner = fake_runner(directory.path());
+        let kubelet = LocalKubelet::start(client, "e2e", "ferry.dev/job=copy".into(), runner, directory.path().into());
+        kubelet.hold("ferry-copy-a1-s0");
+        // Seen on at least two passes, never started.
+        let started = std::time::Instant::now();
+        while started.elapsed() < Duration::from_millis(2500) {
+            assert!(kubelet.record().started.is_empty(), "a held pod was started");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let record = kubelet.record();
+        assert_eq!(record.seen.keys().collect::<Vec<_>>(), ["ferry-copy-a1-s0"]);
+        assert!(cluster.get("pods", "e2e", "ferry-copy-a1-s0").unwrap()["status"].is_null());
+
+        kubelet.release("ferry-copy-a1-s0");
+        let phase = || cluster.get("pods", "e2e", "ferry-copy-a1-s0").map(|pod| pod["status"]["phase"].clone());
+        eventually("the released pod to succeed", || phase() == Some(json!("Succeeded"))).await;
+        let record = kubelet.record();
+        assert_eq!(record.started, ["ferry-copy-a1-s0"]);
+        assert_eq!(record.seen["ferry-copy-a1-s0"].len(), 1);
+        let credentials: Vec<&str> = record.projected_files["ferry-copy-a1-s0"]
+            .iter()
+            .filter_map(|path| path.strip_prefix("volumes/credentials/"))
+            .collect();
+        assert!(credentials.contains(&"progress-token"), "{credentials:?}");
+        assert!(record.mounted_config_maps.contains_key("ferry-copy-a1"), "{record:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_deleted_pod_has_its_runner_killed_and_a_scheduled_one_is_left_alone() {
         let (client, cluster) = fake_cluster(&[2, 0]);
         // Shard 0 is bound to a node: its kubelet, not this one, runs it.
@@ -998,8 +1150,10 @@ esac
             pod["metadata"]["deletionTimestamp"] = json!("2026-11-24T00:00:00Z");
         });
         eventually("the runner to be killed", || !Path::new(&format!("/proc/{pid}")).exists()).await;
+        eventually("the stop to be recorded", || !kubelet.record().stopped.is_empty()).await;
         let record = kubelet.record();
         assert_eq!(record.started, ["ferry-copy-a1-s2"]);
+        assert_eq!(record.stopped, BTreeSet::from(["ferry-copy-a1-s2".to_owned()]));
         assert_eq!(record.scheduled_elsewhere, BTreeSet::from(["ferry-copy-a1-s0".to_owned()]));
         assert!(cluster.get("pods", "e2e", "ferry-copy-a1-s0").unwrap()["status"].is_null());
     }
