@@ -54,7 +54,7 @@ pub fn check_usable(name: &str, spec: &CredentialBindingSpec) -> Result<(), Bloc
             ),
         });
     }
-    Ok(())
+    crate::tenancy::check_filesystem_root(name, spec)
 }
 
 /// Whether the binding's Ready condition is True for its current generation.

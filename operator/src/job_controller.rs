@@ -173,12 +173,17 @@ fn requeue_after(status: &MigrationJobStatus, spec: &ferry_api::MigrationJobSpec
     }
 }
 
-/// The job's bindings, checked; `Err` is why the job must wait.
+/// The job's bindings, checked; `Err` is why the job must wait (or, for a refused spec, fail).
+/// The allowances are checked again here, not only by the binding controller: a binding's
+/// Ready status is not proof, as whoever may write status could have written it.
 async fn resolve_bindings(
     job: &MigrationJob,
     namespace: &str,
     context: &Context,
 ) -> Result<Result<(CredentialBindingSpec, CredentialBindingSpec), Blocker>, Error> {
+    if let Err(refused) = context.tenancy.check_runner_image(&context.environment.image, &job.spec) {
+        return Ok(Err(refused));
+    }
     let api: Api<CredentialBinding> = Api::namespaced(context.client.clone(), namespace);
     let source = api.get_opt(&job.spec.source.binding).await?;
     let destination = api.get_opt(&job.spec.destination.binding).await?;
@@ -186,6 +191,7 @@ async fn resolve_bindings(
         for spec in [&source, &destination] {
             if let Some(reference) = &spec.vault {
                 bindings::check_vault_path(&context.vault_path_prefix, namespace, reference)?;
+                context.tenancy.check_vault(namespace, reference)?;
             }
         }
         Ok((source, destination))

@@ -15,4 +15,5 @@ pub mod names;
 pub mod observe;
 pub mod progress;
 pub mod run;
+pub mod tenancy;
 pub mod vault;
