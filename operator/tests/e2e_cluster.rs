@@ -20,6 +20,10 @@
 //! cluster needs to run: no scheduler, controller-manager or garbage collector (the operator's
 //! finalizer deletes the job's objects itself). The cluster must reach nothing on this machine;
 //! this machine must reach the cluster's API server.
+//!
+//! A second scenario, independent of the first (its own namespace and operator), proves that a
+//! binding naming another tenant's Transit key is refused: the binding never turns Ready, its
+//! job waits, and the operator never sends Vault a request naming that key.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -329,5 +333,154 @@ async fn a_migration_job_moves_and_verifies_every_object_on_a_real_cluster() {
     drop(kubelet);
     drop(operator);
     // Not awaited: without a namespace controller (envtest) it stays Terminating for good.
+    Api::<Namespace>::all(client.clone()).delete(&namespace, &DeleteParams::default()).await.unwrap();
+}
+
+/// Waits up to `limit` for `check` to return `Some`, panicking with `what` and the last state.
+async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let started = Instant::now();
+    loop {
+        match check().await {
+            Ok(value) => return value,
+            Err(state) if started.elapsed() > limit => panic!("{what} within {limit:?}; last: {state}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(500)).await,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_naming_another_tenants_transit_key_is_refused_on_a_real_cluster() {
+    let kubeconfig = match gate(
+        std::env::var_os(support::cluster::KUBECONFIG_VARIABLE),
+        std::env::var_os(support::cluster::REQUIRE_VARIABLE),
+    ) {
+        Gate::Run(path) => path,
+        Gate::Skip(message) => {
+            use std::io::Write;
+            let _ = writeln!(std::io::stderr(), "SKIPPED e2e_cluster (tenant isolation): {message}");
+            return;
+        }
+        Gate::Fail(message) => panic!("{message}"),
+    };
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let operator_binary = PathBuf::from(env!("CARGO_BIN_EXE_ferry-operator"));
+    let servers = ferry_e2e::servers();
+    let client = client(&kubeconfig).await;
+    let work = tempfile::tempdir().unwrap();
+    apply_crds(&client).await;
+    let namespace = ferry_e2e::unique("ferry-e2e-tenant").to_lowercase();
+    create_namespace(&client, &namespace).await;
+    let _on_failure = OnFailure { namespace: namespace.clone(), runner_logs: work.path().join("pods") };
+    eprintln!("e2e (tenant isolation): namespace {namespace}");
+
+    // Another tenant's key (named after its namespace, as the default allowance expects), and
+    // that tenant's credentials encrypted under it, copied into a secret under this
+    // namespace's own (allowed) path.
+    let theirs = servers.transit_key("ferry-e2e-other");
+    let stolen = format!("tenants/{namespace}/stolen");
+    servers.put_secret(
+        &stolen,
+        &[
+            ("accessKeyId", &servers.transit_encrypt(&theirs, &servers.s3_access_key)),
+            ("secretAccessKey", &servers.transit_encrypt(&theirs, &servers.s3_secret_key)),
+        ],
+    );
+
+    // The operator reaches Vault only through a proxy that keeps every request it sends.
+    let upstream = servers.vault_address.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let proxy = ferry_e2e::proxy::RecordingProxy::start(upstream).await.unwrap();
+    let (certificate, key) = ferry_e2e::self_signed_certificate(work.path());
+    let [progress_port, metrics_port] = free_ports(2).unwrap()[..] else { unreachable!() };
+    let kubeconfig_text = kubeconfig.to_string_lossy().into_owned();
+    let vault_address = format!("http://{}", proxy.address);
+    let mut operator = OperatorProcess::start(
+        &operator_binary,
+        &[
+            format!("--progress-listen=127.0.0.1:{progress_port}"),
+            format!("--progress-url=https://127.0.0.1:{progress_port}"),
+            format!("--tls-cert={}", certificate.display()),
+            format!("--tls-key={}", key.display()),
+            format!("--metrics-listen=127.0.0.1:{metrics_port}"),
+            format!("--watch-namespace={namespace}"),
+            "--runner-image=ferry-runner:e2e".into(),
+        ],
+        &[
+            ("KUBECONFIG", &kubeconfig_text),
+            ("VAULT_ADDR", &vault_address),
+            ("VAULT_TOKEN", &servers.vault_token),
+            ("FERRY_LOG", "info"),
+        ],
+        work.path().join("operator.log"),
+    )
+    .unwrap();
+
+    let bindings: Api<CredentialBinding> = Api::namespaced(client.clone(), &namespace);
+    for name in ["e2e-stolen", "e2e-destination"] {
+        let mut manifest =
+            support::cluster::s3_binding(name, &namespace, &servers.s3_endpoint, &servers.bucket(name), &stolen)
+                .unwrap();
+        manifest["spec"]["vault"]["transitKey"] = serde_json::json!(theirs);
+        apply(&bindings, &manifest).await;
+    }
+    let jobs: Api<MigrationJob> = Api::namespaced(client.clone(), &namespace);
+    let job_name = "e2e-stolen-key";
+    let manifest = support::cluster::migration_job(job_name, &namespace, "e2e-stolen", "e2e-destination", 1);
+    let uid = apply(&jobs, &manifest).await.uid().unwrap();
+
+    let message = eventually(Duration::from_secs(60), "the binding was not refused", || {
+        let bindings = bindings.clone();
+        async move {
+            let binding = bindings.get("e2e-stolen").await.map_err(|e| e.to_string())?;
+            let conditions = binding.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+            match conditions.iter().find(|c| c.type_ == "Ready") {
+                Some(ready) if ready.status == "False" && ready.reason == "TransitKeyNotAllowed" => {
+                    Ok(ready.message.clone())
+                }
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    assert!(message.contains("spec.vault.transitKey") && message.contains("--vault-transit-keys"), "{message}");
+    eventually(Duration::from_secs(60), "the job did not wait for its binding", || {
+        let jobs = jobs.clone();
+        async move {
+            let job = jobs.get(job_name).await.map_err(|e| e.to_string())?;
+            let conditions = job.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+            match conditions.iter().find(|c| c.type_ == "Stalled") {
+                Some(stalled) if stalled.status == "True" && stalled.message.contains("TransitKeyNotAllowed") => Ok(()),
+                other => Err(format!("{other:?}")),
+            }
+        }
+    })
+    .await;
+    if let Some(exit) = operator.exited() {
+        panic!("the operator exited early ({exit})");
+    }
+
+    let selector = names::job_selector(&uid);
+    assert!(names_of::<Secret>(&client, &namespace, &selector).await.is_empty(), "a token Secret exists");
+    assert!(names_of::<Pod>(&client, &namespace, &selector).await.is_empty(), "a runner pod exists");
+    let sent = proxy.sent();
+    assert!(sent.contains("/v1/"), "the operator never reached Vault through the proxy");
+    assert!(!sent.contains(&theirs), "the operator sent Vault a request naming the other tenant's key");
+    assert!(!sent.contains("/decrypt/") && !sent.contains(&stolen), "the refused binding was read or decrypted");
+
+    jobs.delete(job_name, &DeleteParams::default()).await.unwrap();
+    eventually(Duration::from_secs(60), "the job was not deleted", || {
+        let jobs = jobs.clone();
+        async move {
+            match jobs.get_opt(job_name).await.map_err(|e| e.to_string())? {
+                None => Ok(()),
+                Some(job) => Err(format!("{:?}", job.metadata.finalizers)),
+            }
+        }
+    })
+    .await;
+    drop(operator);
     Api::<Namespace>::all(client.clone()).delete(&namespace, &DeleteParams::default()).await.unwrap();
 }
