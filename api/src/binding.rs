@@ -228,11 +228,49 @@ pub struct FsSettings {
     /// The directory that paths in jobs are relative to: absolute, or `./relative` to the
     /// manifest's directory when run locally with `ferry-runner run`.
     #[schemars(length(min = 1, max = 1024), regex(pattern = crate::names::FILESYSTEM_ROOT))]
+    #[x_kube(validation = crate::rules::plain_filesystem_root(), validation = crate::rules::filesystem_root_not_reserved())]
     pub root: String,
     /// In a cluster: the PersistentVolumeClaim (in the job's namespace) to mount at `root`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253), regex(pattern = crate::names::DNS_SUBDOMAIN))]
     pub claim_name: Option<String>,
+}
+
+/// Directories an absolute `fs` root may not be, lie inside or lie above: the runner's own
+/// files, `/proc` and `/dev`, and the plan, token (both under `/etc`) and spool mounts. A
+/// volume mounted there would replace what the runner trusts.
+pub const RUNNER_RESERVED_TREES: [&str; 10] =
+    ["/bin", "/dev", "/etc", "/lib", "/lib64", "/proc", "/sbin", "/spool", "/sys", "/usr"];
+
+/// Directories an absolute `fs` root may not be or lie above, though it may lie inside them:
+/// `/tmp` is the runner's scratch volume in a pod, and local runs keep data under it.
+pub const RUNNER_RESERVED_MOUNTS: [&str; 1] = ["/tmp"];
+
+/// Whether an absolute `root` would be mounted over one of `trees` (equal, inside or above)
+/// or `mounts` (equal or above). `root` is compared as a directory, so `/etc/` is `/etc` and
+/// `/etcetera` is not `/etc`. This is the Rust twin of [`crate::rules::filesystem_root_not_reserved`].
+pub fn mounts_over(root: &str, trees: &[&str], mounts: &[&str]) -> bool {
+    if !root.starts_with('/') {
+        return false;
+    }
+    let directory = |path: &str| if path.ends_with('/') { path.to_owned() } else { format!("{path}/") };
+    let root = directory(root);
+    trees.iter().any(|tree| {
+        let tree = directory(tree);
+        root.starts_with(&tree) || tree.starts_with(&root)
+    }) || mounts.iter().any(|mount| directory(mount).starts_with(&root))
+}
+
+/// Whether an absolute `root` is written plainly: no `.` or `..` segment and no `//`, so
+/// comparing it as text is comparing the directory. The Rust twin of
+/// [`crate::rules::plain_filesystem_root`].
+pub fn is_plain_root(root: &str) -> bool {
+    !root.starts_with('/')
+        || !(root.contains("//")
+            || root.contains("/./")
+            || root.ends_with("/.")
+            || root.contains("/../")
+            || root.ends_with("/.."))
 }
 
 /// OneDrive/SharePoint, Google Drive or Dropbox, reached with an OAuth refresh token.

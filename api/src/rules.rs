@@ -133,3 +133,38 @@ pub fn vault_unless_filesystem() -> Rule {
     )
     .field_path(".vault")
 }
+
+/// The directory form of an `fs` root in CEL: with exactly one trailing `/`.
+const ROOT_AS_DIRECTORY: &str = "(self.endsWith('/') ? self : self + '/')";
+
+/// An absolute `fs` root has no `.` or `..` segment and no `//`, so the reserved-path rule
+/// below cannot be dodged by spelling (`/data/../etc`).
+pub fn plain_filesystem_root() -> Rule {
+    rule(
+        "!self.startsWith('/') || !(self.contains('//') || self.contains('/./') || self.endsWith('/.') \
+         || self.contains('/../') || self.endsWith('/..'))",
+        "spec.fs.root must be a plain absolute path: remove '.' and '..' segments and doubled '/'",
+    )
+}
+
+/// An absolute `fs` root is not mounted over the runner's own paths (see
+/// [`crate::binding::RUNNER_RESERVED_TREES`] and [`crate::binding::RUNNER_RESERVED_MOUNTS`]).
+pub fn filesystem_root_not_reserved() -> Rule {
+    use crate::binding::{RUNNER_RESERVED_MOUNTS, RUNNER_RESERVED_TREES};
+    // Spelled out per directory rather than with `.all()`: the rule stays a plain conjunction
+    // whose cost and scope both the API server and kube's analyser can judge.
+    let trees = RUNNER_RESERVED_TREES.iter().map(|tree| {
+        format!("!({ROOT_AS_DIRECTORY}.startsWith('{tree}/') || '{tree}/'.startsWith({ROOT_AS_DIRECTORY}))")
+    });
+    let mounts = RUNNER_RESERVED_MOUNTS.iter().map(|mount| format!("!'{mount}/'.startsWith({ROOT_AS_DIRECTORY})"));
+    let conditions: Vec<String> = trees.chain(mounts).collect();
+    rule(
+        format!("!self.startsWith('/') || ({})", conditions.join(" && ")),
+        format!(
+            "spec.fs.root would be mounted over the runner's own files: it may not be /, lie inside or above {}, \
+             or be or lie above {}; mount the volume at another directory such as /data",
+            RUNNER_RESERVED_TREES.join(", "),
+            RUNNER_RESERVED_MOUNTS.join(", ")
+        ),
+    )
+}

@@ -244,3 +244,26 @@ fn collect_rules(node: &Value, out: &mut Vec<(String, Value)>) {
         items.iter().for_each(|child| collect_rules(child, out));
     }
 }
+
+#[test]
+fn filesystem_roots_are_never_mounted_over_the_runners_own_paths() {
+    use ferry_api::binding::{RUNNER_RESERVED_MOUNTS, RUNNER_RESERVED_TREES, is_plain_root, mounts_over};
+    let fs = |root: &str| binding(json!({"provider": "fs", "fs": {"root": root, "claimName": "data"}}));
+    let accepted = ["/data", "/data/", "/etcetera", "/usr-data", "/tmp/run-1", "/mnt/spool", "./local", "./../up"];
+    for root in accepted {
+        assert_accepted(&fs(root));
+        assert!(is_plain_root(root) && !mounts_over(root, &RUNNER_RESERVED_TREES, &RUNNER_RESERVED_MOUNTS), "{root}");
+    }
+    let reserved =
+        ["/", "/etc", "/etc/", "/etc/ferry", "/usr/local/x", "/bin", "/proc", "/dev", "/spool", "/tmp", "/tmp/"];
+    for root in reserved {
+        let message = refused_with(&fs(root));
+        assert!(message.contains("spec.fs.root would be mounted over the runner's own files"), "{root}: {message}");
+        assert!(mounts_over(root, &RUNNER_RESERVED_TREES, &RUNNER_RESERVED_MOUNTS), "{root}");
+    }
+    for root in ["/data/../etc", "//etc", "/./etc", "/data/.", "/data/.."] {
+        let message = refused_with(&fs(root));
+        assert!(message.contains("spec.fs.root must be a plain absolute path"), "{root}: {message}");
+        assert!(!is_plain_root(root), "{root}");
+    }
+}

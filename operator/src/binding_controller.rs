@@ -13,7 +13,7 @@ use kube::{Resource, ResourceExt};
 use crate::context::Context;
 use crate::error::Error;
 use crate::guard::{self, Guarded};
-use crate::{bindings, conditions, unreadable};
+use crate::{bindings, conditions, tenancy, unreadable};
 
 /// How often a Ready binding's secret is checked again (it may be deleted or changed).
 const RECHECK_READY: Duration = Duration::from_secs(300);
@@ -95,10 +95,16 @@ pub async fn reconcile(binding: Arc<CredentialBinding>, context: Arc<Context>) -
     Ok(Action::requeue(if ready { RECHECK_READY } else { RECHECK_NOT_READY }))
 }
 
-/// Checks the binding: its Vault path is inside the namespace's prefix, and the secret is there.
+/// Checks the binding: its root, Vault path, mounts and key are allowed, and the secret is there.
+/// Every allowance is checked before Vault is asked anything about the binding.
 async fn check(binding: &CredentialBinding, namespace: &str, context: &Context) -> Verdict {
+    if let Err(blocker) = tenancy::check_filesystem_root(&binding.name_any(), &binding.spec) {
+        return Verdict::NotReady(blocker.reason, blocker.message);
+    }
     let Some(reference) = &binding.spec.vault else { return Verdict::Ready(None) };
-    if let Err(blocker) = bindings::check_vault_path(&context.vault_path_prefix, namespace, reference) {
+    let allowed = bindings::check_vault_path(&context.vault_path_prefix, namespace, reference)
+        .and_then(|()| context.tenancy.check_vault(namespace, reference));
+    if let Err(blocker) = allowed {
         return Verdict::NotReady(blocker.reason, blocker.message);
     }
     let Some(vault) = &context.vault else {

@@ -55,7 +55,7 @@ pub fn check_usable(name: &str, spec: &CredentialBindingSpec) -> Result<(), Bloc
             ),
         });
     }
-    Ok(())
+    crate::tenancy::check_filesystem_root(name, spec)
 }
 
 /// A looked-up binding that may not decode: an undecodable one blocks the job with the

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 use clap::Parser;
 
 use crate::bindings::DEFAULT_PATH_PREFIX;
-use crate::children::network_policy::EgressTarget;
+use crate::children::network_policy::{EgressTarget, Labels};
+use crate::tenancy::{DEFAULT_KV_MOUNTS, DEFAULT_TRANSIT_KEYS, DEFAULT_TRANSIT_MOUNTS, Pattern, TenancyPolicy};
 
 /// Ferry's operator: reconciles MigrationJobs and CredentialBindings, hands runners
 /// Vault-wrapped credentials, and writes their verified progress into status.
@@ -37,6 +38,16 @@ pub struct Config {
     /// Every binding's spec.vault.path must start with this; `{namespace}` is the binding's namespace.
     #[arg(long, env = "FERRY_VAULT_PATH_PREFIX", default_value = DEFAULT_PATH_PREFIX)]
     pub vault_path_prefix: String,
+    /// KV v2 mounts a binding's spec.vault.mount may name (repeatable; `{namespace}` is the binding's
+    /// namespace, a trailing `*` any non-empty rest).
+    #[arg(long, env = "FERRY_VAULT_KV_MOUNTS", value_delimiter = ',', default_values = DEFAULT_KV_MOUNTS)]
+    pub vault_kv_mounts: Vec<Pattern>,
+    /// Transit mounts a binding's spec.vault.transitMount may name (repeatable; as --vault-kv-mounts).
+    #[arg(long, env = "FERRY_VAULT_TRANSIT_MOUNTS", value_delimiter = ',', default_values = DEFAULT_TRANSIT_MOUNTS)]
+    pub vault_transit_mounts: Vec<Pattern>,
+    /// Transit keys a binding's spec.vault.transitKey may name (repeatable; as --vault-kv-mounts).
+    #[arg(long, env = "FERRY_VAULT_TRANSIT_KEYS", value_delimiter = ',', default_values = DEFAULT_TRANSIT_KEYS)]
+    pub vault_transit_keys: Vec<Pattern>,
     /// How long a wrapping token lives (seconds): enough for a runner pod to start.
     #[arg(long, env = "FERRY_WRAP_TTL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=86400))]
     pub wrap_ttl: u64,
@@ -61,12 +72,37 @@ pub struct Config {
     /// The runner image when a job does not name one.
     #[arg(long, env = "FERRY_RUNNER_IMAGE", default_value = concat!("ghcr.io/ferry-dev/ferry-runner:", env!("CARGO_PKG_VERSION")))]
     pub runner_image: String,
+    /// Further runner images a job's spec.runner.image may name, exactly (repeatable; --runner-image is always allowed).
+    #[arg(long = "runner-image-allowlist", env = "FERRY_RUNNER_IMAGE_ALLOWLIST", value_delimiter = ',')]
+    pub runner_image_allowlist: Vec<String>,
     /// CIDR:PORT runners may reach Vault at (repeatable; default: the runner Vault address's IPs).
     #[arg(long, env = "FERRY_VAULT_EGRESS", value_delimiter = ',')]
     pub vault_egress: Vec<EgressTarget>,
     /// CIDR:PORT runners may reach the progress API at (repeatable; default: the progress URL's IPs).
     #[arg(long, env = "FERRY_PROGRESS_EGRESS", value_delimiter = ',')]
     pub progress_egress: Vec<EgressTarget>,
+    /// Namespace of the cluster DNS pods, the only DNS runners may query.
+    #[arg(long, env = "FERRY_DNS_POD_NAMESPACE", default_value = "kube-system")]
+    pub dns_pod_namespace: String,
+    /// Labels of the cluster DNS pods (key=value[,key=value]).
+    #[arg(long, env = "FERRY_DNS_POD_LABELS", default_value = "k8s-app=kube-dns")]
+    pub dns_pod_labels: Labels,
+    /// Vault runs in this cluster, in this namespace: runners reach its pods by --vault-pod-labels.
+    #[arg(long, env = "FERRY_VAULT_POD_NAMESPACE", requires = "vault_pod_labels")]
+    pub vault_pod_namespace: Option<String>,
+    /// Labels of Vault's pods (key=value[,key=value]), with --vault-pod-namespace.
+    #[arg(long, env = "FERRY_VAULT_POD_LABELS", requires = "vault_pod_namespace")]
+    pub vault_pod_labels: Option<Labels>,
+    /// The port Vault's pods listen on (default: the runner Vault address's port).
+    #[arg(long, env = "FERRY_VAULT_POD_PORT", requires = "vault_pod_namespace")]
+    pub vault_pod_port: Option<u16>,
+    /// The operator runs in this cluster, in this namespace: runners reach its progress API by --progress-pod-labels.
+    #[arg(long, env = "FERRY_PROGRESS_POD_NAMESPACE", requires = "progress_pod_labels")]
+    pub progress_pod_namespace: Option<String>,
+    /// Labels of the operator's pods (key=value[,key=value]), with --progress-pod-namespace; the
+    /// port is --progress-listen's.
+    #[arg(long, env = "FERRY_PROGRESS_POD_LABELS", requires = "progress_pod_namespace")]
+    pub progress_pod_labels: Option<Labels>,
     /// Watch only this namespace (repeatable; all namespaces when absent).
     #[arg(long = "watch-namespace", env = "FERRY_WATCH_NAMESPACE", value_delimiter = ',')]
     pub watch_namespaces: Vec<String>,
@@ -79,6 +115,18 @@ pub struct Config {
     /// Log as JSON lines.
     #[arg(long, env = "FERRY_LOG_JSON")]
     pub log_json: bool,
+}
+
+impl Config {
+    /// The tenant allowances the flags set.
+    pub fn tenancy(&self) -> TenancyPolicy {
+        TenancyPolicy {
+            kv_mounts: self.vault_kv_mounts.clone(),
+            transit_mounts: self.vault_transit_mounts.clone(),
+            transit_keys: self.vault_transit_keys.clone(),
+            runner_images: self.runner_image_allowlist.clone(),
+        }
+    }
 }
 
 /// Egress targets for a URL: each resolved address as a single-host block with the URL's port.
@@ -113,6 +161,48 @@ mod tests {
         assert_eq!(config.wrap_ttl, 300);
         assert_eq!(config.vault_path_prefix, "tenants/{namespace}/");
         assert!(Config::try_parse_from(["ferry-operator", "--tls-cert=c", "--tls-key=k"]).is_err());
+        assert_eq!(config.tenancy(), TenancyPolicy::default());
+        assert_eq!(config.dns_pod_namespace, "kube-system");
+        assert_eq!(config.dns_pod_labels.0["k8s-app"], "kube-dns");
+        assert!(config.vault_pod_namespace.is_none() && config.progress_pod_labels.is_none());
+    }
+
+    const REQUIRED: [&str; 4] =
+        ["ferry-operator", "--progress-url=https://10.0.0.5:8443", "--tls-cert=c", "--tls-key=k"];
+
+    #[test]
+    fn allowances_parse_and_ambiguous_ones_are_refused() {
+        let config = Config::try_parse_from(REQUIRED.iter().copied().chain([
+            "--vault-kv-mounts=secret,kv-{namespace}",
+            "--vault-transit-keys={namespace}_*",
+            "--runner-image-allowlist=registry.example/ferry-runner@sha256:abc",
+            "--runner-image-allowlist=registry.example/ferry-runner:1.2",
+        ]))
+        .unwrap();
+        let tenancy = config.tenancy();
+        assert_eq!(tenancy.kv_mounts.len(), 2);
+        assert_eq!(tenancy.transit_mounts, TenancyPolicy::default().transit_mounts);
+        assert!(tenancy.transit_keys[0].allows("team-a", "team-a_prod"));
+        assert_eq!(tenancy.runner_images.len(), 2);
+        let error = Config::try_parse_from(REQUIRED.iter().copied().chain(["--vault-transit-keys={namespace}-*"]))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("--vault-transit-keys") && error.contains("could name"), "{error}");
+    }
+
+    #[test]
+    fn in_cluster_peers_need_a_namespace_and_labels() {
+        let config = Config::try_parse_from(REQUIRED.iter().copied().chain([
+            "--vault-pod-namespace=vault",
+            "--vault-pod-labels=app.kubernetes.io/name=openbao,component=server",
+            "--dns-pod-namespace=dns",
+            "--dns-pod-labels=app=coredns",
+        ]))
+        .unwrap();
+        assert_eq!(config.vault_pod_labels.unwrap().0.len(), 2);
+        assert_eq!(config.dns_pod_labels.0["app"], "coredns");
+        assert!(Config::try_parse_from(REQUIRED.iter().copied().chain(["--vault-pod-namespace=vault"])).is_err());
+        assert!(Config::try_parse_from(REQUIRED.iter().copied().chain(["--progress-pod-labels=a=b"])).is_err());
     }
 
     #[test]

@@ -11,6 +11,7 @@ use kube::{Client, Resource};
 use crate::children::RunnerEnvironment;
 use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
+use crate::tenancy::TenancyPolicy;
 use crate::vault::Vault;
 
 /// Shared state of the controllers.
@@ -27,6 +28,8 @@ pub struct Context {
     pub wrap_ttl: Duration,
     /// The Vault path prefix template (`{namespace}` is replaced).
     pub vault_path_prefix: String,
+    /// What each namespace may name besides paths: Vault mounts, Transit keys, runner images.
+    pub tenancy: TenancyPolicy,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
     /// Prometheus metrics.
@@ -55,9 +58,16 @@ impl Context {
             environment,
             wrap_ttl,
             vault_path_prefix,
+            tenancy: TenancyPolicy::default(),
             metrics,
             failures: Mutex::default(),
         }
+    }
+
+    /// The same context with these allowances instead of the defaults.
+    pub fn with_tenancy(mut self, tenancy: TenancyPolicy) -> Self {
+        self.tenancy = tenancy;
+        self
     }
 
     /// Publishes an Event about `object`; a failure to publish is logged, never fatal.

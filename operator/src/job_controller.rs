@@ -192,12 +192,17 @@ fn requeue_after(status: &MigrationJobStatus, spec: &ferry_api::MigrationJobSpec
     }
 }
 
-/// The job's bindings, checked; `Err` is why the job must wait.
+/// The job's bindings, checked; `Err` is why the job must wait (or, for a refused spec, fail).
+/// The allowances are checked again here, not only by the binding controller: a binding's
+/// Ready status is not proof, as whoever may write status could have written it.
 async fn resolve_bindings(
     job: &MigrationJob,
     namespace: &str,
     context: &Context,
 ) -> Result<Result<(CredentialBindingSpec, CredentialBindingSpec), Blocker>, Error> {
+    if let Err(refused) = context.tenancy.check_runner_image(&context.environment.image, &job.spec) {
+        return Ok(Err(refused));
+    }
     let api: Api<Guarded<CredentialBinding>> = Api::namespaced(context.client.clone(), namespace);
     let source = api.get_opt(&job.spec.source.binding).await?;
     let destination = api.get_opt(&job.spec.destination.binding).await?;
@@ -211,6 +216,7 @@ async fn resolve_bindings(
         for spec in [&source, &destination] {
             if let Some(reference) = &spec.vault {
                 bindings::check_vault_path(&context.vault_path_prefix, namespace, reference)?;
+                context.tenancy.check_vault(namespace, reference)?;
             }
         }
         Ok((source, destination))
@@ -301,7 +307,7 @@ async fn apply_attempt(
 
 /// One wrapped read per binding that keeps credentials in Vault, per shard
 /// (`result[shard][0]` the source's, `[1]` the destination's), `WRAPS_IN_FLIGHT` at a time.
-/// On a failure the tokens already issued are revoked.
+/// If any read fails, every token issued is revoked and nothing is launched.
 async fn wrap_shards(
     specs: [&CredentialBindingSpec; 2],
     names: &[String; 2],
@@ -318,22 +324,22 @@ async fn wrap_shards(
         context.metrics.vault_call("wrap", wrapped.is_ok());
         Ok::<_, Error>(Some(wrapped?))
     };
-    let mut results = std::pin::pin!(
-        futures::stream::iter((0..shard_count).flat_map(|_| [0, 1])).map(wrap_one).buffered(WRAPS_IN_FLIGHT)
-    );
-    let mut issued: Vec<Option<WrappedCredentials>> = Vec::new();
+    // Every read runs to its end, even after one failed: a token Vault issued must be known
+    // here to be revoked.
+    let results: Vec<Result<Option<WrappedCredentials>, Error>> =
+        futures::stream::iter((0..shard_count).flat_map(|_| [0, 1]))
+            .map(wrap_one)
+            .buffered(WRAPS_IN_FLIGHT)
+            .collect()
+            .await;
+    let mut issued: Vec<Option<WrappedCredentials>> = Vec::with_capacity(results.len());
     let mut failure = None;
-    while let Some(result) = results.next().await {
+    for result in results {
         match result {
             Ok(wrapped) => issued.push(wrapped),
-            Err(error) => {
-                failure = Some(error);
-                break;
-            }
+            Err(error) => failure = failure.or(Some(error)),
         }
     }
-    // The reads still in flight are dropped with the stream: Vault never answers them here.
-    drop(results);
     let failure = failure.or_else(|| fields_differ(&issued));
     if let Some(error) = failure {
         let accessors: Vec<String> = issued.iter().flatten().map(|w| w.accessor.clone()).collect();

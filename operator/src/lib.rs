@@ -16,5 +16,6 @@ pub mod names;
 pub mod observe;
 pub mod progress;
 pub mod run;
+pub mod tenancy;
 pub mod unreadable;
 pub mod vault;

@@ -19,6 +19,16 @@ pub struct Blocker {
     pub message: String,
 }
 
+/// Blocker reasons no waiting can cure: the spec itself is refused, so the job fails.
+pub const REFUSALS: [&str; 1] = ["RunnerImageNotAllowed"];
+
+impl Blocker {
+    /// Whether the job must fail rather than wait (see [`REFUSALS`]).
+    pub fn is_refusal(&self) -> bool {
+        REFUSALS.contains(&self.reason)
+    }
+}
+
 /// One shard of the current attempt, as its pod and last report show it.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ShardState {
@@ -160,6 +170,9 @@ fn launch(
     message: String,
 ) -> (Phase, String, String, Action) {
     match bindings {
+        Err(blocker) if blocker.is_refusal() => {
+            (Phase::Failed, blocker.reason.to_owned(), blocker.message, Action::None)
+        }
         Err(blocker) => (Phase::Waiting, blocker.reason.to_owned(), blocker.message, Action::None),
         Ok(()) => {
             let resuming = next.phase == Some(Phase::Suspended);
@@ -214,6 +227,9 @@ fn judge_attempt(
     next.attempts += 1;
     match bindings {
         Ok(()) => (Phase::Running, "Retrying".to_owned(), message, Action::Launch),
+        Err(blocker) if blocker.is_refusal() => {
+            (Phase::Failed, blocker.reason.to_owned(), blocker.message, Action::Cleanup)
+        }
         Err(blocker) => (Phase::Waiting, blocker.reason.to_owned(), blocker.message, Action::None),
     }
 }

@@ -16,7 +16,7 @@ use zeroize::Zeroizing;
 
 use crate::children::RunnerEnvironment;
 use crate::children::credentials::progress_token_of;
-use crate::children::network_policy::EgressTarget;
+use crate::children::network_policy::{EgressTarget, PodPeer};
 use crate::config::{Config, egress_for};
 use crate::context::Context;
 use crate::guard::{self, Guarded};
@@ -85,15 +85,18 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let metrics_server = tokio::spawn(crate::metrics::serve(metrics_listener, metrics.clone(), shutdown()));
     let renewal = vault.as_ref().map(Vault::spawn_renewal);
 
-    let context = Arc::new(Context::new(
-        client.clone(),
-        vault,
-        hub,
-        environment,
-        Duration::from_secs(config.wrap_ttl),
-        config.vault_path_prefix.clone(),
-        metrics,
-    ));
+    let context = Arc::new(
+        Context::new(
+            client.clone(),
+            vault,
+            hub,
+            environment,
+            Duration::from_secs(config.wrap_ttl),
+            config.vault_path_prefix.clone(),
+            metrics,
+        )
+        .with_tenancy(config.tenancy()),
+    );
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("stopping");
@@ -252,19 +255,38 @@ async fn read(flag: &'static str, path: &std::path::Path) -> Result<String, Star
     })
 }
 
-/// Where runners reach Vault and the progress API, from the flags or else the URLs' addresses.
+/// Where runners reach DNS, Vault and the progress API: pods by selector where the flags say
+/// they run in the cluster, else the `--*-egress` blocks, else the URLs' resolved addresses.
 async fn runner_environment(config: &Config) -> Result<RunnerEnvironment, StartError> {
     let vault_url = config.runner_vault_addr.clone().or_else(|| config.vault_addr.clone());
+    let vault_pods = match (&config.vault_pod_namespace, &config.vault_pod_labels) {
+        (Some(namespace), Some(labels)) => {
+            let port = config.vault_pod_port.or_else(|| vault_url.as_ref().and_then(url::Url::port_or_known_default));
+            let port = port.ok_or_else(|| {
+                StartError::Config("--vault-pod-namespace: give --vault-pod-port or a Vault address".into())
+            })?;
+            Some(PodPeer { namespace: namespace.clone(), labels: labels.0.clone(), port })
+        }
+        _ => None,
+    };
+    let progress_pods = match (&config.progress_pod_namespace, &config.progress_pod_labels) {
+        (Some(namespace), Some(labels)) => Some(PodPeer {
+            namespace: namespace.clone(),
+            labels: labels.0.clone(),
+            port: config.progress_listen.port(),
+        }),
+        _ => None,
+    };
     let progress_ca = read("--tls-ca/--tls-cert", config.tls_ca.as_ref().unwrap_or(&config.tls_cert)).await?;
     let vault_ca = match &config.vault_cacert {
         Some(path) => Some(read("VAULT_CACERT", path).await?),
         None => None,
     };
-    let vault_egress = match (&vault_url, config.vault_egress.is_empty()) {
-        (Some(url), true) => egress_of(url).await?,
+    let vault_egress = match (&vault_url, config.vault_egress.is_empty(), &vault_pods) {
+        (Some(url), true, None) => egress_of(url).await?,
         _ => config.vault_egress.clone(),
     };
-    let progress_egress = if config.progress_egress.is_empty() {
+    let progress_egress = if config.progress_egress.is_empty() && progress_pods.is_none() {
         egress_of(&config.progress_url).await?
     } else {
         config.progress_egress.clone()
@@ -277,6 +299,9 @@ async fn runner_environment(config: &Config) -> Result<RunnerEnvironment, StartE
         vault_ca_pem: vault_ca,
         vault_egress,
         progress_egress,
+        dns: PodPeer { namespace: config.dns_pod_namespace.clone(), labels: config.dns_pod_labels.0.clone(), port: 53 },
+        vault_pods,
+        progress_pods,
     })
 }
 

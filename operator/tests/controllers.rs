@@ -30,6 +30,7 @@ fn environment() -> RunnerEnvironment {
         vault_ca_pem: None,
         vault_egress: vec![],
         progress_egress: vec![EgressTarget { cidr: "10.0.0.5/32".into(), port: 8443 }],
+        ..RunnerEnvironment::default()
     }
 }
 
@@ -459,4 +460,53 @@ async fn an_undecodable_job_can_still_be_deleted() {
     assert!(harness.cluster.names("pods", NS).is_empty());
     assert!(harness.cluster.names("secrets", NS).is_empty());
     assert!(harness.cluster.get("migrationjobs", NS, "nightly").is_none(), "the finalizer was removed");
+}
+
+#[tokio::test]
+async fn a_runner_image_outside_the_allowlist_fails_the_job_and_launches_nothing() {
+    let harness = Harness::new();
+    harness.binding("in", true);
+    harness.binding("out", true);
+    harness.job(json!({"runner": {"image": "evil.example/runner:latest"}}));
+    harness.launched().await;
+
+    assert_eq!(harness.status()["phase"], "Failed");
+    assert_eq!(harness.condition("Failed"), ("True".into(), "RunnerImageNotAllowed".into()));
+    let status = harness.status();
+    let failed = status["conditions"].as_array().unwrap().iter().find(|c| c["type"] == "Failed").unwrap();
+    let message = failed["message"].as_str().unwrap();
+    assert!(message.contains("spec.runner.image") && message.contains("--runner-image-allowlist"), "{message}");
+    for kind in ["pods", "secrets", "configmaps", "networkpolicies"] {
+        assert!(harness.cluster.names(kind, NS).is_empty(), "{kind} created");
+    }
+    assert!(harness.cluster.event_reasons().contains(&"RunnerImageNotAllowed".to_owned()));
+}
+
+#[tokio::test]
+async fn the_default_runner_image_named_explicitly_is_allowed() {
+    let harness = Harness::new();
+    harness.binding("in", true);
+    harness.binding("out", true);
+    harness.job(json!({"runner": {"image": "ferry-runner:test"}}));
+    harness.launched().await;
+    assert_eq!(harness.status()["phase"], "Running");
+}
+
+#[tokio::test]
+async fn a_filesystem_root_over_the_runners_paths_is_never_ready() {
+    let harness = Harness::new();
+    harness.cluster.insert(
+        "credentialbindings",
+        json!({"apiVersion": "ferry.dev/v1alpha1", "kind": "CredentialBinding", "metadata": {"name": "etc", "namespace": NS},
+               "spec": {"provider": "fs", "fs": {"root": "/etc/ferry", "claimName": "data"}}}),
+    );
+    let binding: CredentialBinding =
+        serde_json::from_value(harness.cluster.get("credentialbindings", NS, "etc").unwrap()).unwrap();
+    binding_controller::reconcile(Arc::new(binding), harness.context.clone()).await.unwrap();
+    let condition = harness.cluster.get("credentialbindings", NS, "etc").unwrap()["status"]["conditions"][0].clone();
+    assert_eq!(
+        (condition["status"].as_str(), condition["reason"].as_str()),
+        (Some("False"), Some("FilesystemRootNotAllowed"))
+    );
+    assert!(condition["message"].as_str().unwrap().contains("spec.fs.root"));
 }

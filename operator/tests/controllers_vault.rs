@@ -1,6 +1,7 @@
 //! The job controller with a real OpenBao behind it (the API server is still mocked): the
 //! attempt's Secret holds only wrapping tokens that the runner can unwrap once, and a secret
-//! that vanished after its binding turned Ready makes the job wait with Vault's reason.
+//! that vanished after its binding turned Ready makes the job wait with Vault's reason; a
+//! binding naming another tenant's Transit key is refused before the operator asks Vault anything.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -11,15 +12,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine;
-use ferry_api::MigrationJob;
 use ferry_api::contract::RunnerPlan;
+use ferry_api::{CredentialBinding, MigrationJob};
 use ferry_e2e::{servers, unique};
 use ferry_operator::children::RunnerEnvironment;
 use ferry_operator::context::Context;
-use ferry_operator::job_controller;
 use ferry_operator::metrics::Metrics;
 use ferry_operator::progress::ProgressHub;
 use ferry_operator::vault::{Vault, VaultAuth, VaultConfig};
+use ferry_operator::{binding_controller, job_controller};
 use serde_json::{Value, json};
 use support::fake_api::FakeCluster;
 use zeroize::Zeroizing;
@@ -27,9 +28,14 @@ use zeroize::Zeroizing;
 const NS: &str = "team-a";
 
 async fn harness() -> (FakeCluster, Arc<Context>) {
+    harness_at(&servers().vault_address).await
+}
+
+/// The harness with the operator's Vault client talking to `vault_address`.
+async fn harness_at(vault_address: &str) -> (FakeCluster, Arc<Context>) {
     let servers = servers();
     let vault = Vault::connect(VaultConfig {
-        address: servers.vault_address.parse().unwrap(),
+        address: vault_address.parse().unwrap(),
         ca_file: None,
         auth: VaultAuth::Token(Zeroizing::new(servers.vault_token.clone())),
     })
@@ -227,4 +233,89 @@ async fn a_vanished_secret_makes_the_job_wait_with_vaults_reason() {
     assert_eq!((&ready["status"], &ready["reason"]), (&json!("False"), &json!("SecretNotFound")));
     assert!(cluster.names("pods", NS).is_empty(), "nothing launched");
     assert!(cluster.names("secrets", NS).is_empty(), "no token left behind");
+}
+
+/// The condition `type_` of an object as `(status, reason, message)`.
+fn condition_of(object: &Value, type_: &str) -> (String, String, String) {
+    let conditions = object["status"]["conditions"].as_array().cloned().unwrap_or_default();
+    let condition = conditions.iter().find(|c| c["type"] == type_).unwrap_or_else(|| panic!("no {type_} in {object}"));
+    let text = |field: &str| condition[field].as_str().unwrap_or_default().to_owned();
+    (text("status"), text("reason"), text("message"))
+}
+
+#[tokio::test]
+async fn a_binding_naming_another_tenants_transit_key_is_refused_and_never_decrypted_under() {
+    let servers = servers();
+    // Tenant team-b's key, and team-b's credentials encrypted under it: ciphertext a team-a
+    // user could have copied (a backup, a log) into a secret under team-a's own path.
+    let theirs = servers.transit_key("team-b");
+    let ours = servers.transit_key("team-a.s3");
+    let stolen = format!("tenants/{NS}/{}", unique("stolen"));
+    servers.put_secret(
+        &stolen,
+        &[
+            ("accessKeyId", &servers.transit_encrypt(&theirs, &servers.s3_access_key)),
+            ("secretAccessKey", &servers.transit_encrypt(&theirs, &servers.s3_secret_key)),
+        ],
+    );
+    let own = format!("tenants/{NS}/{}", unique("own"));
+    servers.put_secret(
+        &own,
+        &[
+            ("accessKeyId", &servers.transit_encrypt(&ours, &servers.s3_access_key)),
+            ("secretAccessKey", &servers.transit_encrypt(&ours, &servers.s3_secret_key)),
+        ],
+    );
+    // Every request the operator sends to Vault passes through this proxy and is kept.
+    let upstream = servers.vault_address.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let proxy = ferry_e2e::proxy::RecordingProxy::start(upstream).await.unwrap();
+    let (cluster, context) = harness_at(&format!("http://{}", proxy.address)).await;
+
+    let transit_binding = |name: &str, path: &str, key: &str| {
+        cluster.insert(
+            "credentialbindings",
+            json!({
+                "apiVersion": "ferry.dev/v1alpha1", "kind": "CredentialBinding",
+                "metadata": {"name": name, "namespace": NS},
+                "spec": {"provider": "s3", "s3": {"endpoint": servers.s3_endpoint, "region": "us-east-1", "bucket": name},
+                         "vault": {"path": path, "transitKey": key}}
+            }),
+        );
+    };
+    transit_binding("old", &stolen, &theirs);
+    transit_binding("new", &own, &ours);
+    for name in ["old", "new"] {
+        let binding: CredentialBinding =
+            serde_json::from_value(cluster.get("credentialbindings", NS, name).unwrap()).unwrap();
+        binding_controller::reconcile(Arc::new(binding), context.clone()).await.unwrap();
+    }
+    let (status, reason, message) = condition_of(&cluster.get("credentialbindings", NS, "old").unwrap(), "Ready");
+    assert_eq!((status.as_str(), reason.as_str()), ("False", "TransitKeyNotAllowed"), "{message}");
+    assert!(message.contains("spec.vault.transitKey") && message.contains("--vault-transit-keys"), "{message}");
+    let (status, reason, message) = condition_of(&cluster.get("credentialbindings", NS, "new").unwrap(), "Ready");
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "SecretValid"),
+        "the tenant's own key is allowed: {message}"
+    );
+
+    // Whoever may write a binding's status could mark it Ready: the job controller checks again.
+    cluster.update("credentialbindings", NS, "old", |binding| {
+        binding["status"] = json!({"observedGeneration": 1, "conditions": [{"type": "Ready", "status": "True",
+            "reason": "SecretValid", "message": "forged", "lastTransitionTime": "2026-11-24T00:00:00Z"}]});
+    });
+    job(&cluster);
+    reconcile_twice(&cluster, &context).await;
+    let job = cluster.get("migrationjobs", NS, "nightly").unwrap();
+    assert_eq!(job["status"]["phase"], "Waiting");
+    let (_, reason, message) = condition_of(&job, "Stalled");
+    assert_eq!(reason, "TransitKeyNotAllowed", "{message}");
+    assert!(cluster.names("pods", NS).is_empty(), "nothing launched");
+    assert!(cluster.names("secrets", NS).is_empty(), "no wrapping token exists");
+
+    let sent = proxy.sent();
+    assert!(sent.contains(&format!("/v1/secret/data/{own}")), "the proxy saw the operator's requests");
+    assert!(!sent.contains(&theirs), "the operator sent Vault a request naming the other tenant's key");
+    assert!(!sent.contains("/decrypt/"), "nothing was decrypted");
+    assert!(!sent.contains(&stolen), "the refused binding's secret was not even read");
 }

@@ -11,7 +11,8 @@
 //!   attempt 1 verified;
 //! - `an_operator_restarted_...`: the operator SIGKILLed and restarted mid-job; no duplicate
 //!   pods, no orphans, status carries on;
-//! - `a_job_deleted_mid_run_...`: everything goes within 60 s and unused wrapping tokens are revoked.
+//! - `a_job_deleted_mid_run_...`: everything goes within 60 s and unused wrapping tokens are revoked;
+//! - `a_binding_naming_another_tenants_transit_key_...`: refused before any Vault call names the key.
 //!
 //! Run it with any cluster's kubeconfig, even a bare control plane without nodes (envtest's
 //! kube-apiserver and etcd):
@@ -31,6 +32,7 @@
 //! cluster needs to run: no scheduler, controller-manager or garbage collector (the operator's
 //! finalizer deletes the job's objects itself). The cluster must reach nothing on this machine;
 //! this machine must reach the cluster's API server.
+//!
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -46,7 +48,7 @@ mod support {
 use std::collections::{BTreeMap, BTreeSet};
 
 use ferry_api::contract::RunnerPlan;
-use ferry_api::{MigrationJob, Phase};
+use ferry_api::{CredentialBinding, MigrationJob, Phase};
 use ferry_operator::names;
 use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::ListParams;
@@ -363,4 +365,67 @@ async fn a_job_deleted_mid_run_leaves_nothing_and_its_unused_tokens_are_revoked(
     let record = scenario.kubelet.record();
     assert!(record.stopped.contains(running), "the running runner was not stopped: {}", record.summary());
     assert!(!record.started.contains(pending), "{}", record.summary());
+}
+
+/// A binding naming another tenant's Transit key is refused: it never turns Ready, its job
+/// waits with the reason, nothing is launched, and the operator never sends Vault a request
+/// naming that key (the operator reaches Vault only through a proxy that keeps every request).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_binding_naming_another_tenants_transit_key_is_refused() {
+    let Some(mut scenario) = Scenario::start("tenant").await else { return };
+    // Another tenant's key (named after its namespace, as the default allowance expects), and
+    // that tenant's credentials encrypted under it, copied into a secret under this
+    // namespace's own (allowed) path.
+    let servers = &scenario.servers;
+    let theirs = servers.transit_key("ferry-e2e-other");
+    let stolen = scenario.vault_path("stolen");
+    servers.put_secret(
+        &stolen,
+        &[
+            ("accessKeyId", &servers.transit_encrypt(&theirs, &servers.s3_access_key)),
+            ("secretAccessKey", &servers.transit_encrypt(&theirs, &servers.s3_secret_key)),
+        ],
+    );
+    let upstream = servers.vault_address.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let proxy = ferry_e2e::proxy::RecordingProxy::start(upstream).await.unwrap();
+    scenario.restart_operator_with_vault(&format!("http://{}", proxy.address)).await;
+
+    let bindings: Api<CredentialBinding> = Api::namespaced(scenario.client.clone(), &scenario.namespace);
+    for name in [support::scenario::SOURCE_BINDING, support::scenario::DESTINATION_BINDING] {
+        let bucket = scenario.servers.bucket(name);
+        let mut manifest =
+            support::cluster::s3_binding(name, &scenario.namespace, &scenario.servers.s3_endpoint, &bucket, &stolen)
+                .unwrap();
+        manifest["spec"]["vault"]["transitKey"] = json!(theirs);
+        support::scenario::apply(&bindings, &manifest).await;
+    }
+    let uid = scenario.apply_job(&scenario.job_manifest(JOB, 1, json!({}))).await;
+
+    let started = std::time::Instant::now();
+    let message = loop {
+        let binding = bindings.get(support::scenario::SOURCE_BINDING).await.unwrap();
+        let ready = binding.status.as_ref().and_then(|s| s.conditions.iter().find(|c| c.type_ == "Ready").cloned());
+        match ready {
+            Some(ready) if ready.status == "False" && ready.reason == "TransitKeyNotAllowed" => break ready.message,
+            other => assert!(started.elapsed() < STEP_TIMEOUT, "the binding was not refused: {other:?}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    assert!(message.contains("spec.vault.transitKey") && message.contains("--vault-transit-keys"), "{message}");
+    // The job waits for its binding: in progress with the reason, never Stalled (kstatus).
+    let job = scenario
+        .wait_for(JOB, "the job waiting with the binding's reason", STEP_TIMEOUT, |job, _| {
+            let conditions = job.status.as_ref().map(|s| s.conditions.clone()).unwrap_or_default();
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "False" && c.message.contains("TransitKeyNotAllowed"))
+        })
+        .await;
+    assert!(!support::scenario::condition_is_true(&job, "Stalled"), "a waiting job is not Stalled");
+    let left = scenario.children(&uid).await;
+    assert!(left["secrets"].is_empty() && left["pods"].is_empty(), "something was launched: {left:?}");
+    let sent = proxy.sent();
+    assert!(sent.contains("/v1/"), "the operator never reached Vault through the proxy");
+    assert!(!sent.contains(&theirs), "the operator sent Vault a request naming the other tenant's key");
+    assert!(!sent.contains("/decrypt/") && !sent.contains(&stolen), "the refused binding was read or decrypted");
 }

@@ -14,7 +14,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference}
 use crate::names;
 
 /// How runners reach things, from the operator's configuration.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct RunnerEnvironment {
     /// The runner image when the job does not name one.
     pub image: String,
@@ -30,6 +30,30 @@ pub struct RunnerEnvironment {
     pub vault_egress: Vec<network_policy::EgressTarget>,
     /// Where the progress API is, for the NetworkPolicy.
     pub progress_egress: Vec<network_policy::EgressTarget>,
+    /// The cluster DNS pods runners may query.
+    pub dns: network_policy::PodPeer,
+    /// Vault's pods, when it runs in the cluster (reached by selector, not address).
+    pub vault_pods: Option<network_policy::PodPeer>,
+    /// The operator's pods serving the progress API, when selected by labels.
+    pub progress_pods: Option<network_policy::PodPeer>,
+}
+
+impl Default for RunnerEnvironment {
+    /// Nothing configured, and cluster DNS where clusters keep it.
+    fn default() -> Self {
+        Self {
+            image: String::new(),
+            progress_url: String::new(),
+            vault_address: None,
+            progress_ca_pem: None,
+            vault_ca_pem: None,
+            vault_egress: Vec::new(),
+            progress_egress: Vec::new(),
+            dns: network_policy::PodPeer::cluster_dns(),
+            vault_pods: None,
+            progress_pods: None,
+        }
+    }
 }
 
 /// One attempt of a job, with everything the builders need.
@@ -129,6 +153,7 @@ pub(crate) mod fixtures {
             vault_ca_pem: None,
             vault_egress: vec![EgressTarget { cidr: "10.0.0.9/32".into(), port: 8200 }],
             progress_egress: vec![EgressTarget { cidr: "10.0.0.5/32".into(), port: 8443 }],
+            ..RunnerEnvironment::default()
         }
     }
 }

@@ -777,6 +777,7 @@ mod tests {
             vault_ca_pem: None,
             vault_egress: vec![EgressTarget { cidr: "127.0.0.1/32".into(), port: 8200 }],
             progress_egress: vec![EgressTarget { cidr: "127.0.0.1/32".into(), port: 9443 }],
+            ..RunnerEnvironment::default()
         }
     }
 

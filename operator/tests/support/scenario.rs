@@ -274,6 +274,16 @@ impl Scenario {
         }
     }
 
+    /// Points the operator at another Vault address (a recording proxy, say) and restarts it.
+    pub async fn restart_operator_with_vault(&mut self, address: &str) {
+        for (name, value) in &mut self.launch.env {
+            if name == "VAULT_ADDR" {
+                *value = address.to_owned();
+            }
+        }
+        self.restart_operator().await;
+    }
+
     fn assert_operator_runs(&mut self) {
         if let Some(exit) = self.operator.as_mut().and_then(OperatorProcess::exited) {
             panic!("the operator exited ({exit}); its log:\n{}", self.operator_log_tail(60));
