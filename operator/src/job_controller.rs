@@ -115,8 +115,10 @@ async fn apply_observed(job: &MigrationJob, identity: &JobIdentity, context: &Co
         Vec::new()
     };
     let launched = attempt > 0 && secrets.get_opt(&names::attempt_object(&identity.name, attempt)).await?.is_some();
-    let reports = context.hub.latest(&identity.uid).filter(|p| p.attempt == attempt).map(|p| p.shards);
-    let shards = observe::shard_states(&attempt_pods, job.spec.shards.max(1), &reports.unwrap_or_default());
+    let reported = context.hub.latest(&identity.uid).filter(|p| p.attempt == attempt);
+    let objects_failed = reported.as_ref().map_or(0, |p| p.combined().objects_failed);
+    let reports = reported.map(|p| p.shards).unwrap_or_default();
+    let shards = observe::shard_states(&attempt_pods, job.spec.shards.max(1), &reports);
     let resolved = resolve_bindings(job, namespace, context).await?;
     let now = Time(jiff::Timestamp::now());
 
@@ -127,6 +129,7 @@ async fn apply_observed(job: &MigrationJob, identity: &JobIdentity, context: &Co
         bindings: resolved.as_ref().map(|_| ()).map_err(Clone::clone),
         attempt_launched: launched,
         shards,
+        objects_failed,
         now: now.clone(),
     });
     let mut next = decision.status.clone();

@@ -78,6 +78,9 @@ pub struct Observation<'a> {
     pub attempt_launched: bool,
     /// The current attempt's shards, indexed by shard.
     pub shards: Vec<ShardState>,
+    /// Objects failed so far in the current attempt, summed over every shard's latest report:
+    /// `failureBudget` holds for the job, not per shard.
+    pub objects_failed: u64,
     /// Now.
     pub now: Time,
 }
@@ -110,7 +113,8 @@ pub struct Decision {
 
 /// Decides the next step of a job.
 pub fn decide(observed: Observation<'_>) -> Decision {
-    let Observation { spec, generation, status: previous, bindings, attempt_launched, shards, now } = observed;
+    let Observation { spec, generation, status: previous, bindings, attempt_launched, shards, objects_failed, now } =
+        observed;
     let mut next = previous.clone();
     next.observed_generation = generation;
     let phase = previous.phase.unwrap_or_default();
@@ -129,7 +133,7 @@ pub fn decide(observed: Observation<'_>) -> Decision {
     } else if !attempt_launched {
         launch(&mut next, bindings, "Starting", format!("launching attempt {}", previous.attempts))
     } else {
-        judge_attempt(spec, &mut next, bindings, &shards)
+        judge_attempt(spec, &mut next, bindings, &shards, objects_failed)
     };
 
     let finished = phase.is_finished() && !previous.phase.is_some_and(Phase::is_finished);
@@ -190,6 +194,7 @@ fn judge_attempt(
     next: &mut MigrationJobStatus,
     bindings: Result<(), Blocker>,
     shards: &[ShardState],
+    objects_failed: u64,
 ) -> (Phase, String, String, Action) {
     let attempt = next.attempts;
     if let Some(reason) = shards.iter().find_map(|s| match s {
@@ -199,6 +204,17 @@ fn judge_attempt(
         let message = format!("attempt {attempt} refused its credentials: {reason}; not retried");
         next.failed_attempts += 1;
         return (Phase::Failed, "SecurityViolation".to_owned(), message, Action::StopRunners);
+    }
+    if objects_failed > spec.failure_budget {
+        // Each runner stops at its own count; only the operator sees the job's. Not retried:
+        // failures on this scale are systemic, and a retry would pay for the egress again.
+        let message = format!(
+            "attempt {attempt}: {objects_failed} objects failed across its shards, more than spec.failureBudget ({}); \
+             runners stopped (see status.failures, fix the cause, raise spec.failureBudget to tolerate more)",
+            spec.failure_budget
+        );
+        next.failed_attempts += 1;
+        return (Phase::Failed, "FailureBudgetExceeded".to_owned(), message, Action::StopRunners);
     }
     if shards.iter().any(|s| matches!(s, ShardState::Pending | ShardState::Running)) {
         let running = shards.iter().filter(|s| matches!(s, ShardState::Running)).count();

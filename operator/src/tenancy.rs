@@ -371,6 +371,7 @@ mod tests {
             bindings: Err(refused),
             attempt_launched: false,
             shards: vec![],
+            objects_failed: 0,
             now,
         });
         assert_eq!(decision.action, Action::None);

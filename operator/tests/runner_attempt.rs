@@ -137,8 +137,20 @@ async fn an_attempt_unwraps_copies_verifies_and_reports_then_its_tokens_are_spen
 
     // The same tokens again: Vault no longer knows them although they have not expired, so
     // someone used them. The attempt is refused loudly and nothing is read.
-    assert_eq!(run(options).await, ExitStatus::SecurityViolation);
+    assert_eq!(run(options.clone()).await, ExitStatus::SecurityViolation);
     let refused: ProgressReport = serde_json::from_str(&std::fs::read_to_string(&termination).unwrap()).unwrap();
     assert!(matches!(refused.outcome, Some(Outcome::SecurityViolation { .. })), "{refused:?}");
+
+    // A plan someone edited in the ConfigMap (here: pointing progress elsewhere) no longer
+    // matches the digest beside the tokens: refused before anything in it is used.
+    let edited = documents[0].replace(&format!("https://{address}"), "https://attacker.invalid");
+    assert_ne!(edited, documents[0]);
+    std::fs::write(&options.plan, edited).unwrap();
+    let before = hub.latest(&identity.uid).unwrap().shards[&0].sequence;
+    assert_eq!(run(options).await, ExitStatus::SecurityViolation);
+    let refused: ProgressReport = serde_json::from_str(&std::fs::read_to_string(&termination).unwrap()).unwrap();
+    let Some(Outcome::SecurityViolation { reason }) = &refused.outcome else { panic!("{refused:?}") };
+    assert!(reason.contains("not the one the operator launched"), "{reason}");
+    assert_eq!(hub.latest(&identity.uid).unwrap().shards[&0].sequence, before, "nothing was posted");
     let _ = stop.send(());
 }

@@ -15,6 +15,7 @@ fn observe(spec: &MigrationJobSpec, status: MigrationJobStatus, launched: bool, 
         bindings: Ok(()),
         attempt_launched: launched,
         shards,
+        objects_failed: 0,
         now: at(100),
     })
 }
@@ -68,6 +69,7 @@ fn a_blocked_binding_waits_without_launching() {
         bindings: Err(Blocker { reason: "BindingNotReady", message: "spec.source.binding legacy-s3: ...".into() }),
         attempt_launched: false,
         shards: vec![],
+        objects_failed: 0,
         now: at(1),
     });
     assert_eq!(decision.action, Action::None);
@@ -219,4 +221,32 @@ fn an_attempt_whose_runner_exited_zero_silently_is_retried() {
     assert_eq!(decision.status.phase, Some(Phase::Running));
     assert_eq!((decision.status.attempts, decision.status.failed_attempts), (2, 1));
     assert_eq!(decision.action, Action::Launch);
+}
+
+#[test]
+fn the_failure_budget_holds_for_the_whole_job() {
+    let spec: MigrationJobSpec =
+        serde_yaml::from_str("source: {binding: a}\ndestination: {binding: b}\nshards: 4\nfailureBudget: 10\n")
+            .unwrap();
+    let running = || vec![ShardState::Running; 4];
+    let observe_failed = |failed| {
+        decide(Observation {
+            spec: &spec,
+            generation: Some(1),
+            status: status(Phase::Running, 1, 0),
+            bindings: Ok(()),
+            attempt_launched: true,
+            shards: running(),
+            objects_failed: failed,
+            now: at(100),
+        })
+    };
+    // 4 shards with 3 failures each: within each shard's view of the budget, not the job's.
+    assert_eq!(observe_failed(10).action, Action::None);
+    let decision = observe_failed(12);
+    assert_eq!(decision.action, Action::StopRunners);
+    assert_eq!(decision.status.phase, Some(Phase::Failed));
+    let ready = decision.status.conditions.iter().find(|c| c.type_ == "Ready").unwrap();
+    assert_eq!(ready.reason, "FailureBudgetExceeded");
+    assert!(ready.message.contains("spec.failureBudget (10)"), "{}", ready.message);
 }
