@@ -119,6 +119,10 @@ async fn apply_observed(job: &MigrationJob, identity: &JobIdentity, context: &Co
     let objects_failed = reported.as_ref().map_or(0, |p| p.combined().objects_failed);
     let reports = reported.map(|p| p.shards).unwrap_or_default();
     let shards = observe::shard_states(&attempt_pods, job.spec.shards.max(1), &reports);
+    if launched && let Some(reason) = lifecycle::deletion_blocker(&shards) {
+        // Shards of a sync that wait to delete must not wait for one that will never count.
+        context.hub.refuse_deletions(&identity.uid, attempt, &reason);
+    }
     let resolved = resolve_bindings(job, namespace, context).await?;
     let now = Time(jiff::Timestamp::now());
 

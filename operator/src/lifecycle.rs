@@ -250,6 +250,16 @@ fn judge_attempt(
     }
 }
 
+/// Why the attempt's sync deletions cannot happen any more: a shard failed or its pod is
+/// gone, so it will never count its part. `None` while every shard may still do so.
+pub fn deletion_blocker(shards: &[ShardState]) -> Option<String> {
+    shards.iter().enumerate().find_map(|(index, shard)| match shard {
+        ShardState::Failed { reason, .. } => Some(format!("shard {index} failed ({reason}); sync deletes nothing")),
+        ShardState::Missing => Some(format!("shard {index}'s runner pod is gone; sync deletes nothing")),
+        _ => None,
+    })
+}
+
 /// The deadline message, once `activeDeadlineSeconds` has passed since the first attempt started.
 fn deadline_passed(spec: &MigrationJobSpec, status: &MigrationJobStatus, now: &Time) -> Option<String> {
     let limit = spec.active_deadline_seconds?;

@@ -418,6 +418,20 @@ impl ProgressHub {
         registration.deletion.clone()
     }
 
+    /// Settles attempt `attempt` of a job on "nothing is deleted" (unless a verdict was already
+    /// reached): a shard's pod failed or vanished without a final report, so the shards
+    /// waiting to delete must not wait for it.
+    pub fn refuse_deletions(&self, job_uid: &str, attempt: u32, reason: &str) {
+        let mut state = self.state();
+        let Some(key) = state.by_uid.get(job_uid).cloned() else { return };
+        if let Some(registration) = state.jobs.get_mut(&key)
+            && registration.progress.attempt == attempt
+            && registration.deletion.is_none()
+        {
+            registration.deletion = Some(DeletionVerdict::Refused { reason: reason.to_owned() });
+        }
+    }
+
     fn identify(&self, key: &JobKey, presented: &[u8; 32]) -> Identity {
         identify(key, self.state().jobs.get(key), presented)
     }

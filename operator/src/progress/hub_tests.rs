@@ -211,3 +211,19 @@ async fn the_deletion_verdict_waits_for_every_shard_and_holds_for_the_job() {
     assert!(matches!(hub.deletion_verdict(&first), Some(DeletionVerdict::Refused { .. })));
     assert_eq!(hub.deletion_verdict(&first), hub.deletion_verdict(&second));
 }
+
+#[tokio::test]
+async fn a_failed_shard_releases_the_shards_waiting_to_delete() {
+    let hub = ProgressHub::without_lookup();
+    hub.register_attempt_with_limit(&job("u1"), 1, ["s0", "s1"].map(token_hash).to_vec(), None);
+    let waiting = hub.authenticate(CLIENT, "ns", "copy", "s0").await.unwrap();
+    let mut report = report("u1", 1, 1);
+    report.shard = Shard { index: 0, count: 2 };
+    report.stage = Stage::AwaitingDeletion;
+    report.deletions = Some(ferry_api::contract::PendingDeletions { extraneous: 1, source_objects: 1 });
+    hub.apply(&waiting, report).unwrap();
+    assert_eq!(hub.deletion_verdict(&waiting), None, "shard 1 is still copying");
+    // Shard 1's pod died without a final report: shard 0 hears "no" instead of waiting forever.
+    hub.refuse_deletions("u1", 1, "shard 1: the runner pod disappeared");
+    assert!(matches!(hub.deletion_verdict(&waiting), Some(DeletionVerdict::Refused { .. })));
+}
