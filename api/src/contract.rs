@@ -145,6 +145,10 @@ pub struct ProgressReport {
     /// done and verified (stage `awaitingDeletion` and after).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deletions: Option<PendingDeletions>,
+    /// On the final report: the records of the per-object report this runner left at the
+    /// destination (at [`crate::reports::report_key`]); absent when it left none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub report_objects: Option<u64>,
 }
 
 /// One shard's share of a sync's deletions, counted before anything is deleted.
@@ -291,6 +295,7 @@ mod tests {
             recent_failures: Vec::new(),
             outcome: None,
             deletions: Some(PendingDeletions { extraneous, source_objects }),
+            report_objects: None,
         }
     }
 

@@ -7,6 +7,7 @@ pub mod crd;
 pub mod job;
 pub mod names;
 pub mod quantity;
+pub mod reports;
 pub mod rules;
 pub mod status;
 pub mod validate;

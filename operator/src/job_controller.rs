@@ -127,6 +127,7 @@ async fn apply_observed(job: &MigrationJob, identity: &JobIdentity, context: &Co
     let now = Time(jiff::Timestamp::now());
 
     let decision = lifecycle::decide(Observation {
+        job: identity,
         spec: &job.spec,
         generation: job.metadata.generation,
         status: previous.clone(),

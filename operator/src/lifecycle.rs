@@ -1,8 +1,9 @@
 //! What a job should do next, as a pure function of what the controller observed: launch
 //! an attempt, wait, stop its runners, or finish. Reconcile only carries the decision out.
 
-use ferry_api::contract::{Outcome, ProgressReport};
-use ferry_api::{MigrationJobSpec, MigrationJobStatus, ObjectFailure, Phase, Progress};
+use ferry_api::contract::{JobIdentity, Outcome, ProgressReport};
+use ferry_api::status::ReportLocation;
+use ferry_api::{MigrationJobSpec, MigrationJobStatus, ObjectFailure, Phase, Progress, reports};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::conditions;
@@ -66,6 +67,8 @@ impl ShardState {
 /// What the controller saw this pass.
 #[derive(Clone, Debug)]
 pub struct Observation<'a> {
+    /// Which job.
+    pub job: &'a JobIdentity,
     /// The job's spec.
     pub spec: &'a MigrationJobSpec,
     /// `metadata.generation`.
@@ -113,8 +116,17 @@ pub struct Decision {
 
 /// Decides the next step of a job.
 pub fn decide(observed: Observation<'_>) -> Decision {
-    let Observation { spec, generation, status: previous, bindings, attempt_launched, shards, objects_failed, now } =
-        observed;
+    let Observation {
+        job,
+        spec,
+        generation,
+        status: previous,
+        bindings,
+        attempt_launched,
+        shards,
+        objects_failed,
+        now,
+    } = observed;
     let mut next = previous.clone();
     next.observed_generation = generation;
     let phase = previous.phase.unwrap_or_default();
@@ -155,6 +167,7 @@ pub fn decide(observed: Observation<'_>) -> Decision {
                 .take(MAX_FAILURES_IN_STATUS)
                 .collect::<Vec<ObjectFailure>>();
         }
+        next.report = report_location(job, spec, next.attempts, &reports);
     }
     if action == Action::Launch && next.start_time.is_none() {
         next.start_time = Some(now.clone());
@@ -164,6 +177,25 @@ pub fn decide(observed: Observation<'_>) -> Decision {
     let changed = previous.phase != Some(phase) || previous.attempts != next.attempts;
     let warning = matches!(phase, Phase::Failed | Phase::Waiting) || next.failed_attempts > previous.failed_attempts;
     Decision { event: changed.then_some((reason, message)), warning, status: next, action }
+}
+
+/// Where the finished attempt's per-object reports are and how many records they hold: only
+/// when every shard left its report, since a sum over some shards would mislead.
+fn report_location(
+    job: &JobIdentity,
+    spec: &MigrationJobSpec,
+    attempt: u32,
+    reports: &[&ProgressReport],
+) -> Option<ReportLocation> {
+    let shards = spec.shards.max(1);
+    let from_this_attempt = reports.iter().filter(|report| report.attempt == attempt);
+    if from_this_attempt.clone().count() != shards as usize {
+        return None;
+    }
+    let objects = from_this_attempt.map(|report| report.report_objects).sum::<Option<u64>>()?;
+    let destination = &spec.destination;
+    let location = reports::report_location(&destination.binding, &destination.path, job, attempt, shards);
+    Some(ReportLocation { location, objects })
 }
 
 /// Launches the current attempt (numbering a new one when none is current), unless a binding blocks it.

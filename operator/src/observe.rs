@@ -93,6 +93,7 @@ mod tests {
             recent_failures: vec![],
             outcome,
             deletions: None,
+            report_objects: None,
         }
     }
 

@@ -365,6 +365,7 @@ mod tests {
         let refused = TenancyPolicy::default().check_runner_image("ferry-runner:1", &spec).unwrap_err();
         let now = k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(jiff::Timestamp::UNIX_EPOCH);
         let decision = decide(Observation {
+            job: &crate::children::fixtures::identity(),
             spec: &spec,
             generation: Some(1),
             status: MigrationJobStatus::default(),

@@ -133,6 +133,7 @@ fn final_report(shard: u32, verified: u64, outcome: Outcome) -> ProgressReport {
         recent_failures: vec![],
         outcome: Some(outcome),
         deletions: None,
+        report_objects: None,
     }
 }
 

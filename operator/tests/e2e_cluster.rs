@@ -178,6 +178,7 @@ async fn two_shards_move_and_verify_every_object_and_deletion_removes_everything
     assert_eq!(sorted(&record.started), attempt_pods(JOB, 1, 2), "one runner pod per shard: {}", record.summary());
     assert_runners_succeeded(&record, &record.started);
     scenario.assert_bucket_holds(&buckets.destination_bucket, &data);
+    scenario.assert_reports_left(&buckets.destination_bucket, &job, data.objects());
 
     // The Secret the runners were given held only the attempt's tokens; none is left holding more.
     assert_mounted_secrets_clean(&scenario, &record, 2);
@@ -296,6 +297,7 @@ async fn a_killed_runner_is_retried_with_new_tokens_and_copies_nothing_twice() {
     };
     assert!(accessors(&first_secret).is_disjoint(&accessors(&second_secret)), "attempt 2 reused wrapping tokens");
     scenario.assert_bucket_holds(&buckets.destination_bucket, &data);
+    scenario.assert_reports_left(&buckets.destination_bucket, &job, data.objects());
     assert_mounted_secrets_clean(&scenario, &record, 2);
 }
 

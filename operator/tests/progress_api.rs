@@ -91,6 +91,7 @@ fn report(attempt: u32, sequence: u64) -> ProgressReport {
         recent_failures: Vec::new(),
         outcome: None,
         deletions: None,
+        report_objects: None,
     }
 }
 

@@ -131,9 +131,20 @@ async fn an_attempt_unwraps_copies_verifies_and_reports_then_its_tokens_are_spen
     assert_eq!(reported.shards[&0].progress.objects_verified, 40, "the operator has the final counts");
     servers.rclone(&[
         "check",
+        "--exclude",
+        ".ferry/**",
         &servers.s3_remote(&format!("{source_bucket}/data")),
         &servers.s3_remote(&format!("{destination_bucket}/moved")),
     ]);
+
+    // The per-object report is left at the destination, one verified record per object.
+    assert_eq!(last.report_objects, Some(40));
+    let key = ferry_api::reports::report_key(&identity, 1, 0);
+    let report = servers.rclone(&["cat", &servers.s3_remote(&format!("{destination_bucket}/moved/{key}"))]);
+    let records: Vec<serde_json::Value> =
+        String::from_utf8(report.stdout).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    assert_eq!(records.len(), 40);
+    assert!(records.iter().all(|record| record["action"] == "copied" && record["verifiedBy"].is_string()));
 
     // The same tokens again: Vault no longer knows them although they have not expired, so
     // someone used them. The attempt is refused loudly and nothing is read.

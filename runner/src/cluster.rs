@@ -13,6 +13,7 @@ use ferry_api::contract::{
     DESTINATION_TOKEN_FILE, Outcome, PLAN_DIGEST_FILE, PROGRESS_TOKEN_FILE, PendingDeletions, PlannedBinding,
     ProgressReport, RunnerPlan, SOURCE_TOKEN_FILE, Stage, plan_digest,
 };
+use ferry_api::reports::report_key;
 use zeroize::Zeroizing;
 
 use crate::accounting::Accounting;
@@ -79,6 +80,7 @@ impl Reporter {
             recent_failures: accounting.map(Accounting::first_failures).unwrap_or_default(),
             outcome,
             deletions,
+            report_objects: None,
         }
     }
 
@@ -138,6 +140,7 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
                 recent_failures: Vec::new(),
                 outcome: Some(Outcome::SecurityViolation { reason }),
                 deletions: None,
+                report_objects: None,
             };
             let reporter = Reporter {
                 plan_identity: (String::new(), 0, report.shard),
@@ -222,6 +225,15 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
             }
         })
     };
+    // The report goes to an unnamed file in the pod's scratch space, then to the destination.
+    let report_file = match keep_report(&plan, &options.spool_directory) {
+        Ok(file) => file,
+        Err(message) => {
+            eprintln!("ferry-runner: no per-object report for this attempt: {message}");
+            None
+        }
+    };
+    let report_destination = destination.clone();
     let execution = Execution {
         dry_run: spec.dry_run,
         spec,
@@ -229,7 +241,7 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
         destination,
         shard: plan.shard,
         spool_directory: options.spool_directory.clone(),
-        report: None,
+        report: report_file.as_ref().and_then(|(file, _)| file.try_clone().ok()),
         deletion_gate: reporter.poster.is_some().then(|| ask_operator(reporter.clone(), accounting.clone())),
     };
     let result = run::execute(execution, accounting.clone(), run::stop_on_signal()).await;
@@ -237,10 +249,14 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
     let _ = ticker.await;
     let Ok(reporter) = Arc::try_unwrap(reporter) else { return ExitStatus::CannotStart };
     let (status, report) = match result {
-        Ok((summary, _)) => {
+        Ok((summary, records)) => {
             let mut progress = summary.progress.clone();
             progress.eta_seconds = None;
-            let report = reporter.report(Stage::Finished, progress, Some(&accounting), Some(summary.outcome.clone()));
+            let mut report =
+                reporter.report(Stage::Finished, progress, Some(&accounting), Some(summary.outcome.clone()));
+            if let (Some((file, key)), Some(records)) = (report_file, records) {
+                report.report_objects = leave_report(&report_destination, &key, file, records).await;
+            }
             (run::exit_status(&summary.outcome), report)
         }
         Err((status, message)) => {
@@ -251,6 +267,27 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
     };
     reporter.finish(report, options.termination_log.as_deref()).await;
     status
+}
+
+/// A file for the per-object report and its key at the destination; `None` for a dry run,
+/// which changes nothing at the destination (its counts are in the job's status).
+fn keep_report(plan: &RunnerPlan, scratch: &Path) -> Result<Option<(std::fs::File, String)>, String> {
+    if plan.spec.dry_run {
+        return Ok(None);
+    }
+    let file = tempfile::tempfile_in(scratch).map_err(|error| format!("{}: {error}", scratch.display()))?;
+    Ok(Some((file, report_key(&plan.job, plan.attempt, plan.shard.index))))
+}
+
+/// Uploads the report and returns its record count, or `None` (logged) when it could not be left.
+async fn leave_report(destination: &storage::Store, key: &str, file: std::fs::File, records: u64) -> Option<u64> {
+    match crate::report_upload::upload(destination, key, file).await {
+        Ok(()) => Some(records),
+        Err(error) => {
+            eprintln!("ferry-runner: the per-object report was not left at the destination ({key}): {error}");
+            None
+        }
+    }
 }
 
 /// Why the plan cannot be used.
@@ -372,6 +409,7 @@ mod tests {
             recent_failures: vec![failure; 30],
             outcome: Some(Outcome::ObjectsFailed),
             deletions: None,
+            report_objects: None,
         };
         let message = termination_message(&report);
         assert!(message.len() <= TERMINATION_MESSAGE_LIMIT);

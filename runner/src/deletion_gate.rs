@@ -73,6 +73,7 @@ fn counted(pending: PendingDeletions) -> ProgressReport {
         recent_failures: Vec::new(),
         outcome: None,
         deletions: Some(pending),
+        report_objects: None,
     }
 }
 

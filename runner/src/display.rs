@@ -98,6 +98,7 @@ pub async fn show(
                     recent_failures: accounting.first_failures(),
                     outcome: None,
                     deletions: None,
+                    report_objects: None,
                 };
                 if let Ok(line) = serde_json::to_string(&report) {
                     println!("{line}");
@@ -132,6 +133,7 @@ pub fn summary(
             recent_failures: Vec::new(),
             outcome: Some(summary.outcome.clone()),
             deletions: None,
+            report_objects: None,
         };
         if let Ok(line) = serde_json::to_string(&report) {
             println!("{line}");

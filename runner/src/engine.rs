@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use ferry_api::contract::{DeletionVerdict, Outcome, PendingDeletions, Shard};
+use ferry_api::reports::RESERVED_DIRECTORY;
 use ferry_api::{MigrationJobSpec, Mode, Progress};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio::task::JoinSet;
@@ -99,8 +100,11 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
     });
     let deleting = run.spec.mode == Mode::Sync && run.spec.delete_extraneous;
     let trash = run.spec.trash_path.as_deref().map(base_prefix);
-    let sources = listing::spawn(source.clone(), run.shard, None);
-    let destinations = listing::spawn(destination.clone(), run.shard, trash.clone());
+    // Ferry's own directory (reports) is never copied, compared or deleted.
+    let reserved = RESERVED_DIRECTORY.to_owned();
+    let sources = listing::spawn(source.clone(), run.shard, vec![reserved.clone()]);
+    let destinations =
+        listing::spawn(destination.clone(), run.shard, [Some(reserved), trash.clone()].into_iter().flatten().collect());
     let extraneous = match deleting {
         true => Some(ExtraneousLog::create(&run.scratch_directory).map_err(|source| EngineError::Scratch {
             directory: run.scratch_directory.display().to_string(),

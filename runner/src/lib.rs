@@ -21,6 +21,7 @@ pub mod object;
 pub mod plan;
 pub mod progress_client;
 pub mod report;
+pub mod report_upload;
 pub mod safe_fs;
 pub mod secrets;
 pub mod shard;

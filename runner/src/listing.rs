@@ -35,14 +35,13 @@ const CHANNEL_DEPTH: usize = 1024;
 const TOP_LEVEL_LIMIT: usize = 100_000;
 
 /// Starts listing `store` under its base path and returns the objects in key order. Keys
-/// under `skip` (relative to the base) are left out; only `shard`'s keys are returned, and
+/// under any prefix in `skip` (relative to the base) are left out; only `shard`'s keys are returned, and
 /// a shard lists only its own top-level directories wherever the backend allows.
-pub fn spawn(store: Arc<Store>, shard: Shard, skip: Option<String>) -> mpsc::Receiver<Result<ObjectInfo, ListError>> {
+pub fn spawn(store: Arc<Store>, shard: Shard, skip: Vec<String>) -> mpsc::Receiver<Result<ObjectInfo, ListError>> {
     let (sender, receiver) = mpsc::channel(CHANNEL_DEPTH);
     tokio::spawn(async move {
         // Works for object keys and for top-level directory keys (`name/`) alike.
-        let keep =
-            |key: &str| !skip.as_deref().is_some_and(|prefix| key.starts_with(prefix)) && shard::owns(shard, key);
+        let keep = |key: &str| !skip.iter().any(|prefix| key.starts_with(prefix)) && shard::owns(shard, key);
         let result = if !store.traits.sorted_listing {
             walk(&store, &sender, &keep).await
         } else if shard.count > 1 {

@@ -86,7 +86,7 @@ pub struct LocalCopied {
 
 /// A staged file's name, unique across processes and hosts: shards in different pods (each
 /// its own process 1) may stage into the same shared volume at once.
-fn staging_name() -> String {
+pub(crate) fn staging_name() -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     static PROCESS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         let mut random = [0u8; 8];

@@ -1,7 +1,5 @@
 //! The per-object report: one JSON line per object, written as the run goes.
 
-use std::path::{Path, PathBuf};
-
 use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
@@ -99,19 +97,17 @@ pub struct ReportSink {
 /// The task writing the report; await it to flush.
 pub struct ReportWriter {
     task: Option<tokio::task::JoinHandle<Result<u64, std::io::Error>>>,
-    path: Option<PathBuf>,
 }
 
 impl ReportSink {
-    /// A sink that writes to `path` (or nowhere).
-    pub async fn open(path: Option<&Path>) -> Result<(Self, ReportWriter), std::io::Error> {
-        let Some(path) = path else {
-            return Ok((Self { sender: None }, ReportWriter { task: None, path: None }));
+    /// A sink that appends to `file` (or writes nowhere).
+    pub fn open(file: Option<std::fs::File>) -> (Self, ReportWriter) {
+        let Some(file) = file else {
+            return (Self { sender: None }, ReportWriter { task: None });
         };
-        let file = tokio::fs::OpenOptions::new().create(true).append(true).open(path).await?;
         let (sender, mut receiver) = mpsc::channel::<ObjectRecord>(1024);
         let task = tokio::spawn(async move {
-            let mut out = tokio::io::BufWriter::new(file);
+            let mut out = tokio::io::BufWriter::new(tokio::fs::File::from_std(file));
             let mut written = 0;
             while let Some(record) = receiver.recv().await {
                 let mut line = serde_json::to_vec(&record).map_err(std::io::Error::other)?;
@@ -122,7 +118,7 @@ impl ReportSink {
             out.flush().await?;
             Ok(written)
         });
-        Ok((Self { sender: Some(sender) }, ReportWriter { task: Some(task), path: Some(path.to_owned()) }))
+        (Self { sender: Some(sender) }, ReportWriter { task: Some(task) })
     }
 
     /// Records one object.
@@ -140,10 +136,5 @@ impl ReportWriter {
             Some(task) => task.await.map_err(std::io::Error::other)?,
             None => Ok(0),
         }
-    }
-
-    /// Where the report goes.
-    pub fn path(&self) -> Option<&Path> {
-        self.path.as_deref()
     }
 }

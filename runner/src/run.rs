@@ -96,6 +96,13 @@ pub async fn run(options: RunOptions) -> ExitStatus {
             return ExitStatus::CannotStart;
         }
     };
+    let report = match options.report.as_deref().map(open_report).transpose() {
+        Ok(report) => report,
+        Err(message) => {
+            eprintln!("ferry-runner: {message}");
+            return ExitStatus::CannotStart;
+        }
+    };
     let (done_sender, done) = watch::channel(false);
     let job_uid = documents.job.metadata.uid.clone().unwrap_or_else(|| "local".to_owned());
     let display = tokio::spawn(display::show(style, accounting.clone(), job_uid.clone(), options.shard, done));
@@ -106,16 +113,16 @@ pub async fn run(options: RunOptions) -> ExitStatus {
         destination,
         shard: options.shard,
         spool_directory: options.spool_directory,
-        report: options.report,
+        report,
         deletion_gate: None,
     };
     let result = execute(execution, accounting.clone(), stop_on_signal()).await;
     let _ = done_sender.send(true);
     let _ = display.await;
     match result {
-        Ok((summary, report_path)) => {
+        Ok((summary, _)) => {
             let seconds = accounting.elapsed_seconds();
-            display::summary(style, &summary, &job_uid, options.shard, seconds, report_path.as_deref());
+            display::summary(style, &summary, &job_uid, options.shard, seconds, options.report.as_deref());
             exit_status(&summary.outcome)
         }
         Err((status, message)) => {
@@ -123,6 +130,15 @@ pub async fn run(options: RunOptions) -> ExitStatus {
             status
         }
     }
+}
+
+/// Opens the report file for appending, so a rerun adds to what an interrupted run wrote.
+fn open_report(path: &std::path::Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|error| format!("cannot write the report {}: {error}", path.display()))
 }
 
 /// The exit status an outcome maps to.
@@ -162,27 +178,25 @@ pub struct Execution {
     pub dry_run: bool,
     /// Where the spool directory is created.
     pub spool_directory: PathBuf,
-    /// Where the per-object report goes.
-    pub report: Option<PathBuf>,
+    /// The file the per-object report is appended to.
+    pub report: Option<std::fs::File>,
     /// Who decides whether a sync may delete; `None`: this run alone, by the job's rules.
     pub deletion_gate: Option<DeletionGate>,
 }
 
-/// Opens the spool and the report, runs the engine, and flushes the report. Returns the
-/// summary and the report's path, or the exit status and message of a run that could not start.
+/// Opens the spool, runs the engine, and flushes the report. Returns the summary and how many
+/// records the report holds (`None` if writing it failed), or the exit status and message of a run that could not start.
 pub async fn execute(
     execution: Execution,
     accounting: Arc<Accounting>,
     stop: watch::Receiver<bool>,
-) -> Result<(crate::engine::Summary, Option<PathBuf>), (ExitStatus, String)> {
+) -> Result<(crate::engine::Summary, Option<u64>), (ExitStatus, String)> {
     let Execution { spec, source, destination, shard, dry_run, spool_directory, report, deletion_gate } = execution;
     let deletion_gate = deletion_gate.unwrap_or(DeletionGate::Local { max_delete: spec.max_delete, shard });
     let spool_size = spec.runner.as_ref().and_then(|r| r.spool_size.as_ref()).map_or(DEFAULT_SPOOL, |q| q.bytes());
     let spool = Spool::open(&spool_directory, spool_size, MEMORY_BUDGET)
         .map_err(|error| (ExitStatus::CannotStart, error.to_string()))?;
-    let (report, report_writer) = ReportSink::open(report.as_deref())
-        .await
-        .map_err(|error| (ExitStatus::CannotStart, format!("cannot write the report: {error}")))?;
+    let (report, report_writer) = ReportSink::open(report);
     let upload_memory = Arc::new(tokio::sync::Semaphore::new(crate::transfer::UPLOAD_MEMORY_KIB));
     // A dry run changes nothing, so it neither creates the destination root nor opens it.
     let destination_root = match (&destination.local_root, dry_run) {
@@ -230,12 +244,10 @@ pub async fn execute(
         // killed run) keep it.
         root.remove_empty_directory(PARTIAL_DIRECTORY);
     }
-    let report_path = report_writer.path().map(PathBuf::from);
-    if let Err(error) = report_writer.finish().await {
-        eprintln!("ferry-runner: writing the report failed: {error}");
-    }
+    let records =
+        report_writer.finish().await.map_err(|error| eprintln!("ferry-runner: writing the report failed: {error}"));
     let summary = result.map_err(|error| (ExitStatus::InvalidInput, error.to_string()))?;
-    Ok((summary, report_path))
+    Ok((summary, records.ok()))
 }
 
 /// A stop signal that turns true on Ctrl-C or SIGTERM.

@@ -83,6 +83,24 @@ fn sync_deletes_only_what_the_source_lacks_and_can_use_a_trash_path() {
 }
 
 #[test]
+fn the_reserved_directory_is_never_copied_compared_or_deleted() {
+    let (case, manifests) = fs_case("  mode: sync\n  deleteExtraneous: true\n");
+    write_small_files(&case.path("source"), 3, 10);
+    // A source that was itself a Ferry destination, and reports an earlier run left here.
+    std::fs::create_dir_all(case.path("source/.ferry/reports")).unwrap();
+    std::fs::write(case.path("source/.ferry/reports/old.jsonl"), "{}").unwrap();
+    std::fs::create_dir_all(case.path("destination/copy/.ferry/reports/team/job-uid")).unwrap();
+    std::fs::write(case.path("destination/copy/.ferry/reports/team/job-uid/1-0.jsonl"), "kept").unwrap();
+    assert_exit(&case.run(&manifests, "sync.jsonl", &[]), 0);
+    let report = case.report("sync.jsonl");
+    assert!(report.iter().all(|record| !record["path"].as_str().unwrap().starts_with(".ferry/")), "{report:?}");
+    assert_eq!(paths_with(&report, "copied").len(), 3);
+    assert!(!case.path("destination/copy/.ferry/reports/old.jsonl").exists(), "the source's reports were copied");
+    let kept = std::fs::read_to_string(case.path("destination/copy/.ferry/reports/team/job-uid/1-0.jsonl")).unwrap();
+    assert_eq!(kept, "kept", "sync deleted a report");
+}
+
+#[test]
 fn an_empty_source_never_wipes_the_destination() {
     let (case, manifests) = fs_case("  mode: sync\n  deleteExtraneous: true\n");
     std::fs::create_dir_all(case.path("destination/copy")).unwrap();

@@ -121,6 +121,10 @@ pub(crate) mod fixtures {
         serde_yaml::from_str(&manifest).unwrap()
     }
 
+    pub fn identity() -> JobIdentity {
+        JobIdentity { namespace: "team-a".into(), name: "nightly".into(), uid: "u-1".into() }
+    }
+
     pub fn binding(name: &str, yaml_spec: &str) -> PlannedBinding {
         let spec: CredentialBindingSpec = serde_yaml::from_str(yaml_spec).unwrap();
         let secret_creation_path = spec.vault.as_ref().map(|v| format!("{}/data/{}", v.mount, v.path));
@@ -132,7 +136,7 @@ pub(crate) mod fixtures {
     pub fn attempt(job: &MigrationJob) -> Attempt<'_> {
         Attempt {
             job,
-            identity: JobIdentity { namespace: "team-a".into(), name: "nightly".into(), uid: "u-1".into() },
+            identity: identity(),
             attempt: 2,
             source: binding(
                 "legacy-s3",

@@ -9,6 +9,7 @@ fn at(seconds: i64) -> Time {
 
 fn observe(spec: &MigrationJobSpec, status: MigrationJobStatus, launched: bool, shards: Vec<ShardState>) -> Decision {
     decide(Observation {
+        job: &crate::children::fixtures::identity(),
         spec,
         generation: Some(1),
         status,
@@ -41,6 +42,7 @@ fn report(verified: u64, outcome: Outcome) -> ProgressReport {
         recent_failures: vec![],
         outcome: Some(outcome),
         deletions: None,
+        report_objects: None,
     }
 }
 
@@ -63,6 +65,7 @@ fn a_new_job_launches_attempt_one() {
 fn a_blocked_binding_waits_without_launching() {
     let spec = spec("");
     let decision = decide(Observation {
+        job: &crate::children::fixtures::identity(),
         spec: &spec,
         generation: Some(1),
         status: MigrationJobStatus::default(),
@@ -110,6 +113,32 @@ fn all_shards_verified_is_success_with_exact_counts() {
     assert_eq!(decision.status.summary.as_ref().unwrap().objects, "42/42");
     assert_eq!(decision.status.completion_time, Some(at(100)));
     assert!(decision.status.conditions.iter().any(|c| c.type_ == "Complete" && c.status == "True"));
+}
+
+#[test]
+fn status_says_where_every_shards_report_is_and_how_many_records_it_holds() {
+    let spec = spec("");
+    let left = |objects, index| {
+        let mut report = report(objects, Outcome::Succeeded);
+        report.shard = Shard { index, count: 2 };
+        report.report_objects = Some(objects);
+        ShardState::Succeeded { report: Some(report) }
+    };
+    let decision = observe(&spec, status(Phase::Running, 1, 0), true, vec![left(40, 0), left(2, 1)]);
+    let report = decision.status.report.expect("every shard left its report");
+    assert_eq!(report.location, "archive:in/.ferry/reports/team-a/nightly-u-1/1-*.jsonl");
+    assert_eq!(report.objects, 42);
+
+    // One shard's report is missing: a partial sum would mislead, so status names none.
+    let missing = ShardState::Succeeded { report: Some(report_of_shard(1)) };
+    let decision = observe(&spec, status(Phase::Running, 1, 0), true, vec![left(40, 0), missing]);
+    assert_eq!(decision.status.report, None);
+}
+
+fn report_of_shard(index: u32) -> ProgressReport {
+    let mut report = report(2, Outcome::Succeeded);
+    report.shard = Shard { index, count: 2 };
+    report
 }
 
 #[test]
@@ -231,6 +260,7 @@ fn the_failure_budget_holds_for_the_whole_job() {
     let running = || vec![ShardState::Running; 4];
     let observe_failed = |failed| {
         decide(Observation {
+            job: &crate::children::fixtures::identity(),
             spec: &spec,
             generation: Some(1),
             status: status(Phase::Running, 1, 0),

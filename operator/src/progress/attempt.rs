@@ -80,6 +80,7 @@ mod tests {
             recent_failures: vec![ObjectFailure { path: format!("p{index}"), reason: "r".into() }],
             outcome: (index == 1).then_some(Outcome::Succeeded),
             deletions: None,
+            report_objects: None,
         }
     }
 

@@ -25,6 +25,7 @@ fn report(uid: &str, attempt: u32, sequence: u64) -> ProgressReport {
         recent_failures: Vec::new(),
         outcome: None,
         deletions: None,
+        report_objects: None,
     }
 }
 

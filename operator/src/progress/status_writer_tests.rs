@@ -45,6 +45,7 @@ fn report(sequence: u64) -> ProgressReport {
         recent_failures: (0..15).map(|i| ObjectFailure { path: format!("f{i}"), reason: "denied".into() }).collect(),
         outcome: None,
         deletions: None,
+        report_objects: None,
     }
 }
 

@@ -954,6 +954,7 @@ mod tests {
             recent_failures: Vec::new(),
             outcome: Some(Outcome::Succeeded),
             deletions: None,
+            report_objects: None,
         };
         let message = termination_message(serde_json::to_string(&report).unwrap().as_bytes());
         let at = "2026-01-01T00:00:00Z";

@@ -501,7 +501,9 @@ impl Scenario {
     pub fn assert_bucket_holds(&self, bucket: &str, data: &SourceData) {
         let downloaded = self.work.path().join(format!("download-{bucket}"));
         self.servers.download(bucket, &downloaded);
-        let found = ferry_e2e::tree_hashes(&downloaded);
+        let mut found = ferry_e2e::tree_hashes(&downloaded);
+        // The runners' per-object reports, in the directory Ferry reserves.
+        found.retain(|key, _| !ferry_api::reports::is_reserved(key));
         if found != data.hashes {
             let missing: Vec<&String> = data.hashes.keys().filter(|k| !found.contains_key(*k)).collect();
             let different: Vec<&String> =
@@ -517,6 +519,28 @@ impl Scenario {
                 extra.iter().take(5).collect::<Vec<_>>()
             );
         }
+    }
+
+    /// `status.report` of a job that ran at its destination bucket's root names the last
+    /// attempt's reports, and those hold one record per object across every shard.
+    pub fn assert_reports_left(&self, bucket: &str, job: &MigrationJob, objects: u64) {
+        let status = job.status.clone().unwrap_or_default();
+        let report = status.report.clone().unwrap_or_else(|| panic!("no status.report: {status:#?}"));
+        assert_eq!(report.objects, objects, "{status:#?}");
+        let directory =
+            format!(".ferry/reports/{}/{}-{}/", self.namespace, job.name_any(), job.uid().unwrap_or_default());
+        assert!(report.location.starts_with(&format!("{DESTINATION_BINDING}:{directory}")), "{report:?}");
+        let downloaded = self.work.path().join(format!("reports-{bucket}"));
+        self.servers.download(&format!("{bucket}/{directory}"), &downloaded);
+        let attempt = format!("{}-", status.attempts);
+        let mut records = 0;
+        for entry in std::fs::read_dir(&downloaded).unwrap() {
+            let entry = entry.unwrap();
+            if entry.file_name().to_string_lossy().starts_with(&attempt) {
+                records += std::fs::read_to_string(entry.path()).unwrap().lines().count() as u64;
+            }
+        }
+        assert_eq!(records, objects, "records in the reports of attempt {} under {directory}", status.attempts);
     }
 
     /// Deletes every job (so the operator's finalizer removes its children while the
