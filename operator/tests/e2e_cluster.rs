@@ -12,7 +12,10 @@
 //! - `an_operator_restarted_...`: the operator SIGKILLed and restarted mid-job; no duplicate
 //!   pods, no orphans, status carries on;
 //! - `a_job_deleted_mid_run_...`: everything goes within 60 s and unused wrapping tokens are revoked;
-//! - `a_binding_naming_another_tenants_transit_key_...`: refused before any Vault call names the key.
+//! - `a_binding_naming_another_tenants_transit_key_...`: refused before any Vault call names the key;
+//! - `an_undecodable_job_in_one_namespace_...`: a job stored under an older, looser schema that
+//!   the operator cannot decode is reported on itself, across an operator restart, while a
+//!   job in another namespace completes; it can still be deleted.
 //!
 //! Run it with any cluster's kubeconfig, even a bare control plane without nodes (envtest's
 //! kube-apiserver and etcd):
@@ -43,6 +46,7 @@ mod support {
     pub mod fake_api;
     pub mod kubelet;
     pub mod scenario;
+    pub mod undecodable;
 }
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -430,4 +434,34 @@ async fn a_binding_naming_another_tenants_transit_key_is_refused() {
     assert!(sent.contains("/v1/"), "the operator never reached Vault through the proxy");
     assert!(!sent.contains(&theirs), "the operator sent Vault a request naming the other tenant's key");
     assert!(!sent.contains("/decrypt/") && !sent.contains(&stolen), "the refused binding was read or decrypted");
+}
+
+/// A job with a quantity no byte count holds: today's CRD refuses it naming the field; stored
+/// as an older CRD would have admitted it, it is reported on itself (also when the operator
+/// starts with it present, as on every upgrade) while a job in another namespace completes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_undecodable_job_in_one_namespace_does_not_stop_a_job_in_another() {
+    use support::undecodable::{self, UNDECODABLE_SIZE};
+    let Some(mut scenario) = Scenario::start("undecodable").await else { return };
+    let other = scenario.watch_another_namespace("undecodable-b").await;
+    let client = scenario.client.clone();
+    let broken = undecodable::broken_job("broken", &other);
+    let refusal = undecodable::create(&client, &broken).await.expect_err("today's CRD admitted maxSize 99999Ei");
+    assert!(refusal.contains("maxSize"), "the refusal names the field: {refusal}");
+    undecodable::create_under_a_looser_schema(&client, &broken).await;
+    scenario.restart_operator().await;
+
+    let data = quick_data(&scenario);
+    let buckets = scenario.s3_to_s3(&data, false).await;
+    scenario.apply_job(&scenario.job_manifest(JOB, 1, json!({}))).await;
+    let job = scenario.wait_complete(JOB).await;
+    assert_succeeded(&job, data.objects());
+    scenario.assert_bucket_holds(&buckets.destination_bucket, &data);
+
+    let (status, reason, message) = undecodable::wait_for_condition(&client, &other, "broken", "Stalled").await;
+    assert_eq!((status.as_str(), reason.as_str()), ("True", "InvalidSpec"), "{message}");
+    assert!(message.contains("spec.filter.maxSize") && message.contains(UNDECODABLE_SIZE), "{message}");
+    let (ready, _, _) = undecodable::wait_for_condition(&client, &other, "broken", "Ready").await;
+    assert_eq!(ready, "False");
+    undecodable::delete_and_wait_until_gone(&client, &other, "broken").await;
 }

@@ -102,3 +102,34 @@ async fn upload_to_store(store: &Store, path: &str, report: std::fs::File) -> Re
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    fn report(text: &str) -> std::fs::File {
+        let mut file = tempfile::tempfile().unwrap();
+        file.write_all(text.as_bytes()).unwrap();
+        file.seek(SeekFrom::Start(0)).unwrap();
+        file
+    }
+
+    #[test]
+    fn a_report_is_placed_under_the_root_and_no_staged_file_is_left() {
+        let root = tempfile::tempdir().unwrap();
+        place_in_filesystem(root.path(), "in/.ferry/reports/a/b-1/1-0.jsonl", report("{}\n{}\n")).unwrap();
+        assert_eq!(std::fs::read_to_string(root.path().join("in/.ferry/reports/a/b-1/1-0.jsonl")).unwrap(), "{}\n{}\n");
+        assert!(!root.path().join(PARTIAL_DIRECTORY).exists());
+    }
+
+    #[test]
+    fn a_link_planted_under_the_root_is_never_followed() {
+        let (root, elsewhere) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+        std::os::unix::fs::symlink(elsewhere.path(), root.path().join(".ferry")).unwrap();
+        let error = place_in_filesystem(root.path(), ".ferry/reports/a/b-1/1-0.jsonl", report("{}\n")).unwrap_err();
+        assert!(matches!(error, ReportUploadError::Filesystem(SafeFsError::Refused(_))), "{error}");
+        assert_eq!(std::fs::read_dir(elsewhere.path()).unwrap().count(), 0, "written through the link");
+    }
+}

@@ -90,6 +90,8 @@ pub struct Scenario {
     launch: OperatorLaunch,
     operator_logs: Vec<PathBuf>,
     jobs: Api<MigrationJob>,
+    /// Namespaces the operator watches besides [`Scenario::namespace`].
+    other_namespaces: Vec<String>,
 }
 
 /// A client for the kubeconfig at `path`.
@@ -248,6 +250,7 @@ impl Scenario {
             operator: None,
             launch,
             operator_logs: Vec::new(),
+            other_namespaces: Vec::new(),
         };
         scenario.start_operator();
         Some(scenario)
@@ -272,6 +275,23 @@ impl Scenario {
             self.assert_operator_runs();
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
+    }
+
+    /// Creates another namespace for the operator to watch (no kubelet runs its pods) and
+    /// restarts the operator watching both; returns its name.
+    pub async fn watch_another_namespace(&mut self, label: &str) -> String {
+        let namespace = ferry_e2e::unique(&format!("ferry-e2e-{label}")).to_lowercase();
+        assert!(namespace.len() <= 63, "namespace {namespace} is too long: shorten the label {label:?}");
+        create_namespace(&self.client, &namespace).await;
+        self.other_namespaces.push(namespace.clone());
+        let watched = format!("--watch-namespace={},{}", self.namespace, self.other_namespaces.join(","));
+        for argument in &mut self.launch.args {
+            if argument.starts_with("--watch-namespace=") {
+                argument.clone_from(&watched);
+            }
+        }
+        self.restart_operator().await;
+        namespace
     }
 
     /// Points the operator at another Vault address (a recording proxy, say) and restarts it.
@@ -562,10 +582,12 @@ impl Scenario {
                 }
             }
         }
-        if let Err(error) =
-            Api::<Namespace>::all(self.client.clone()).delete(&self.namespace, &DeleteParams::default()).await
-        {
-            eprintln!("e2e clean-up: cannot delete namespace {}: {error}", self.namespace);
+        for namespace in std::iter::once(&self.namespace).chain(&self.other_namespaces) {
+            if let Err(error) =
+                Api::<Namespace>::all(self.client.clone()).delete(namespace, &DeleteParams::default()).await
+            {
+                eprintln!("e2e clean-up: cannot delete namespace {namespace}: {error}");
+            }
         }
     }
 }
