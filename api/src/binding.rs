@@ -118,16 +118,66 @@ impl Provider {
     /// The fields a Vault secret must hold for this provider: every group lists
     /// alternatives, of which at least one must be present.
     pub fn required_secret_fields(self) -> &'static [&'static [&'static str]] {
+        use secret_field::*;
         match self {
-            Self::S3 => &[&["accessKeyId"], &["secretAccessKey"]],
-            Self::Azblob => &[&["accountKey", "sasToken"]],
-            Self::Gcs => &[&["credentialsJson"]],
-            Self::Webdav => &[&["username", "bearerToken"]],
-            Self::Sftp => &[&["password", "privateKey"]],
+            Self::S3 => &[&[ACCESS_KEY_ID], &[SECRET_ACCESS_KEY]],
+            Self::Azblob => &[&[ACCOUNT_KEY, SAS_TOKEN]],
+            Self::Gcs => &[&[CREDENTIALS_JSON]],
+            Self::Webdav => &[&[USERNAME, BEARER_TOKEN]],
+            Self::Sftp => &[&[PASSWORD, PRIVATE_KEY]],
             Self::Fs => &[],
-            Self::Onedrive | Self::Gdrive | Self::Dropbox => &[&["clientId"], &["clientSecret"], &["refreshToken"]],
+            Self::Onedrive | Self::Gdrive | Self::Dropbox => &[&[CLIENT_ID], &[CLIENT_SECRET], &[REFRESH_TOKEN]],
         }
     }
+
+    /// Whether the runner can move data with this provider: the operator reports any other
+    /// binding as not ready, and the runner's backend registry holds exactly these.
+    pub fn runner_supports(self) -> bool {
+        matches!(self, Self::S3 | Self::Azblob | Self::Gcs | Self::Webdav | Self::Fs)
+    }
+
+    /// Every provider, in the order the API lists them.
+    pub const ALL: [Self; 9] = [
+        Self::S3,
+        Self::Azblob,
+        Self::Gcs,
+        Self::Webdav,
+        Self::Sftp,
+        Self::Fs,
+        Self::Onedrive,
+        Self::Gdrive,
+        Self::Dropbox,
+    ];
+}
+
+/// The names of the fields a binding's Vault secret may hold, for every provider.
+pub mod secret_field {
+    /// S3: the access key ID.
+    pub const ACCESS_KEY_ID: &str = "accessKeyId";
+    /// S3: the secret access key.
+    pub const SECRET_ACCESS_KEY: &str = "secretAccessKey";
+    /// S3: a session token for temporary credentials (optional).
+    pub const SESSION_TOKEN: &str = "sessionToken";
+    /// Azure Blob: the storage account key.
+    pub const ACCOUNT_KEY: &str = "accountKey";
+    /// Azure Blob: a shared access signature, instead of the account key.
+    pub const SAS_TOKEN: &str = "sasToken";
+    /// Google Cloud Storage: the service account's JSON key.
+    pub const CREDENTIALS_JSON: &str = "credentialsJson";
+    /// WebDAV (with `password`) and SFTP: the user name.
+    pub const USERNAME: &str = "username";
+    /// WebDAV and SFTP: the password.
+    pub const PASSWORD: &str = "password";
+    /// WebDAV: a bearer token, instead of a user name and password.
+    pub const BEARER_TOKEN: &str = "bearerToken";
+    /// SFTP: a private key in OpenSSH format.
+    pub const PRIVATE_KEY: &str = "privateKey";
+    /// OAuth drives: the application's client ID.
+    pub const CLIENT_ID: &str = "clientId";
+    /// OAuth drives: the application's client secret.
+    pub const CLIENT_SECRET: &str = "clientSecret";
+    /// OAuth drives: the user's refresh token.
+    pub const REFRESH_TOKEN: &str = "refreshToken";
 }
 
 impl std::fmt::Display for Provider {

@@ -7,10 +7,6 @@ use ferry_api::{CredentialBinding, CredentialBindingSpec, MigrationJob, Provider
 use crate::guard::Guarded;
 use crate::lifecycle::Blocker;
 
-/// Providers the runner can move data with today; jobs naming others wait, so nothing starts
-/// that would fail on its first request.
-pub const RUNNER_PROVIDERS: [Provider; 2] = [Provider::Fs, Provider::S3];
-
 /// The default prefix every binding's Vault path must start with; `{namespace}` is replaced.
 pub const DEFAULT_PATH_PREFIX: &str = "tenants/{namespace}/";
 
@@ -35,17 +31,27 @@ pub fn check_vault_path(template: &str, namespace: &str, reference: &VaultSecret
     })
 }
 
+/// Refuses a provider the runner cannot move data with: its binding is not Ready and jobs
+/// naming it wait, so nothing starts that would fail on its first request.
+pub fn check_provider(name: &str, spec: &CredentialBindingSpec) -> Result<(), Blocker> {
+    if spec.provider.runner_supports() {
+        return Ok(());
+    }
+    let supported: Vec<&str> = Provider::ALL.iter().filter(|p| p.runner_supports()).map(|p| p.as_str()).collect();
+    Err(Blocker {
+        reason: "UnsupportedProvider",
+        message: format!(
+            "CredentialBinding {name}: spec.provider {} is not supported by this runner yet (supported: {}); \
+             upgrade Ferry or use another provider",
+            spec.provider.as_str(),
+            supported.join(", ")
+        ),
+    })
+}
+
 /// Checks that a binding can be used by runner pods at all (before any Vault call).
 pub fn check_usable(name: &str, spec: &CredentialBindingSpec) -> Result<(), Blocker> {
-    if !RUNNER_PROVIDERS.contains(&spec.provider) {
-        return Err(Blocker {
-            reason: "UnsupportedProvider",
-            message: format!(
-                "CredentialBinding {name}: spec.provider {} is not supported by this runner yet (supported: fs, s3)",
-                spec.provider.as_str()
-            ),
-        });
-    }
+    check_provider(name, spec)?;
     if spec.provider == Provider::Fs && spec.fs.as_ref().is_none_or(|fs| fs.claim_name.is_none()) {
         return Err(Blocker {
             reason: "BindingNotUsable",
@@ -175,13 +181,15 @@ mod tests {
         assert!(blocked.message.contains("SecretNotFound"));
         let unchecked = binding("legacy-s3", S3, None);
         assert_eq!(resolve(&job, Some(&unchecked), Some(&ok_destination)).unwrap_err().reason, "BindingNotReady");
-        let azure = binding(
+        let sftp = binding(
             "archive",
-            "{provider: azblob, azblob: {container: c, account: a}, vault: {path: tenants/team-a/az}}",
+            "{provider: sftp, sftp: {host: h, user: u, knownHosts: k}, vault: {path: tenants/team-a/sftp}}",
             Some(("True", "Ok")),
         );
         let ready_source = binding("legacy-s3", S3, Some(("True", "Ok")));
-        assert_eq!(resolve(&job, Some(&ready_source), Some(&azure)).unwrap_err().reason, "UnsupportedProvider");
+        let unsupported = resolve(&job, Some(&ready_source), Some(&sftp)).unwrap_err();
+        assert_eq!(unsupported.reason, "UnsupportedProvider");
+        assert!(unsupported.message.contains("supported: s3, azblob, gcs, webdav, fs"), "{}", unsupported.message);
         let bare = binding("archive", "{provider: fs, fs: {root: /data}}", Some(("True", "Ok")));
         let unusable = resolve(&job, Some(&ready_source), Some(&bare)).unwrap_err();
         assert!(unusable.message.contains("spec.fs.claimName"));

@@ -87,8 +87,8 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
     let policy = Policy {
         conflict: run.spec.conflict,
         verify: run.spec.verify,
-        source_local: source.traits.local,
-        destination_local: destination.traits.local,
+        source_local: source.capabilities.local,
+        destination_local: destination.capabilities.local,
         part_size: run.transfers.part_size as u64,
     };
     let shared = Arc::new(Shared {

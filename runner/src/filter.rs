@@ -85,7 +85,7 @@ mod tests {
     use ferry_api::ByteQuantity;
 
     fn object(key: &str, size: u64, modified: &str) -> ObjectInfo {
-        ObjectInfo { key: key.into(), size, modified: Some(modified.parse().unwrap()), etag: None }
+        ObjectInfo { key: key.into(), size, modified: Some(modified.parse().unwrap()), checksum: None }
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! `safe_fs` makes every change beneath the root without following a link.
 
 pub mod accounting;
+pub mod backends;
 pub mod cluster;
 pub mod deletion_gate;
 pub mod destination_path;

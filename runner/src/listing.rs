@@ -9,7 +9,7 @@ use opendal::{EntryMode, Metadata};
 use rustix::fs::FileType;
 use tokio::sync::mpsc;
 
-use crate::object::{ObjectInfo, unquote};
+use crate::object::{ObjectInfo, reported_checksum};
 use crate::safe_fs::{SafeFsError, SafeRoot};
 use crate::shard;
 use crate::storage::{PARTIAL_DIRECTORY, Store};
@@ -42,7 +42,7 @@ pub fn spawn(store: Arc<Store>, shard: Shard, skip: Vec<String>) -> mpsc::Receiv
     tokio::spawn(async move {
         // Works for object keys and for top-level directory keys (`name/`) alike.
         let keep = |key: &str| !skip.iter().any(|prefix| key.starts_with(prefix)) && shard::owns(shard, key);
-        let result = if !store.traits.sorted_listing {
+        let result = if !store.capabilities.sorted_listing {
             walk(&store, &sender, &keep).await
         } else if shard.count > 1 {
             by_top_level(&store, &sender, &keep).await
@@ -62,12 +62,12 @@ fn failure(store: &Store, path: &str, error: opendal::Error) -> ListError {
     ListError { binding: store.binding.clone(), path: path.to_owned(), reason: error.to_string() }
 }
 
-fn object(key: String, metadata: &Metadata) -> ObjectInfo {
+fn object(store: &Store, key: String, metadata: &Metadata) -> ObjectInfo {
     ObjectInfo {
         key,
         size: metadata.content_length(),
         modified: metadata.last_modified().map(|t| t.into_inner()),
-        etag: metadata.etag().map(unquote),
+        checksum: reported_checksum(metadata, store.capabilities.checksum),
     }
 }
 
@@ -84,7 +84,7 @@ async fn flat(store: &Store, sender: &Sender, keep: &impl Fn(&str) -> bool, pref
         if key.is_empty() || !keep(key) {
             continue;
         }
-        if sender.send(Ok(object(key.to_owned(), &metadata))).await.is_err() {
+        if sender.send(Ok(object(store, key.to_owned(), &metadata))).await.is_err() {
             return Ok(false); // the engine stopped listening
         }
     }
@@ -116,7 +116,7 @@ async fn by_top_level(store: &Store, sender: &Sender, keep: &impl Fn(&str) -> bo
         let more = if path.ends_with('/') {
             flat(store, sender, keep, &path).await?
         } else {
-            sender.send(Ok(object(key.to_owned(), &metadata))).await.is_ok()
+            sender.send(Ok(object(store, key.to_owned(), &metadata))).await.is_ok()
         };
         if !more {
             return Ok(false);
@@ -188,7 +188,7 @@ async fn list_remote_directory(store: &Store, directory: &str) -> Result<Vec<Obj
         if path == directory || path == "/" {
             continue;
         }
-        entries.push(object(path, &metadata));
+        entries.push(object(store, path, &metadata));
     }
     Ok(entries)
 }
@@ -223,7 +223,7 @@ fn read_local_directory(root: &std::path::Path, directory: &str) -> std::io::Res
             }
         };
         let modified = jiff::Timestamp::new(entry.modified.0, entry.modified.1).ok();
-        entries.push(ObjectInfo { key, size: entry.size, modified, etag: None });
+        entries.push(ObjectInfo { key, size: entry.size, modified, checksum: None });
     }
     Ok(entries)
 }

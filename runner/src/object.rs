@@ -2,6 +2,8 @@
 
 use md5::{Digest, Md5};
 
+use crate::backends::ReportedChecksum;
+
 /// One object as a listing (or stat) describes it. `key` is relative to the job's path.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ObjectInfo {
@@ -11,20 +13,36 @@ pub struct ObjectInfo {
     pub size: u64,
     /// Last modification, when the backend reports it.
     pub modified: Option<jiff::Timestamp>,
-    /// The backend's entity tag, without quotes.
-    pub etag: Option<String>,
+    /// The checksum the provider computed over the object, in S3 ETag form: an MD5 in hex, or
+    /// `<md5>-<parts>` for an S3 multipart upload ([`reported_checksum`]); absent where the
+    /// provider computes none comparable.
+    pub checksum: Option<String>,
 }
 
 impl ObjectInfo {
-    /// The MD5 of the content, when the ETag is one (a single-part S3 upload).
+    /// The MD5 of the content, when the provider's checksum is one.
     pub fn md5(&self) -> Option<&str> {
-        self.etag.as_deref().filter(|etag| etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()))
+        self.checksum.as_deref().filter(|etag| etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()))
     }
 
     /// The number of parts of a multipart ETag (`<md5>-N`).
     pub fn multipart_parts(&self) -> Option<u64> {
-        let (digest, parts) = self.etag.as_deref()?.split_once('-')?;
+        let (digest, parts) = self.checksum.as_deref()?.split_once('-')?;
         (digest.len() == 32).then(|| parts.parse().ok()).flatten()
+    }
+}
+
+/// The checksum a provider reports in an object's metadata, in the form of
+/// [`ObjectInfo::checksum`]: S3's ETag, or the service-computed `Content-MD5` (base64) as hex.
+pub fn reported_checksum(metadata: &opendal::Metadata, kind: ReportedChecksum) -> Option<String> {
+    use base64::Engine;
+    match kind {
+        ReportedChecksum::S3Etag => metadata.etag().map(unquote),
+        ReportedChecksum::ContentMd5 { .. } => {
+            let decoded = base64::engine::general_purpose::STANDARD.decode(metadata.content_md5()?).ok()?;
+            (decoded.len() == 16).then(|| hex::encode(decoded))
+        }
+        ReportedChecksum::None => None,
     }
 }
 
@@ -47,6 +65,8 @@ pub struct DigestSet {
 impl DigestSet {
     /// BLAKE3 alone.
     pub const BLAKE3: Self = Self { blake3: true, md5: false, part_size: None };
+    /// Only the MD5 of the whole object.
+    pub const MD5: Self = Self { blake3: false, md5: true, part_size: None };
 }
 
 /// Digests of a byte stream: those a [`DigestSet`] asks for.
@@ -142,11 +162,11 @@ mod tests {
             key: "k".into(),
             size: 1,
             modified: None,
-            etag: Some(unquote("\"900150983CD24FB0D6963F7D28E17F72\"")),
+            checksum: Some(unquote("\"900150983CD24FB0D6963F7D28E17F72\"")),
         };
         assert_eq!(object.md5(), Some("900150983cd24fb0d6963f7d28e17f72"));
         assert_eq!(object.multipart_parts(), None);
-        let multipart = ObjectInfo { etag: Some("0123456789abcdef0123456789abcdef-3".into()), ..object };
+        let multipart = ObjectInfo { checksum: Some("0123456789abcdef0123456789abcdef-3".into()), ..object };
         assert_eq!(multipart.md5(), None);
         assert_eq!(multipart.multipart_parts(), Some(3));
     }

@@ -134,7 +134,7 @@ fn content_check(source: &ObjectInfo, destination: &ObjectInfo, policy: &Policy)
         return Some(ContentCheck::Md5 { read, expected: md5.to_owned() });
     }
     let parts = remote.multipart_parts()?;
-    let expected = remote.etag.clone()?;
+    let expected = remote.checksum.clone()?;
     // Only Ferry's own part size can reproduce the ETag; other uploaders' parts are unknown.
     (source.size.div_ceil(policy.part_size) == parts).then_some(ContentCheck::MultipartEtag {
         read,
@@ -148,7 +148,12 @@ mod tests {
     use super::*;
 
     fn object(size: u64, etag: Option<&str>, modified: &str) -> ObjectInfo {
-        ObjectInfo { key: "k".into(), size, modified: Some(modified.parse().unwrap()), etag: etag.map(str::to_owned) }
+        ObjectInfo {
+            key: "k".into(),
+            size,
+            modified: Some(modified.parse().unwrap()),
+            checksum: etag.map(str::to_owned),
+        }
     }
 
     fn policy(conflict: Conflict, verify: VerifyMode, source_local: bool, destination_local: bool) -> Policy {

@@ -8,6 +8,7 @@ use ferry_api::{CredentialBindingSpec, Provider};
 use opendal::Operator;
 use opendal::layers::{PrometheusLayer, RetryLayer, ThrottleLayer, TimeoutLayer, TracingLayer};
 
+use crate::backends::{self, Backend, BackendInput, Capabilities};
 use crate::secrets::SecretFields;
 
 /// Where Ferry stages filesystem writes so a half-written file never appears at its final
@@ -25,22 +26,11 @@ pub struct Store {
     /// The job's path inside the binding: `""` or ending with `/`.
     pub base: String,
     /// What the engine may rely on.
-    pub traits: StoreTraits,
+    pub capabilities: Capabilities,
     /// The directory behind a filesystem store, for listing and copying without OpenDAL.
     pub local_root: Option<PathBuf>,
     /// A bandwidth limit applies (in the operator's layers, so paths around it must not run).
     pub throttled: bool,
-}
-
-/// The few facts about a backend that the engine's decisions depend on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StoreTraits {
-    /// Reading costs no network transfer (a filesystem): content can be hashed cheaply.
-    pub local: bool,
-    /// A recursive listing comes back in byte order of the keys.
-    pub sorted_listing: bool,
-    /// ETags of single-part uploads are the content's MD5, and multipart ETags follow S3's formula.
-    pub md5_etags: bool,
 }
 
 /// Settings that apply to every store of a run.
@@ -76,12 +66,20 @@ pub enum StorageError {
         provider: Provider,
     },
     /// This build of the runner cannot reach the provider yet.
-    #[error("binding {binding}: provider {provider} is not supported by this runner yet; supported: fs, s3")]
+    #[error("binding {binding}: provider {provider} is not supported by this runner yet")]
     Unsupported {
         /// The binding.
         binding: String,
         /// Its provider.
         provider: Provider,
+    },
+    /// The binding lacks its provider's settings block.
+    #[error("binding {binding}: spec.{block} is missing; a {block} binding needs its settings there")]
+    MissingSettings {
+        /// The binding.
+        binding: String,
+        /// The block, named after the provider.
+        block: &'static str,
     },
     /// `fs.root` is relative and there is no manifest directory to resolve it against.
     #[error("binding {binding}: spec.fs.root {root:?} is relative; write an absolute path")]
@@ -116,46 +114,8 @@ pub fn open(
     path: &str,
     options: StoreOptions,
 ) -> Result<Store, StorageError> {
-    let build = |source| StorageError::Build { binding: binding.to_owned(), source };
-    let mut local_root = None;
-    let (operator, traits) = match (spec.provider, &spec.fs, &spec.s3) {
-        (Provider::Fs, Some(fs), _) => {
-            let root = resolve_root(binding, &fs.root, manifest_directory)?;
-            // No OpenDAL writes reach a filesystem: its writer follows links under the root,
-            // so Ferry writes through `safe_fs` (staged in `PARTIAL_DIRECTORY`) instead.
-            let builder = opendal::services::Fs::default().root(&root.to_string_lossy());
-            let traits = StoreTraits { local: true, sorted_listing: false, md5_etags: false };
-            local_root = Some(root.clone());
-            (Operator::new(builder).map_err(build)?, traits)
-        }
-        (Provider::S3, _, Some(s3)) => {
-            let secret = secret
-                .ok_or_else(|| StorageError::NoCredentials { binding: binding.to_owned(), provider: spec.provider })?;
-            let field = |name: &'static str| {
-                secret.get(name).ok_or(StorageError::MissingField { binding: binding.to_owned(), field: name })
-            };
-            let mut builder = opendal::services::S3::default()
-                .bucket(&s3.bucket)
-                .region(&s3.region)
-                .access_key_id(field("accessKeyId")?)
-                .secret_access_key(field("secretAccessKey")?)
-                .disable_config_load()
-                .disable_ec2_metadata();
-            if let Some(token) = secret.get("sessionToken") {
-                builder = builder.session_token(token);
-            }
-            if let Some(endpoint) = &s3.endpoint {
-                builder = builder.endpoint(endpoint);
-            }
-            if !s3.force_path_style {
-                builder = builder.enable_virtual_host_style();
-            }
-            opendal::install_default();
-            let traits = StoreTraits { local: false, sorted_listing: true, md5_etags: true };
-            (Operator::new(builder).map_err(build)?, traits)
-        }
-        (provider, _, _) => return Err(StorageError::Unsupported { binding: binding.to_owned(), provider }),
-    };
+    let input = BackendInput { binding, spec, secret, manifest_directory };
+    let Backend { operator, capabilities, local_root } = backends::build(&input)?;
     // Tracing innermost, so every retried attempt shows as its own span (FERRY_LOG=opendal=debug).
     let mut operator = operator
         .layer(TracingLayer::new())
@@ -178,17 +138,7 @@ pub fn open(
         operator = operator.layer(ThrottleLayer::new(rate, burst));
     }
     let throttled = options.bandwidth.is_some();
-    Ok(Store { binding: binding.to_owned(), operator, base: base_prefix(path), traits, local_root, throttled })
-}
-
-fn resolve_root(binding: &str, root: &str, manifest_directory: Option<&Path>) -> Result<PathBuf, StorageError> {
-    if let Some(relative) = root.strip_prefix("./") {
-        let directory = manifest_directory
-            .ok_or_else(|| StorageError::RelativeRoot { binding: binding.to_owned(), root: root.to_owned() })?;
-        let joined = directory.join(relative);
-        return Ok(std::path::absolute(&joined).unwrap_or(joined));
-    }
-    Ok(PathBuf::from(root))
+    Ok(Store { binding: binding.to_owned(), operator, base: base_prefix(path), capabilities, local_root, throttled })
 }
 
 #[cfg(test)]
@@ -201,12 +151,5 @@ mod tests {
         assert_eq!(base_prefix("/"), "");
         assert_eq!(base_prefix("reports"), "reports/");
         assert_eq!(base_prefix("imported/reports/"), "imported/reports/");
-    }
-
-    #[test]
-    fn relative_roots_need_a_manifest_directory() {
-        assert!(resolve_root("b", "./data", None).is_err());
-        assert_eq!(resolve_root("b", "./data", Some(Path::new("/m"))).unwrap(), PathBuf::from("/m/data"));
-        assert_eq!(resolve_root("b", "/abs", None).unwrap(), PathBuf::from("/abs"));
     }
 }

@@ -8,12 +8,13 @@ use ferry_api::VerifyMode;
 use futures::TryStreamExt;
 use tokio::sync::watch;
 
+use crate::backends::ReportedChecksum;
 use crate::durability::Durability;
 use crate::local_copy::{
     LOCAL_COPY_LIMIT, LOCAL_READ_CHUNK, LocalCopied, LocalCopy, LocalCopyError, Placement, file_of, hash_file,
     read_in_chunks, read_whole,
 };
-use crate::object::{DigestSet, Digests, Hasher, ObjectInfo, unquote};
+use crate::object::{DigestSet, Digests, Hasher, ObjectInfo, reported_checksum};
 use crate::plan::{ContentCheck, Side};
 use crate::safe_fs::SafeRoot;
 use crate::spool::{Spool, SpoolEntry, SpoolError};
@@ -71,6 +72,9 @@ pub enum VerifiedBy {
     Md5Etag,
     /// The destination's multipart ETag matches the one computed from the source bytes.
     MultipartEtag,
+    /// The MD5 the destination service computed over what it stored (`Content-MD5`,
+    /// `md5Hash`) is the MD5 of the bytes Ferry read from the source.
+    ContentMd5,
     /// The destination was read back and its BLAKE3 matches the source's.
     Blake3Readback,
     /// The destination was read back and its MD5 matches the source's (an S3 destination
@@ -158,11 +162,16 @@ impl Transfers {
     /// it reports them (MD5 is the slowest part of an upload; BLAKE3 would add a fifth to it
     /// for nothing), else BLAKE3.
     fn digest_set(&self, size: u64) -> DigestSet {
-        let md5_etags = self.destination.traits.md5_etags && self.verify == VerifyMode::Checksum;
-        DigestSet {
-            blake3: !md5_etags,
-            md5: md5_etags && size <= self.part_size as u64,
-            part_size: (md5_etags && size > self.part_size as u64).then_some(self.part_size as u64),
+        let single_upload = size <= self.part_size as u64;
+        let checksum = self.verify == VerifyMode::Checksum;
+        match self.destination.capabilities.checksum {
+            ReportedChecksum::S3Etag if checksum => DigestSet {
+                blake3: false,
+                md5: single_upload,
+                part_size: (!single_upload).then_some(self.part_size as u64),
+            },
+            ReportedChecksum::ContentMd5 { any_size } if checksum && (any_size || single_upload) => DigestSet::MD5,
+            _ => DigestSet::BLAKE3,
         }
     }
 
@@ -222,7 +231,7 @@ impl Transfers {
         }
         // A local source survives a retry by itself (re-reading it moves nothing over a
         // network), and an object larger than the whole spool cannot wait in it.
-        if self.source.traits.local || !self.spool.fits(object.size) {
+        if self.source.capabilities.local || !self.spool.fits(object.size) {
             return self.stream_directly(object).await;
         }
         if spooled.is_none() {
@@ -247,7 +256,7 @@ impl Transfers {
         {
             return self.copy_locally(object, source_root, root).await;
         }
-        if self.source.traits.local || !self.spool.fits(object.size) {
+        if self.source.capabilities.local || !self.spool.fits(object.size) {
             let pieces = self.source_stream(&object.key).await?.map_err(|e| TransferError::Source(io_to_opendal(e)));
             return self.write_to_filesystem(root, object, pieces, None).await;
         }
@@ -413,7 +422,8 @@ impl Transfers {
             .write(&self.destination_path(&object.key), data)
             .await
             .map_err(TransferError::Destination)?;
-        self.verify(&object.key, &digests, metadata.etag().map(unquote)).await
+        let reported = reported_checksum(&metadata, self.destination.capabilities.checksum);
+        self.verify(&object.key, &digests, reported).await
     }
 
     async fn download(&self, object: &ObjectInfo) -> Result<(SpoolEntry, Digests), TransferError> {
@@ -461,7 +471,7 @@ impl Transfers {
             Ok(())
         }
         .await;
-        finish_write(writer, outcome).await
+        finish_write(writer, outcome, self.destination.capabilities.checksum).await
     }
 
     /// Local sources and objects larger than the whole spool stream from source to
@@ -482,7 +492,7 @@ impl Transfers {
             Ok(())
         }
         .await;
-        let etag = finish_write(writer, outcome).await?;
+        let etag = finish_write(writer, outcome, self.destination.capabilities.checksum).await?;
         let digests = hasher.finish();
         if digests.length != object.size {
             return Err(TransferError::SourceChanged { listed: object.size, read: digests.length });
@@ -494,7 +504,7 @@ impl Transfers {
         &self,
         size: u64,
     ) -> Result<Option<tokio::sync::OwnedSemaphorePermit>, TransferError> {
-        if self.destination.traits.local {
+        if self.destination.capabilities.local {
             return Ok(None);
         }
         self.reserve_memory(size).await.map(Some)
@@ -520,7 +530,19 @@ impl Transfers {
         writer.map_err(TransferError::Destination)
     }
 
-    async fn verify(&self, key: &str, source: &Digests, etag: Option<String>) -> Result<Copied, TransferError> {
+    async fn verify(&self, key: &str, source: &Digests, reported: Option<String>) -> Result<Copied, TransferError> {
+        let etag = match (reported, self.destination.capabilities.checksum) {
+            // Some services compute the MD5 but leave it out of the upload's answer.
+            (None, ReportedChecksum::ContentMd5 { .. }) if self.verify == VerifyMode::Checksum => {
+                let metadata = self.destination.operator.stat(&self.destination_path(key)).await;
+                metadata.ok().and_then(|metadata| reported_checksum(&metadata, self.destination.capabilities.checksum))
+            }
+            (reported, _) => reported,
+        };
+        let md5_measure = match self.destination.capabilities.checksum {
+            ReportedChecksum::ContentMd5 { .. } => VerifiedBy::ContentMd5,
+            _ => VerifiedBy::Md5Etag,
+        };
         let copied = |verified_by, destination_blake3| Copied {
             source: source.clone(),
             destination_etag: etag.clone(),
@@ -546,7 +568,7 @@ impl Transfers {
                 let expected = source
                     .md5
                     .as_ref()
-                    .map(|md5| (md5, VerifiedBy::Md5Etag))
+                    .map(|md5| (md5, md5_measure))
                     .or_else(|| source.multipart_etag.as_ref().map(|etag| (etag, VerifiedBy::MultipartEtag)));
                 if let (VerifyMode::Checksum, Some((expected, verified_by)), Some(actual)) =
                     (self.verify, expected, etag.as_ref())
@@ -630,15 +652,17 @@ impl Transfers {
 }
 
 /// Closes a writer after a successful body, or aborts it (no partial object or dangling
-/// multipart upload is left behind) after a failed one.
+/// multipart upload is left behind) after a failed one; returns the checksum the destination
+/// reported for what it stored.
 async fn finish_write(
     mut writer: opendal::Writer,
     body: Result<(), TransferError>,
+    checksum: ReportedChecksum,
 ) -> Result<Option<String>, TransferError> {
     match body {
         Ok(()) => {
             let metadata = writer.close().await.map_err(TransferError::Destination)?;
-            Ok(metadata.etag().map(unquote))
+            Ok(reported_checksum(&metadata, checksum))
         }
         Err(error) => {
             if let Err(abort) = writer.abort().await {

@@ -8,24 +8,24 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::*;
-use crate::storage::StoreTraits;
+use crate::backends::{Capabilities, ReportedChecksum, fs, s3};
 
-fn store(root: &Path, traits: StoreTraits, local_root: Option<&Path>) -> Store {
+fn store(root: &Path, capabilities: Capabilities, local_root: Option<&Path>) -> Store {
     std::fs::create_dir_all(root).unwrap();
     let operator = opendal::Operator::new(opendal::services::Fs::default().root(&root.to_string_lossy())).unwrap();
     Store {
         binding: "test".to_owned(),
         operator,
         base: String::new(),
-        traits,
+        capabilities,
         local_root: local_root.map(Path::to_path_buf),
         throttled: false,
     }
 }
 
 fn transfers(directory: &Path, part_size: usize) -> Transfers {
-    let local = StoreTraits { local: true, sorted_listing: false, md5_etags: false };
-    let promises_md5_etags = StoreTraits { local: false, sorted_listing: true, md5_etags: true };
+    let local = fs::CAPABILITIES;
+    let promises_md5_etags = Capabilities { local: false, checksum: ReportedChecksum::S3Etag, ..s3::CAPABILITIES };
     let (_, stop) = watch::channel(false);
     Transfers {
         source: Arc::new(store(&directory.join("in"), local, Some(&directory.join("in")))),
@@ -44,7 +44,7 @@ fn transfers(directory: &Path, part_size: usize) -> Transfers {
 
 fn object(directory: &Path, key: &str, data: &[u8]) -> ObjectInfo {
     std::fs::write(directory.join("in").join(key), data).unwrap();
-    ObjectInfo { key: key.to_owned(), size: data.len() as u64, modified: None, etag: None }
+    ObjectInfo { key: key.to_owned(), size: data.len() as u64, modified: None, checksum: None }
 }
 
 #[tokio::test]

@@ -1,0 +1,34 @@
+//! Google Cloud Storage, through its JSON API (and fake-gcs-server through `endpoint`).
+
+use ferry_api::binding::secret_field::CREDENTIALS_JSON;
+
+use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
+use crate::storage::StorageError;
+
+/// GCS lists in key order and computes an MD5 (`md5Hash`) over every object it stores.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    local: false,
+    sorted_listing: true,
+    checksum: ReportedChecksum::ContentMd5 { any_size: true },
+    sets_modified_time: false,
+    max_name_bytes: Some(1024),
+};
+
+/// Builds the operator from `spec.gcs` and the service account's JSON key; nothing is read
+/// from the runner's environment or the VM's metadata server.
+pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
+    use base64::Engine;
+    let gcs = input.settings(input.spec.gcs.as_ref())?;
+    let credential =
+        zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(input.required(CREDENTIALS_JSON)?));
+    let mut builder = opendal::services::Gcs::default()
+        .bucket(&gcs.bucket)
+        .credential(&credential)
+        .disable_vm_metadata()
+        .disable_config_load();
+    if let Some(endpoint) = &gcs.endpoint {
+        builder = builder.endpoint(endpoint);
+    }
+    let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
+    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None })
+}

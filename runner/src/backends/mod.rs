@@ -1,0 +1,143 @@
+//! The backend registry: one module per provider builds its OpenDAL operator from the
+//! binding's block and the Vault fields, and declares what the engine may rely on. Adding a
+//! provider means adding a module and its entry in [`REGISTRY`] (and its conformance entry).
+
+use std::path::{Path, PathBuf};
+
+use ferry_api::{CredentialBindingSpec, Provider};
+use opendal::Operator;
+
+use crate::secrets::SecretFields;
+use crate::storage::StorageError;
+
+pub mod azblob;
+pub mod fs;
+pub mod gcs;
+pub mod s3;
+pub mod webdav;
+
+/// A provider's operator, before the layers every store gets, and its capabilities.
+pub struct Backend {
+    /// The provider's operator.
+    pub operator: Operator,
+    /// What the engine may rely on.
+    pub capabilities: Capabilities,
+    /// The directory behind a filesystem backend.
+    pub local_root: Option<PathBuf>,
+}
+
+/// The facts about a provider that the engine's decisions depend on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Reading costs no network transfer (a filesystem): content can be hashed cheaply.
+    pub local: bool,
+    /// A recursive listing comes back in byte order of the keys.
+    pub sorted_listing: bool,
+    /// The checksum the provider computes over what it stored, for verification without
+    /// reading the object back.
+    pub checksum: ReportedChecksum,
+    /// Modification times can be set on upload; otherwise the destination's is the upload
+    /// time, and `conflict: newer` compares against that.
+    pub sets_modified_time: bool,
+    /// The longest object name (one path segment) in bytes, where the provider has a limit.
+    pub max_name_bytes: Option<usize>,
+}
+
+/// A checksum a provider computes itself over the bytes it stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReportedChecksum {
+    /// S3: the ETag of a single-part upload is its MD5; a multipart upload's follows S3's
+    /// formula over the parts' MD5s.
+    S3Etag,
+    /// The MD5 the service computed (`Content-MD5`, `md5Hash`) of an upload sent in one
+    /// request, or of every upload when `any_size`.
+    ContentMd5 {
+        /// Multi-part uploads report it too (GCS computes it over the whole object).
+        any_size: bool,
+    },
+    /// Nothing comparable: verification reads the object back.
+    None,
+}
+
+/// What a backend module builds from.
+pub struct BackendInput<'a> {
+    /// The binding's name, for messages.
+    pub binding: &'a str,
+    /// The binding's spec.
+    pub spec: &'a CredentialBindingSpec,
+    /// The Vault secret's fields, if the binding has one.
+    pub secret: Option<&'a SecretFields>,
+    /// Where the manifests are (local runs), for `./relative` filesystem roots.
+    pub manifest_directory: Option<&'a Path>,
+}
+
+impl<'a> BackendInput<'a> {
+    /// The provider's settings block, or an error naming it.
+    pub fn settings<T>(&self, block: Option<&'a T>) -> Result<&'a T, StorageError> {
+        block.ok_or_else(|| StorageError::MissingSettings {
+            binding: self.binding.to_owned(),
+            block: self.spec.provider.as_str(),
+        })
+    }
+
+    /// The secret's fields, or an error saying the provider needs them.
+    pub fn secret(&self) -> Result<&'a SecretFields, StorageError> {
+        self.secret.ok_or_else(|| StorageError::NoCredentials {
+            binding: self.binding.to_owned(),
+            provider: self.spec.provider,
+        })
+    }
+
+    /// A field the provider cannot do without.
+    pub fn required(&self, field: &'static str) -> Result<&'a str, StorageError> {
+        self.secret()?
+            .get(field)
+            .filter(|value| !value.is_empty())
+            .ok_or(StorageError::MissingField { binding: self.binding.to_owned(), field })
+    }
+
+    /// An optional field.
+    pub fn optional(&self, field: &str) -> Option<&'a str> {
+        self.secret.and_then(|secret| secret.get(field)).filter(|value| !value.is_empty())
+    }
+
+    /// Wraps OpenDAL's refusal of the configuration.
+    pub fn build_error(&self, source: opendal::Error) -> StorageError {
+        StorageError::Build { binding: self.binding.to_owned(), source }
+    }
+}
+
+type Build = fn(&BackendInput<'_>) -> Result<Backend, StorageError>;
+
+/// Every provider the runner supports, with its builder. [`Provider::runner_supports`] in the
+/// API crate (what the operator checks) must name exactly these; a test holds them together.
+pub const REGISTRY: [(Provider, Build); 5] = [
+    (Provider::Fs, fs::build),
+    (Provider::S3, s3::build),
+    (Provider::Azblob, azblob::build),
+    (Provider::Gcs, gcs::build),
+    (Provider::Webdav, webdav::build),
+];
+
+/// Builds the backend for a binding.
+pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
+    let provider = input.spec.provider;
+    let (_, build) = REGISTRY
+        .iter()
+        .find(|(registered, _)| *registered == provider)
+        .ok_or_else(|| StorageError::Unsupported { binding: input.binding.to_owned(), provider })?;
+    build(input)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_registry_holds_exactly_the_providers_the_api_says_the_runner_supports() {
+        for provider in Provider::ALL {
+            let registered = REGISTRY.iter().any(|(p, _)| *p == provider);
+            assert_eq!(registered, provider.runner_supports(), "{provider}");
+        }
+    }
+}

@@ -1,0 +1,40 @@
+//! Amazon S3 and S3-compatible stores.
+
+use ferry_api::binding::secret_field::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN};
+
+use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
+use crate::storage::StorageError;
+
+/// S3 lists in key order and reports MD5-based ETags; it keeps no settable modification time.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    local: false,
+    sorted_listing: true,
+    checksum: ReportedChecksum::S3Etag,
+    sets_modified_time: false,
+    max_name_bytes: Some(1024),
+};
+
+/// Builds the operator from `spec.s3` and the access key fields; nothing is read from the
+/// runner's environment or instance metadata.
+pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
+    let s3 = input.settings(input.spec.s3.as_ref())?;
+    let mut builder = opendal::services::S3::default()
+        .bucket(&s3.bucket)
+        .region(&s3.region)
+        .access_key_id(input.required(ACCESS_KEY_ID)?)
+        .secret_access_key(input.required(SECRET_ACCESS_KEY)?)
+        .disable_config_load()
+        .disable_ec2_metadata();
+    if let Some(token) = input.optional(SESSION_TOKEN) {
+        builder = builder.session_token(token);
+    }
+    if let Some(endpoint) = &s3.endpoint {
+        builder = builder.endpoint(endpoint);
+    }
+    if !s3.force_path_style {
+        builder = builder.enable_virtual_host_style();
+    }
+    opendal::install_default();
+    let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
+    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None })
+}
