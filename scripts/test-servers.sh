@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts (or stops) the real servers the test suite shares, on free loopback ports:
-# OpenBao's dev server (Vault API) and SeaweedFS (S3). `start` prints `export` lines for
-# the tests' environment; each test then uses its own bucket and Vault paths.
+# OpenBao's dev server (Vault API), SeaweedFS (S3), Azurite (Azure Blob), `rclone serve webdav`
+# (WebDAV) and fake-gcs-server (GCS JSON API). `start` prints `export` lines for the tests'
+# environment; each test then uses its own buckets, containers, directories and Vault paths.
 #   eval "$(scripts/test-servers.sh start)"; ...; scripts/test-servers.sh stop
 set -euo pipefail
 tools="${FERRY_TOOLS:-$HOME/.cache/ferry/tools}"
@@ -17,21 +18,26 @@ wait_for() { # wait_for URL SECONDS
 }
 
 stop() {
+  local pidfile pid pids=()
   for pidfile in "$state"/*.pid; do
     [ -e "$pidfile" ] || continue
     pid=$(cat "$pidfile")
     kill "$pid" 2>/dev/null || true
-    # Wait for it to exit, so the data directory is not removed under a writing server.
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
-    rm -f "$pidfile"
+    pids+=("$pid")
   done
-  rm -rf "$state/weed-data"
+  # Wait for them to exit (several take 1-4 s to shut down, so all at once), so that no data
+  # directory is removed under a writing server.
+  for pid in "${pids[@]}"; do
+    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  done
+  rm -f "$state"/*.pid
+  rm -rf "$state/weed-data" "$state/azurite" "$state/webdav-root"
 }
 
 start() {
   stop
-  mkdir -p "$state/weed-data"
-  local bao_port s3_port root_token=ferry-test-root
+  mkdir -p "$state/weed-data" "$state/azurite" "$state/webdav-root"
+  local bao_port s3_port azure_port webdav_port gcs_port root_token=ferry-test-root
   bao_port=$(free_port)
   "$tools/bin/bao" server -dev -dev-root-token-id="$root_token" -dev-listen-address="127.0.0.1:$bao_port" \
     -dev-no-store-token >"$state/bao.log" 2>&1 &
@@ -47,7 +53,28 @@ JSON
     -webdav=false -admin.ui=false -metricsPort=0 >"$state/weed.log" 2>&1 &
   echo $! >"$state/weed.pid"
 
+  # Azurite's Blob service only; no telemetry (it would try to reach Application Insights).
+  azure_port=$(free_port)
+  "$tools/bin/azurite-blob" --blobHost 127.0.0.1 --blobPort "$azure_port" --location "$state/azurite" \
+    --silent --skipApiVersionCheck --loose --disableTelemetry >"$state/azurite.log" 2>&1 &
+  echo $! >"$state/azurite.pid"
+
+  webdav_port=$(free_port)
+  "$tools/bin/rclone" serve webdav "$state/webdav-root" --addr "127.0.0.1:$webdav_port" \
+    --user ferry-test --pass ferry-test-secret >"$state/webdav.log" 2>&1 &
+  echo $! >"$state/webdav.pid"
+
+  # -public-host and -external-url make the URLs it hands out (mediaLink, resumable uploads) point back here.
+  gcs_port=$(free_port)
+  "$tools/bin/fake-gcs-server" -scheme http -host 127.0.0.1 -port "$gcs_port" -backend memory \
+    -public-host "127.0.0.1:$gcs_port" -external-url "http://127.0.0.1:$gcs_port" -log-level warn \
+    >"$state/fake-gcs.log" 2>&1 &
+  echo $! >"$state/fake-gcs.pid"
+
   wait_for "http://127.0.0.1:$bao_port/v1/sys/health" 30
+  wait_for "http://127.0.0.1:$webdav_port/" 30
+  wait_for "http://127.0.0.1:$gcs_port/storage/v1/b" 30
+  wait_for "http://127.0.0.1:$azure_port/devstoreaccount1?comp=list" 60
   # The S3 gateway answers before the volume server is ready: wait until a bucket can be made.
   local deadline=$((SECONDS + 60))
   until curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$s3_port/" | grep -qE '^(200|403)$'; do
@@ -61,6 +88,14 @@ JSON
   echo "export FERRY_TEST_S3_ACCESS_KEY=ferry-test"
   echo "export FERRY_TEST_S3_SECRET_KEY=ferry-test-secret"
   echo "export FERRY_TEST_RCLONE=$tools/bin/rclone"
+  echo "export FERRY_TEST_AZURE_ENDPOINT=http://127.0.0.1:$azure_port/devstoreaccount1"
+  echo "export FERRY_TEST_AZURE_ACCOUNT=devstoreaccount1"
+  # Azurite's well-known development key (public; the same in every Azurite).
+  echo "export FERRY_TEST_AZURE_KEY=Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw=="
+  echo "export FERRY_TEST_WEBDAV_ENDPOINT=http://127.0.0.1:$webdav_port"
+  echo "export FERRY_TEST_WEBDAV_USER=ferry-test"
+  echo "export FERRY_TEST_WEBDAV_PASSWORD=ferry-test-secret"
+  echo "export FERRY_TEST_GCS_ENDPOINT=http://127.0.0.1:$gcs_port"
 }
 
 case "${1:-}" in

@@ -1,10 +1,11 @@
 //! Harness for Ferry's end-to-end tests: the shared real servers (started by
-//! `scripts/test-servers.sh`), unique buckets and Vault paths per test, data sets, and
-//! independent cross-checks (SHA-256 of trees, `rclone check`).
+//! `scripts/test-servers.sh`), unique buckets, containers, directories and Vault paths per
+//! test, data sets, and independent cross-checks (SHA-256 of trees, `rclone check`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use sha2::{Digest, Sha256};
@@ -26,6 +27,41 @@ pub struct Servers {
     pub s3_secret_key: String,
     /// The rclone binary.
     pub rclone: PathBuf,
+    /// Azurite (Azure Blob), when `FERRY_TEST_AZURE_ENDPOINT` is set.
+    pub azure: Option<Azure>,
+    /// `rclone serve webdav`, when `FERRY_TEST_WEBDAV_ENDPOINT` is set.
+    pub webdav: Option<WebDav>,
+    /// fake-gcs-server (GCS JSON API), when `FERRY_TEST_GCS_ENDPOINT` is set.
+    pub gcs: Option<Gcs>,
+}
+
+/// Azurite's Blob service and its development account.
+#[derive(Clone, Debug)]
+pub struct Azure {
+    /// The account's Blob endpoint, path style: `http://127.0.0.1:PORT/devstoreaccount1`.
+    pub endpoint: String,
+    /// The storage account's name (`devstoreaccount1`).
+    pub account: String,
+    /// The account's shared key (base64; Azurite's well-known development key).
+    pub key: String,
+}
+
+/// `rclone serve webdav` over a scratch directory, with basic authentication.
+#[derive(Clone, Debug)]
+pub struct WebDav {
+    /// The server's root URL: `http://127.0.0.1:PORT`.
+    pub endpoint: String,
+    /// The basic-auth user.
+    pub user: String,
+    /// The basic-auth password.
+    pub password: String,
+}
+
+/// fake-gcs-server, speaking the GCS JSON API over plain HTTP without authentication.
+#[derive(Clone, Debug)]
+pub struct Gcs {
+    /// The server's root URL (`http://127.0.0.1:PORT`; the JSON API is under `/storage/v1`).
+    pub endpoint: String,
 }
 
 fn required(name: &str) -> String {
@@ -36,6 +72,7 @@ fn required(name: &str) -> String {
 
 /// The shared servers; panics with instructions when they were not started.
 pub fn servers() -> Servers {
+    let optional = |name: &str| std::env::var(name).ok().filter(|value| !value.is_empty());
     Servers {
         vault_address: required("FERRY_TEST_VAULT_ADDR"),
         vault_token: required("FERRY_TEST_VAULT_TOKEN"),
@@ -43,7 +80,25 @@ pub fn servers() -> Servers {
         s3_access_key: required("FERRY_TEST_S3_ACCESS_KEY"),
         s3_secret_key: required("FERRY_TEST_S3_SECRET_KEY"),
         rclone: PathBuf::from(required("FERRY_TEST_RCLONE")),
+        azure: optional("FERRY_TEST_AZURE_ENDPOINT").map(|endpoint| Azure {
+            endpoint,
+            account: required("FERRY_TEST_AZURE_ACCOUNT"),
+            key: required("FERRY_TEST_AZURE_KEY"),
+        }),
+        webdav: optional("FERRY_TEST_WEBDAV_ENDPOINT").map(|endpoint| WebDav {
+            endpoint,
+            user: required("FERRY_TEST_WEBDAV_USER"),
+            password: required("FERRY_TEST_WEBDAV_PASSWORD"),
+        }),
+        gcs: optional("FERRY_TEST_GCS_ENDPOINT").map(|endpoint| Gcs { endpoint }),
     }
+}
+
+#[track_caller]
+fn absent(server: &str, variable: &str) -> ! {
+    panic!(
+        "{variable} is not set, so there is no {server}: run the suite with scripts/test-all.sh, or eval \"$(scripts/test-servers.sh start)\" first"
+    )
 }
 
 /// A name no other test (or test process) uses: for buckets, Vault paths, directories.
@@ -52,6 +107,25 @@ pub fn unique(prefix: &str) -> String {
     let nanos =
         std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     format!("{prefix}-{}-{}-{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed), nanos % 100_000)
+}
+
+/// A unique name that is also a valid Azure container and GCS bucket name: 3–63 characters of
+/// lowercase letters, digits and single hyphens, starting and ending with a letter or digit.
+fn unique_dns_name(prefix: &str) -> String {
+    let mut clean = String::new();
+    for c in prefix.chars().flat_map(char::to_lowercase) {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() { c } else { '-' };
+        if !(c == '-' && (clean.is_empty() || clean.ends_with('-'))) && clean.len() < 30 {
+            clean.push(c);
+        }
+    }
+    let clean = clean.trim_end_matches('-');
+    unique(if clean.is_empty() { "t" } else { clean })
+}
+
+/// `value` quoted for an rclone connection string (`:backend,option='value':path`).
+fn rclone_quote(value: &str) -> String {
+    format!("'{}'", value.replace('\'', "''"))
 }
 
 fn run(command: &mut Command) -> Output {
@@ -83,6 +157,95 @@ impl Servers {
     pub fn bucket(&self, prefix: &str) -> String {
         let name = unique(prefix).to_lowercase();
         self.rclone(&["mkdir", &self.s3_remote(&name)]);
+        name
+    }
+
+    /// Azurite's details; panics with instructions when it was not started.
+    #[track_caller]
+    pub fn azure(&self) -> &Azure {
+        match &self.azure {
+            Some(details) => details,
+            None => absent("Azurite", "FERRY_TEST_AZURE_ENDPOINT"),
+        }
+    }
+
+    /// The WebDAV server's details; panics with instructions when it was not started.
+    #[track_caller]
+    pub fn webdav(&self) -> &WebDav {
+        match &self.webdav {
+            Some(details) => details,
+            None => absent("WebDAV server", "FERRY_TEST_WEBDAV_ENDPOINT"),
+        }
+    }
+
+    /// fake-gcs-server's details; panics with instructions when it was not started.
+    #[track_caller]
+    pub fn gcs(&self) -> &Gcs {
+        match &self.gcs {
+            Some(details) => details,
+            None => absent("GCS server", "FERRY_TEST_GCS_ENDPOINT"),
+        }
+    }
+
+    /// An rclone remote string for an Azurite container (or `container/path`).
+    pub fn azure_remote(&self, container_path: &str) -> String {
+        let azure = self.azure();
+        format!(
+            ":azureblob,account={},key={},endpoint={}:{container_path}",
+            rclone_quote(&azure.account),
+            rclone_quote(&azure.key),
+            rclone_quote(&azure.endpoint)
+        )
+    }
+
+    /// Creates a new, empty Azurite container with a unique name and returns the name.
+    pub fn azure_container(&self, prefix: &str) -> String {
+        let name = unique_dns_name(prefix);
+        self.rclone(&["mkdir", &self.azure_remote(&name)]);
+        name
+    }
+
+    /// An rclone remote string for a path on the WebDAV server (`directory/path`, no leading `/`).
+    pub fn webdav_remote(&self, path: &str) -> String {
+        static OBSCURED: OnceLock<(String, String)> = OnceLock::new();
+        let webdav = self.webdav();
+        // rclone wants the password obscured (`rclone obscure`); do it once per process.
+        let (password, obscured) = OBSCURED.get_or_init(|| {
+            let output = self.rclone(&["obscure", &webdav.password]);
+            (webdav.password.clone(), String::from_utf8_lossy(&output.stdout).trim().to_owned())
+        });
+        assert_eq!(password, &webdav.password, "the WebDAV password changed within one test process");
+        format!(
+            ":webdav,url={},vendor=rclone,user={},pass={}:{path}",
+            rclone_quote(&webdav.endpoint),
+            rclone_quote(&webdav.user),
+            rclone_quote(obscured)
+        )
+    }
+
+    /// Creates a new, empty top-level directory on the WebDAV server and returns its name.
+    pub fn webdav_directory(&self, prefix: &str) -> String {
+        let name = unique(prefix);
+        self.rclone(&["mkdir", &self.webdav_remote(&name)]);
+        name
+    }
+
+    /// An rclone remote string for a fake-gcs-server bucket (or `bucket/path`).
+    pub fn gcs_remote(&self, bucket_path: &str) -> String {
+        let endpoint = format!("{}/storage/v1/", self.gcs().endpoint.trim_end_matches('/'));
+        format!(
+            ":gcs,anonymous=true,endpoint={},project_number=test,bucket_policy_only=true:{bucket_path}",
+            rclone_quote(&endpoint)
+        )
+    }
+
+    /// Creates a new, empty fake-gcs-server bucket (through the JSON API) and returns its name.
+    pub fn gcs_bucket(&self, prefix: &str) -> String {
+        let name = unique_dns_name(prefix);
+        run(Command::new("curl")
+            .args(["-sSf", "-X", "POST", "-H", "Content-Type: application/json"])
+            .args(["-d", &format!("{{\"name\":{}}}", json_string(&name))])
+            .arg(format!("{}/storage/v1/b?project=test", self.gcs().endpoint.trim_end_matches('/'))));
         name
     }
 
