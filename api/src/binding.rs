@@ -122,7 +122,7 @@ impl Provider {
         match self {
             Self::S3 => &[&[ACCESS_KEY_ID], &[SECRET_ACCESS_KEY]],
             Self::Azblob => &[&[ACCOUNT_KEY, SAS_TOKEN]],
-            Self::Gcs => &[&[CREDENTIALS_JSON]],
+            Self::Gcs => &[&[CREDENTIALS_JSON, ACCESS_TOKEN]],
             Self::Webdav => &[&[USERNAME, BEARER_TOKEN]],
             Self::Sftp => &[&[PASSWORD, PRIVATE_KEY]],
             Self::Fs => &[],
@@ -164,6 +164,9 @@ pub mod secret_field {
     pub const SAS_TOKEN: &str = "sasToken";
     /// Google Cloud Storage: the service account's JSON key.
     pub const CREDENTIALS_JSON: &str = "credentialsJson";
+    /// Google Cloud Storage: an OAuth 2.0 access token (from Vault's GCP secrets engine, say),
+    /// instead of a JSON key.
+    pub const ACCESS_TOKEN: &str = "accessToken";
     /// WebDAV (with `password`) and SFTP: the user name.
     pub const USERNAME: &str = "username";
     /// WebDAV and SFTP: the password.

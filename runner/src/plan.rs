@@ -62,7 +62,8 @@ pub enum ContentCheck {
         /// The part size that produces `expected`'s part count.
         part_size: u64,
     },
-    /// Both sides are local: BLAKE3 both.
+    /// BLAKE3 both sides: both are local, or one is and the other has no usable checksum
+    /// (it is downloaded and hashed).
     Blake3Both,
 }
 
@@ -133,14 +134,15 @@ fn content_check(source: &ObjectInfo, destination: &ObjectInfo, policy: &Policy)
     if let Some(md5) = remote.md5() {
         return Some(ContentCheck::Md5 { read, expected: md5.to_owned() });
     }
-    let parts = remote.multipart_parts()?;
-    let expected = remote.checksum.clone()?;
     // Only Ferry's own part size can reproduce the ETag; other uploaders' parts are unknown.
-    (source.size.div_ceil(policy.part_size) == parts).then_some(ContentCheck::MultipartEtag {
-        read,
-        expected,
-        part_size: policy.part_size,
-    })
+    if let (Some(parts), Some(expected)) = (remote.multipart_parts(), remote.checksum.clone())
+        && source.size.div_ceil(policy.part_size) == parts
+    {
+        return Some(ContentCheck::MultipartEtag { read, expected, part_size: policy.part_size });
+    }
+    // A remote side without a usable checksum (WebDAV, a blob committed from blocks) is read
+    // and hashed like the local one: one download proves what an upload would only redo.
+    Some(ContentCheck::Blake3Both)
 }
 
 #[cfg(test)]
@@ -234,7 +236,13 @@ mod tests {
         let foreign_parts = format!("{MD5_A}-7");
         assert_eq!(
             decide(&object(big, None, T1), Some(&object(big, Some(&foreign_parts), T1)), &fs_to_s3),
-            Decision::Copy(CopyReason::Unprovable)
+            Decision::CompareContent(ContentCheck::Blake3Both),
+            "parts of another uploader's size: read back and hash"
+        );
+        let fs_to_webdav = policy(Conflict::SkipIdentical, VerifyMode::Checksum, true, false);
+        assert_eq!(
+            decide(&object(3, None, T1), Some(&object(3, None, T1)), &fs_to_webdav),
+            Decision::CompareContent(ContentCheck::Blake3Both)
         );
         let s3_to_fs = policy(Conflict::SkipIdentical, VerifyMode::Checksum, false, true);
         assert_eq!(

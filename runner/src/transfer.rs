@@ -224,6 +224,13 @@ impl Transfers {
         if let Some(root) = &self.destination_root {
             return self.attempt_to_filesystem(object, spooled, root).await;
         }
+        if !self.destination.capabilities.uploads_in_parts && object.size > self.part_size as u64 {
+            return Err(TransferError::Refused(format!(
+                "binding {}: this provider takes an upload only in one request, and objects over {} bytes are \
+                 not sent that way yet (the object was not copied)",
+                self.destination.binding, self.part_size
+            )));
+        }
         if let Some(source_root) = &self.source.local_root
             && object.size <= LOCAL_COPY_LIMIT.min(self.part_size as u64)
         {

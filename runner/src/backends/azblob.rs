@@ -11,6 +11,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     local: false,
     sorted_listing: true,
     checksum: ReportedChecksum::ContentMd5 { any_size: false },
+    uploads_in_parts: true,
     sets_modified_time: false,
     max_name_bytes: Some(1024),
 };

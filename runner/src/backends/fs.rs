@@ -10,6 +10,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     local: true,
     sorted_listing: false,
     checksum: ReportedChecksum::None,
+    uploads_in_parts: true,
     sets_modified_time: true,
     max_name_bytes: Some(255),
 };

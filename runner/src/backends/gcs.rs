@@ -1,6 +1,6 @@
 //! Google Cloud Storage, through its JSON API (and fake-gcs-server through `endpoint`).
 
-use ferry_api::binding::secret_field::CREDENTIALS_JSON;
+use ferry_api::binding::secret_field::{ACCESS_TOKEN, CREDENTIALS_JSON};
 
 use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
 use crate::storage::StorageError;
@@ -10,22 +10,27 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     local: false,
     sorted_listing: true,
     checksum: ReportedChecksum::ContentMd5 { any_size: true },
+    uploads_in_parts: true,
     sets_modified_time: false,
     max_name_bytes: Some(1024),
 };
 
-/// Builds the operator from `spec.gcs` and the service account's JSON key; nothing is read
-/// from the runner's environment or the VM's metadata server.
+/// Builds the operator from `spec.gcs` and the service account's JSON key or an access
+/// token; nothing is read from the runner's environment or the VM's metadata server.
 pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
     use base64::Engine;
     let gcs = input.settings(input.spec.gcs.as_ref())?;
-    let credential =
-        zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(input.required(CREDENTIALS_JSON)?));
-    let mut builder = opendal::services::Gcs::default()
-        .bucket(&gcs.bucket)
-        .credential(&credential)
-        .disable_vm_metadata()
-        .disable_config_load();
+    let mut builder = opendal::services::Gcs::default().bucket(&gcs.bucket).disable_vm_metadata().disable_config_load();
+    builder = match (input.optional(CREDENTIALS_JSON), input.optional(ACCESS_TOKEN)) {
+        (Some(json), _) => {
+            let credential = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(json));
+            builder.credential(&credential)
+        }
+        (None, Some(token)) => builder.token(token.to_owned()),
+        (None, None) => {
+            return Err(StorageError::MissingField { binding: input.binding.to_owned(), field: CREDENTIALS_JSON });
+        }
+    };
     if let Some(endpoint) = &gcs.endpoint {
         builder = builder.endpoint(endpoint);
     }

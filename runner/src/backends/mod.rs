@@ -36,6 +36,9 @@ pub struct Capabilities {
     /// The checksum the provider computes over what it stored, for verification without
     /// reading the object back.
     pub checksum: ReportedChecksum,
+    /// An upload can be sent in parts (multipart, blocks); otherwise the whole object goes
+    /// in one request, which Ferry makes only for objects of at most one part.
+    pub uploads_in_parts: bool,
     /// Modification times can be set on upload; otherwise the destination's is the upload
     /// time, and `conflict: newer` compares against that.
     pub sets_modified_time: bool,
@@ -126,6 +129,8 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         .iter()
         .find(|(registered, _)| *registered == provider)
         .ok_or_else(|| StorageError::Unsupported { binding: input.binding.to_owned(), provider })?;
+    // The HTTP transport every remote service sends its requests through.
+    opendal::install_default();
     build(input)
 }
 

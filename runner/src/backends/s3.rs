@@ -10,6 +10,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     local: false,
     sorted_listing: true,
     checksum: ReportedChecksum::S3Etag,
+    uploads_in_parts: true,
     sets_modified_time: false,
     max_name_bytes: Some(1024),
 };
@@ -34,7 +35,6 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
     if !s3.force_path_style {
         builder = builder.enable_virtual_host_style();
     }
-    opendal::install_default();
     let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
     Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None })
 }

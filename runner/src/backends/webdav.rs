@@ -6,11 +6,13 @@ use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
 use crate::storage::StorageError;
 
 /// WebDAV lists one collection at a time in no promised order and reports no checksum, so
-/// every copy is verified by reading it back.
+/// every copy is verified by reading it back. OpenDAL sends a WebDAV upload in one request
+/// from memory, so objects over one part are refused until uploads stream.
 pub const CAPABILITIES: Capabilities = Capabilities {
     local: false,
     sorted_listing: false,
     checksum: ReportedChecksum::None,
+    uploads_in_parts: false,
     sets_modified_time: false,
     max_name_bytes: Some(255),
 };
