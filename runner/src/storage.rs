@@ -8,6 +8,7 @@ use ferry_api::{CredentialBindingSpec, Provider};
 use opendal::Operator;
 use opendal::layers::{PrometheusLayer, RetryLayer, ThrottleLayer, TimeoutLayer, TracingLayer};
 
+use crate::backends::streaming_put::StreamingPut;
 use crate::backends::{self, Backend, BackendInput, Capabilities};
 use crate::secrets::SecretFields;
 
@@ -31,6 +32,8 @@ pub struct Store {
     pub local_root: Option<PathBuf>,
     /// A bandwidth limit applies (in the operator's layers, so paths around it must not run).
     pub throttled: bool,
+    /// Uploads over one part, for providers that take an upload only in one request.
+    pub streaming_put: Option<std::sync::Arc<StreamingPut>>,
 }
 
 /// Settings that apply to every store of a run.
@@ -72,6 +75,14 @@ pub enum StorageError {
         binding: String,
         /// Its provider.
         provider: Provider,
+    },
+    /// The provider's settings cannot be used.
+    #[error("binding {binding}: {message}")]
+    InvalidSettings {
+        /// The binding.
+        binding: String,
+        /// What is wrong.
+        message: String,
     },
     /// The binding lacks its provider's settings block.
     #[error("binding {binding}: spec.{block} is missing; a {block} binding needs its settings there")]
@@ -115,7 +126,7 @@ pub fn open(
     options: StoreOptions,
 ) -> Result<Store, StorageError> {
     let input = BackendInput { binding, spec, secret, manifest_directory };
-    let Backend { operator, capabilities, local_root } = backends::build(&input)?;
+    let Backend { operator, capabilities, local_root, streaming_put } = backends::build(&input)?;
     // Tracing innermost, so every retried attempt shows as its own span (FERRY_LOG=opendal=debug).
     let mut operator = operator
         .layer(TracingLayer::new())
@@ -138,7 +149,16 @@ pub fn open(
         operator = operator.layer(ThrottleLayer::new(rate, burst));
     }
     let throttled = options.bandwidth.is_some();
-    Ok(Store { binding: binding.to_owned(), operator, base: base_prefix(path), capabilities, local_root, throttled })
+    let streaming_put = streaming_put.map(std::sync::Arc::new);
+    Ok(Store {
+        binding: binding.to_owned(),
+        operator,
+        base: base_prefix(path),
+        capabilities,
+        local_root,
+        throttled,
+        streaming_put,
+    })
 }
 
 #[cfg(test)]

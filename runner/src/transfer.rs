@@ -9,6 +9,7 @@ use futures::TryStreamExt;
 use tokio::sync::watch;
 
 use crate::backends::ReportedChecksum;
+use crate::backends::streaming_put::StreamingUpload;
 use crate::durability::Durability;
 use crate::local_copy::{
     LOCAL_COPY_LIMIT, LOCAL_READ_CHUNK, LocalCopied, LocalCopy, LocalCopyError, Placement, file_of, hash_file,
@@ -113,6 +114,9 @@ pub enum TransferError {
     /// The spool failed.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// A streaming upload failed.
+    #[error("writing the destination failed: {0}")]
+    Streaming(String),
     /// The source changed size while it was read.
     #[error("the source changed while it was read: listed {listed} bytes, read {read}")]
     SourceChanged {
@@ -224,7 +228,10 @@ impl Transfers {
         if let Some(root) = &self.destination_root {
             return self.attempt_to_filesystem(object, spooled, root).await;
         }
-        if !self.destination.capabilities.uploads_in_parts && object.size > self.part_size as u64 {
+        if !self.destination.capabilities.uploads_in_parts
+            && self.destination.streaming_put.is_none()
+            && object.size > self.part_size as u64
+        {
             return Err(TransferError::Refused(format!(
                 "binding {}: this provider takes an upload only in one request, and objects over {} bytes are \
                  not sent that way yet (the object was not copied)",
@@ -466,14 +473,14 @@ impl Transfers {
 
     async fn upload_from_spool(&self, key: &str, entry: &SpoolEntry) -> Result<Option<String>, TransferError> {
         let _memory = self.reserve_upload_memory(entry.len()).await?;
-        let mut writer = self.destination_writer(key).await?;
+        let mut writer = self.destination_writer(key, entry.len()).await?;
         let mut reader = entry.reader().await?;
         let outcome: Result<(), TransferError> = async {
             while let Some(piece) = reader.next().await? {
                 if self.stopped() {
                     return Err(TransferError::Interrupted);
                 }
-                writer.write(piece).await.map_err(TransferError::Destination)?;
+                writer.write(piece).await?;
             }
             Ok(())
         }
@@ -487,14 +494,14 @@ impl Transfers {
         let mut hasher = Hasher::new(self.digest_set(object.size));
         let mut stream = self.source_stream(&object.key).await?;
         let _memory = self.reserve_upload_memory(object.size).await?;
-        let mut writer = self.destination_writer(&object.key).await?;
+        let mut writer = self.destination_writer(&object.key, object.size).await?;
         let outcome: Result<(), TransferError> = async {
             while let Some(piece) = stream.try_next().await.map_err(|e| TransferError::Source(io_to_opendal(e)))? {
                 if self.stopped() {
                     return Err(TransferError::Interrupted);
                 }
                 hasher.update(&piece);
-                writer.write(piece).await.map_err(TransferError::Destination)?;
+                writer.write(piece).await?;
             }
             Ok(())
         }
@@ -524,7 +531,25 @@ impl Transfers {
         self.upload_memory.clone().acquire_many_owned(wanted).await.map_err(|_| TransferError::Interrupted)
     }
 
-    async fn destination_writer(&self, key: &str) -> Result<opendal::Writer, TransferError> {
+    /// The writer for an object of `size` bytes: OpenDAL's, or a streaming PUT for an object
+    /// over one part at a provider whose OpenDAL service would hold it whole in memory.
+    async fn destination_writer(&self, key: &str, size: u64) -> Result<DestinationWriter, TransferError> {
+        if let Some(put) = &self.destination.streaming_put
+            && !self.destination.capabilities.uploads_in_parts
+            && size > self.part_size as u64
+        {
+            let path = self.destination_path(key);
+            if let Some((parent, _)) = path.rsplit_once('/') {
+                let directory = format!("{parent}/");
+                self.destination.operator.create_dir(&directory).await.map_err(TransferError::Destination)?;
+            }
+            let upload = put.begin(&path, size).map_err(|error| TransferError::Streaming(error.to_string()))?;
+            return Ok(DestinationWriter::Streaming { upload, throttle: self.throttle.clone() });
+        }
+        Ok(DestinationWriter::OpenDal(self.opendal_writer(key).await?))
+    }
+
+    async fn opendal_writer(&self, key: &str) -> Result<opendal::Writer, TransferError> {
         if self.destination.local_root.is_some() {
             // OpenDAL's filesystem writer follows links under the root.
             return Err(TransferError::Refused(
@@ -662,20 +687,56 @@ impl Transfers {
 /// multipart upload is left behind) after a failed one; returns the checksum the destination
 /// reported for what it stored.
 async fn finish_write(
-    mut writer: opendal::Writer,
+    writer: DestinationWriter,
     body: Result<(), TransferError>,
     checksum: ReportedChecksum,
 ) -> Result<Option<String>, TransferError> {
-    match body {
-        Ok(()) => {
+    match (writer, body) {
+        (DestinationWriter::OpenDal(mut writer), Ok(())) => {
             let metadata = writer.close().await.map_err(TransferError::Destination)?;
             Ok(reported_checksum(&metadata, checksum))
         }
-        Err(error) => {
+        (DestinationWriter::OpenDal(mut writer), Err(error)) => {
             if let Err(abort) = writer.abort().await {
                 tracing::warn!(%abort, "could not abort a failed upload");
             }
             Err(error)
+        }
+        // Providers reached this way report no checksum: the copy is read back.
+        (DestinationWriter::Streaming { upload, .. }, Ok(())) => {
+            upload.finish().await.map_err(|error| TransferError::Streaming(error.to_string()))?;
+            Ok(None)
+        }
+        (DestinationWriter::Streaming { upload, .. }, Err(error)) => {
+            upload.abort().await;
+            Err(error)
+        }
+    }
+}
+
+/// Where an upload's bytes go.
+enum DestinationWriter {
+    /// OpenDAL's writer (in parts where the provider takes them).
+    OpenDal(opendal::Writer),
+    /// One streaming PUT, throttled here since OpenDAL's layers do not see it.
+    Streaming {
+        /// The request in progress.
+        upload: StreamingUpload,
+        /// The job's bandwidth limit.
+        throttle: Option<Arc<Throttle>>,
+    },
+}
+
+impl DestinationWriter {
+    async fn write(&mut self, piece: bytes::Bytes) -> Result<(), TransferError> {
+        match self {
+            Self::OpenDal(writer) => writer.write(piece).await.map_err(TransferError::Destination),
+            Self::Streaming { upload, throttle } => {
+                if let Some(throttle) = throttle {
+                    throttle.take(piece.len()).await;
+                }
+                upload.write(piece).await.map_err(|error| TransferError::Streaming(error.to_string()))
+            }
         }
     }
 }

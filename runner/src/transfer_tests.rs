@@ -20,6 +20,7 @@ fn store(root: &Path, capabilities: Capabilities, local_root: Option<&Path>) -> 
         capabilities,
         local_root: local_root.map(Path::to_path_buf),
         throttled: false,
+        streaming_put: None,
     }
 }
 
@@ -79,4 +80,20 @@ async fn without_a_usable_etag_a_multipart_copy_is_read_back_part_by_part() {
     std::fs::write(directory.path().join("out/parts"), &changed).unwrap();
     let error = transfers.read_back("parts", &copied.source).await.unwrap_err();
     assert!(matches!(error, TransferError::Mismatch { measure: "multipart ETag read-back", .. }), "{error}");
+}
+
+#[tokio::test]
+async fn an_object_over_one_part_is_refused_where_uploads_go_in_one_request_only() {
+    let directory = tempfile::tempdir().unwrap();
+    let mut transfers = transfers(directory.path(), 16);
+    let one_request = Capabilities { local: false, uploads_in_parts: false, ..s3::CAPABILITIES };
+    transfers.destination = Arc::new(store(&directory.path().join("out"), one_request, None));
+    let small = object(directory.path(), "small", &[1; 16]);
+    transfers.copy(&small).await.unwrap();
+
+    let large = object(directory.path(), "large", &[1; 17]);
+    let failed = transfers.copy(&large).await.unwrap_err();
+    assert!(matches!(&failed.error, TransferError::Refused(reason) if reason.contains("one request")), "{failed:?}");
+    assert_eq!(failed.attempts, 1, "a refusal is not retried");
+    assert!(!directory.path().join("out/large").exists());
 }

@@ -13,7 +13,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Case, assert_exit, paths_with};
+use common::{Case, paths_with};
 use ferry_e2e::{Servers, fs_binding, job, servers, tree_hashes, unique, write_small_files, write_tricky_tree};
 
 /// How a backend is reached in a test: a fresh place on its server, a binding for it, and an
@@ -30,8 +30,6 @@ struct Remote {
     verified_by: &'static str,
     /// The size of the large (sparse) object in the round trip.
     large_object: u64,
-    /// Whether it takes uploads in parts; if not, objects over one part are refused.
-    uploads_in_parts: bool,
 }
 
 fn s3_endpoint(servers: &Servers) -> String {
@@ -93,21 +91,14 @@ fn gcs_place(servers: &Servers, endpoint: &str) -> (String, String, String) {
 /// Larger than the runner's 8 MiB part: a multipart upload, or blocks.
 const LARGE: u64 = 20 << 20;
 
-const S3: Remote = Remote {
-    provider: "s3",
-    endpoint: s3_endpoint,
-    place: s3_place,
-    verified_by: "md5Etag",
-    large_object: LARGE,
-    uploads_in_parts: true,
-};
+const S3: Remote =
+    Remote { provider: "s3", endpoint: s3_endpoint, place: s3_place, verified_by: "md5Etag", large_object: LARGE };
 const AZBLOB: Remote = Remote {
     provider: "azblob",
     endpoint: azure_endpoint,
     place: azure_place,
     verified_by: "contentMd5",
     large_object: LARGE,
-    uploads_in_parts: true,
 };
 const WEBDAV: Remote = Remote {
     provider: "webdav",
@@ -115,7 +106,6 @@ const WEBDAV: Remote = Remote {
     place: webdav_place,
     verified_by: "blake3Readback",
     large_object: LARGE,
-    uploads_in_parts: false,
 };
 /// fake-gcs-server lacks the XML multipart API that OpenDAL (and real GCS) use for objects
 /// over one part, so the stand-in is given a large object of exactly one part.
@@ -125,7 +115,6 @@ const GCS: Remote = Remote {
     place: gcs_place,
     verified_by: "contentMd5",
     large_object: 8 << 20,
-    uploads_in_parts: true,
 };
 
 /// A remote place for one test, with its binding named `remote`.
@@ -169,24 +158,6 @@ fn round_trip(remote: &Remote) {
         fs_binding("local", &source),
         remote_place.binding.clone(),
     ];
-    if !remote.uploads_in_parts {
-        // Refused with the reason, never half-written (in a place of its own); the rest of
-        // the tree is the test.
-        let elsewhere = place(remote, &servers, None);
-        let documents = vec![
-            job(("local", ""), ("remote", &elsewhere.path), "  verify: checksum\n"),
-            fs_binding("local", &source),
-            elsewhere.binding.clone(),
-        ];
-        let manifests = case.manifests("too-large.yaml", &documents);
-        assert_exit(&case.run(&manifests, "too-large.jsonl", &[]), 1);
-        let report = case.report("too-large.jsonl");
-        assert_eq!(paths_with(&report, "failed"), vec!["sparse.bin".to_owned()], "{report:?}");
-        std::fs::remove_file(source.join("sparse.bin")).unwrap();
-        let listed = servers.rclone(&["lsf", &elsewhere.rclone]);
-        let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
-        assert!(!listed.lines().any(|name| name == "sparse.bin"), "a refused object was written anyway: {listed}");
-    }
     let objects = tree_hashes(&source).len();
     let report = case.run_ok("to-remote", to_remote.clone(), &[]);
     assert_eq!(paths_with(&report, "copied").len(), objects, "{report:?}");

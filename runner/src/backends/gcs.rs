@@ -35,5 +35,5 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         builder = builder.endpoint(endpoint);
     }
     let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
-    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None })
+    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None })
 }

@@ -14,6 +14,7 @@ pub mod azblob;
 pub mod fs;
 pub mod gcs;
 pub mod s3;
+pub mod streaming_put;
 pub mod webdav;
 
 /// A provider's operator, before the layers every store gets, and its capabilities.
@@ -24,6 +25,9 @@ pub struct Backend {
     pub capabilities: Capabilities,
     /// The directory behind a filesystem backend.
     pub local_root: Option<PathBuf>,
+    /// Uploads over one part go here, for a provider whose OpenDAL service takes an upload
+    /// only in one request from memory.
+    pub streaming_put: Option<streaming_put::StreamingPut>,
 }
 
 /// The facts about a provider that the engine's decisions depend on.

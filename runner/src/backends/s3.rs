@@ -36,5 +36,5 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         builder = builder.enable_virtual_host_style();
     }
     let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
-    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None })
+    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None })
 }
