@@ -3,7 +3,9 @@
 
 Cases (issue #4): 20,000 x 4 KiB files fs->S3; 8 x 512 MiB files fs->S3; 20,000 x 4 KiB and
 4 x 512 MiB fs->fs, each also against the floor `cp -r` + `b3sum` of both trees; and, beyond
-the issue, 20,000 x 4 KiB S3->fs.
+the issue, 20,000 x 4 KiB S3->fs. Issue #12 adds fs->Azure Blob (small and large), S3->Azure
+Blob and fs->WebDAV (small and large), against Azurite and `rclone serve webdav`.
+`--only azblob` (a substring of case names) runs some of them.
 Measures wall time, objects/s, MB/s, CPU seconds (user+sys of the client), peak RSS, and the
 S3 server's CPU seconds. Every run writes into a new destination (this machine's ext4
 slows down for minutes after large deletes). Usage: bench/bench.py [--runs 3] [--quick]
@@ -75,22 +77,37 @@ def start_s3(state):
 
 
 def binding(name, side):
-    """A CredentialBinding for ("fs", root) or ("s3", (endpoint, bucket, vault_path))."""
+    """A CredentialBinding for ("fs", root), ("s3", (endpoint, bucket, vault_path)),
+    ("azblob", (endpoint, account, container, vault_path)) or ("webdav", (endpoint, vault_path))."""
     kind, value = side
+    head = f"apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: {name}}}\nspec:\n"
     if kind == "fs":
-        return f"apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: {name}}}\nspec:\n  provider: fs\n  fs: {{root: {value}}}\n"
+        return f"{head}  provider: fs\n  fs: {{root: {value}}}\n"
+    if kind == "azblob":
+        endpoint, account, container, vault_path = value
+        return (f"{head}  provider: azblob\n  azblob: {{endpoint: '{endpoint}', account: {account}, container: {container}}}\n"
+                f"  vault: {{path: {vault_path}}}\n")
+    if kind == "webdav":
+        endpoint, vault_path = value
+        return f"{head}  provider: webdav\n  webdav: {{endpoint: '{endpoint}'}}\n  vault: {{path: {vault_path}}}\n"
     endpoint, bucket, vault_path = value
     return (f"apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: {name}}}\nspec:\n  provider: s3\n"
             f"  s3: {{endpoint: '{endpoint}', region: us-east-1, bucket: {bucket}, forcePathStyle: true}}\n  vault: {{path: {vault_path}}}\n")
 
 
-def manifests(directory, source, destination):
+def manifests(directory, source, destination, destination_path=""):
     text = (f"apiVersion: ferry.dev/v1alpha1\nkind: MigrationJob\nmetadata: {{name: bench}}\nspec:\n"
-            f"  source: {{binding: src}}\n  destination: {{binding: dst}}\n  verify: checksum\n  transfers: {TRANSFERS}\n---\n"
+            f"  source: {{binding: src}}\n  destination: {{binding: dst, path: '{destination_path}'}}\n  verify: checksum\n"
+            f"  transfers: {TRANSFERS}\n---\n"
             f"{binding('src', source)}---\n{binding('dst', destination)}")
     path = directory / "job.yaml"
     path.write_text(text)
     return path
+
+
+def put_secret(env, path, fields):
+    subprocess.run(["curl", "-sf", "-X", "POST", "-H", f"X-Vault-Token: {env['VAULT_TOKEN']}", "-d",
+                    json.dumps({"data": fields}), f"{env['VAULT_ADDR']}/v1/secret/data/{path}"], check=True, capture_output=True)
 
 
 def median_row(samples):
@@ -101,6 +118,7 @@ def main():  # noqa: C901 (one linear script)
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--quick", action="store_true", help="smaller data sets, for trying the script")
+    parser.add_argument("--only", default="", help="run only the cases whose name contains this")
     args = parser.parse_args()
     # The binary measured is the one built here, wherever the target directory defaults to.
     subprocess.run(["cargo", "build", "--release", "-q", "-p", "ferry-runner"], cwd=ROOT, check=True,
@@ -124,6 +142,14 @@ def main():  # noqa: C901 (one linear script)
                         f"{env['VAULT_ADDR']}/v1/secret/data/{vault_path}"], check=True, capture_output=True)
         remote = (f":s3,provider=Other,access_key_id={s3['FERRY_TEST_S3_ACCESS_KEY']},secret_access_key={s3['FERRY_TEST_S3_SECRET_KEY']},"
                   f"endpoint='{s3['FERRY_TEST_S3_ENDPOINT']}',region=us-east-1,force_path_style=true")
+        azure = (s3["FERRY_TEST_AZURE_ENDPOINT"], s3["FERRY_TEST_AZURE_ACCOUNT"], s3["FERRY_TEST_AZURE_KEY"])
+        azure_remote = f":azureblob,account={azure[1]},key='{azure[2]}',endpoint='{azure[0]}'"
+        put_secret(env, "bench/azblob", {"accountKey": azure[2]})
+        webdav = (s3["FERRY_TEST_WEBDAV_ENDPOINT"], s3["FERRY_TEST_WEBDAV_USER"], s3["FERRY_TEST_WEBDAV_PASSWORD"])
+        obscured = subprocess.run([str(RCLONE), "obscure", webdav[2]], check=True, capture_output=True, text=True).stdout.strip()
+        webdav_remote = f":webdav,url='{webdav[0]}',vendor=rclone,user={webdav[1]},pass={obscured}"
+        put_secret(env, "bench/webdav", {"username": webdav[1], "password": webdav[2]})
+        azurite, dav = int((work / "servers" / "azurite.pid").read_text()), int((work / "servers" / "webdav.pid").read_text())
         # Filesystem cases first, before the S3 server's deletions and compaction keep the
         # disk busy.
         cases = [
@@ -132,7 +158,13 @@ def main():  # noqa: C901 (one linear script)
             ("small s3->fs", "small", small_count, "s3-fs"),
             ("small fs->s3", "small", small_count, "s3"),
             ("large fs->s3", "large8", 8, "s3"),
+            ("small fs->azblob", "small", small_count, "azblob"),
+            ("large fs->azblob", "large8", 8, "azblob"),
+            ("small s3->azblob", "small", small_count, "s3-azblob"),
+            ("small fs->webdav", "small", small_count, "webdav"),
+            ("large fs->webdav", "large8", 8, "webdav"),
         ]
+        cases = [case for case in cases if args.only in case[0]]
         # The source of the s3->fs case, uploaded once and not measured.
         source_bucket = "benchsource"
         subprocess.run([str(RCLONE), "mkdir", f"{remote}:{source_bucket}"], env=env, check=True)
@@ -148,7 +180,27 @@ def main():  # noqa: C901 (one linear script)
                 for tool in tools:
                     counter += 1
                     target = f"bench{counter}"
-                    if kind == "s3":
+                    if kind in ("azblob", "s3-azblob"):
+                        subprocess.run([str(RCLONE), "mkdir", f"{azure_remote}:{target}"], env=env, check=True)
+                        server = azurite
+                        destination_side = ("azblob", (azure[0], azure[1], target, "bench/azblob"))
+                        if kind == "azblob":
+                            source_side, rclone_source = ("fs", source), str(source)
+                        else:
+                            source_side = ("s3", (s3["FERRY_TEST_S3_ENDPOINT"], source_bucket, vault_path))
+                            rclone_source = f"{remote}:{source_bucket}"
+                        if tool == "ferry":
+                            argv = [str(FERRY), "run", "-f", str(manifests(work, source_side, destination_side))]
+                        else:
+                            argv = [str(RCLONE), "copy", "--checksum", f"--transfers={TRANSFERS}", rclone_source, f"{azure_remote}:{target}"]
+                    elif kind == "webdav":
+                        server = dav
+                        if tool == "ferry":
+                            argv = [str(FERRY), "run", "-f", str(manifests(work, ("fs", source), ("webdav", (webdav[0], "bench/webdav")), target))]
+                        else:
+                            # No checksum on either side to compare: size and time, as rclone does by default.
+                            argv = [str(RCLONE), "copy", f"--transfers={TRANSFERS}", str(source), f"{webdav_remote}:{target}"]
+                    elif kind == "s3":
                         subprocess.run([str(RCLONE), "mkdir", f"{remote}:{target}"], env=env, check=True)
                         server = weed
                         if tool == "ferry":
@@ -179,6 +231,10 @@ def main():  # noqa: C901 (one linear script)
                     # inodes many times slower, which would land in the next measurement.
                     if kind == "s3":
                         subprocess.run([str(RCLONE), "purge", f"{remote}:{target}"], env=env, check=True, capture_output=True)
+                    elif kind in ("azblob", "s3-azblob"):
+                        subprocess.run([str(RCLONE), "purge", f"{azure_remote}:{target}"], env=env, check=True, capture_output=True)
+                    elif kind == "webdav":
+                        subprocess.run([str(RCLONE), "purge", f"{webdav_remote}:{target}"], env=env, check=True, capture_output=True)
                     elif data != "small":
                         shutil.rmtree(destination, ignore_errors=True)
                     os.sync()

@@ -60,6 +60,9 @@ pub struct Placement {
     /// Make the file durable here; false when the caller flushes the filesystem for many
     /// files at once (see `durability`).
     pub sync_file: bool,
+    /// The source's modification time, given to the file so `conflict: newer` and later
+    /// comparisons see the source's age, not the copy's.
+    pub modified: Option<jiff::Timestamp>,
 }
 
 /// One copy between two local filesystems.
@@ -135,6 +138,9 @@ impl Placement {
     /// back at once.
     pub fn finish(&self, staged: &Staged, digests: &Digests, large: bool) -> Result<LocalCopied, LocalCopyError> {
         let result = self.prove(&staged.file, digests, large).and_then(|destination_blake3| {
+            if let Some(modified) = self.modified {
+                staged.file.set_modified(modified.into()).map_err(LocalCopyError::Destination)?;
+            }
             self.root.place(staged, &self.relative)?;
             Ok(LocalCopied { digests: digests.clone(), destination_blake3 })
         });
@@ -347,6 +353,8 @@ pub fn file_of(root: &Path, base: &str, key: &str) -> PathBuf {
 mod tests {
     use super::*;
 
+    const SOURCE_TIME: &str = "2020-01-02T03:04:05Z";
+
     fn copy(directory: &Path, verify: VerifyMode, listed_size: u64) -> LocalCopy {
         LocalCopy {
             source: directory.join("in/a b/ü.txt"),
@@ -355,6 +363,7 @@ mod tests {
                 relative: "x/a b/ü.txt".to_owned(),
                 verify,
                 sync_file: true,
+                modified: Some(SOURCE_TIME.parse().unwrap()),
             },
             listed_size,
             stop: None,
@@ -368,6 +377,8 @@ mod tests {
         std::fs::write(directory.path().join("in/a b/ü.txt"), b"hello").unwrap();
         let copied = copy(directory.path(), VerifyMode::Checksum, 5).run().unwrap();
         assert_eq!(std::fs::read(directory.path().join("out/x/a b/ü.txt")).unwrap(), b"hello");
+        let modified = std::fs::metadata(directory.path().join("out/x/a b/ü.txt")).unwrap().modified().unwrap();
+        assert_eq!(jiff::Timestamp::try_from(modified).unwrap(), SOURCE_TIME.parse().unwrap(), "the source's time");
         assert_eq!(copied.destination_blake3, copied.digests.blake3);
         assert!(copied.destination_blake3.is_some());
         assert_eq!(std::fs::read_dir(directory.path().join("out/.ferry-partial")).unwrap().count(), 0);

@@ -279,7 +279,7 @@ impl Transfers {
         }
         let Some((entry, digests)) = spooled.as_ref() else { return Err(TransferError::Interrupted) };
         if object.size <= LOCAL_COPY_LIMIT && self.throttle.is_none() {
-            return self.place_locally(&object.key, entry, digests, root).await;
+            return self.place_locally(object, entry, digests, root).await;
         }
         let reader = entry.reader().await?;
         let pieces = futures::stream::try_unfold(reader, |mut reader| async move {
@@ -297,7 +297,7 @@ impl Transfers {
         pieces: impl futures::Stream<Item = Result<bytes::Bytes, TransferError>>,
         known: Option<Digests>,
     ) -> Result<Copied, TransferError> {
-        let placement = self.placement(&object.key, root);
+        let placement = self.placement(object, root);
         let starting = placement.clone();
         let staged = tokio::task::spawn_blocking(move || starting.begin())
             .await
@@ -361,7 +361,7 @@ impl Transfers {
         }
         let copy = LocalCopy {
             source: file_of(source_root, &self.source.base, &object.key),
-            placement: self.placement(&object.key, destination_root),
+            placement: self.placement(object, destination_root),
             listed_size: object.size,
             stop: Some(self.stop.clone()),
         };
@@ -374,7 +374,7 @@ impl Transfers {
     /// joins the shared flush instead (20,000 small files from S3: twice as fast).
     async fn place_locally(
         &self,
-        key: &str,
+        object: &ObjectInfo,
         entry: &SpoolEntry,
         digests: &Digests,
         destination_root: &Arc<SafeRoot>,
@@ -386,19 +386,20 @@ impl Transfers {
         while let Some(piece) = reader.next().await? {
             data.extend_from_slice(&piece);
         }
-        let (placement, digests) = (self.placement(key, destination_root), digests.clone());
+        let (placement, digests) = (self.placement(object, destination_root), digests.clone());
         let result = tokio::task::spawn_blocking(move || placement.write(&data, &digests))
             .await
             .map_err(|_| TransferError::Interrupted)?;
         Ok(self.placed(result.map_err(|error| local_error(error, entry.len()))?))
     }
 
-    fn placement(&self, key: &str, root: &Arc<SafeRoot>) -> Placement {
+    fn placement(&self, object: &ObjectInfo, root: &Arc<SafeRoot>) -> Placement {
         Placement {
             root: root.clone(),
-            relative: self.destination_path(key),
+            relative: self.destination_path(&object.key),
             verify: self.verify,
             sync_file: self.durability.is_none(),
+            modified: object.modified,
         }
     }
 

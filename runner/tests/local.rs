@@ -101,6 +101,25 @@ fn the_reserved_directory_is_never_copied_compared_or_deleted() {
 }
 
 #[test]
+fn copies_keep_the_source_time_so_newer_sees_a_later_edit() {
+    let (case, manifests) = fs_case("  conflict: newer\n");
+    let file = case.path("source/notes.txt");
+    std::fs::write(&file, "v1").unwrap();
+    let at = |date: &str| std::time::SystemTime::from(date.parse::<jiff::Timestamp>().unwrap());
+    std::fs::File::options().write(true).open(&file).unwrap().set_modified(at("2020-01-01T00:00:00Z")).unwrap();
+    assert_exit(&case.run(&manifests, "first.jsonl", &[]), 0);
+    let copied = std::fs::metadata(case.path("destination/copy/notes.txt")).unwrap().modified().unwrap();
+    assert_eq!(copied, at("2020-01-01T00:00:00Z"));
+
+    // Edited later, but long before the copy was made: still newer than the copy's source.
+    std::fs::write(&file, "v2").unwrap();
+    std::fs::File::options().write(true).open(&file).unwrap().set_modified(at("2021-01-01T00:00:00Z")).unwrap();
+    assert_exit(&case.run(&manifests, "second.jsonl", &[]), 0);
+    assert_eq!(paths_with(&case.report("second.jsonl"), "copied"), vec!["notes.txt".to_owned()]);
+    assert_eq!(std::fs::read_to_string(case.path("destination/copy/notes.txt")).unwrap(), "v2");
+}
+
+#[test]
 fn an_empty_source_never_wipes_the_destination() {
     let (case, manifests) = fs_case("  mode: sync\n  deleteExtraneous: true\n");
     std::fs::create_dir_all(case.path("destination/copy")).unwrap();
