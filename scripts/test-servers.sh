@@ -50,7 +50,7 @@ JSON
   "$tools/bin/weed" mini -dir="$state/weed-data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.port="$(free_port)" -master.telemetry=false -volume.port="$(free_port)" -filer.port="$(free_port)" \
     -s3.port="$s3_port" -s3.config="$state/s3.json" -s3.port.iceberg=0 -s3.port.lance=0 \
-    -webdav=false -admin.ui=false -metricsPort=0 >"$state/weed.log" 2>&1 &
+    -webdav=false -admin.ui=false -metricsPort=0 -master.volumeSizeLimitMB=64 -volume.max=2000 >"$state/weed.log" 2>&1 &
   echo $! >"$state/weed.pid"
 
   # Azurite's Blob service only; no telemetry (it would try to reach Application Insights).

@@ -434,7 +434,8 @@ impl Transfers {
         let metadata = self
             .destination
             .operator
-            .write(&self.destination_path(&object.key), data)
+            .write_with(&self.destination_path(&object.key), data)
+            .content_type(content_type(&object.key))
             .await
             .map_err(TransferError::Destination)?;
         let reported = reported_checksum(&metadata, self.destination.capabilities.checksum);
@@ -559,7 +560,8 @@ impl Transfers {
         }
         let path = self.destination_path(key);
         // Exact part boundaries make the multipart ETag computable on this side.
-        let writer = self.destination.operator.writer_with(&path).chunk(self.part_size).await;
+        let writer =
+            self.destination.operator.writer_with(&path).chunk(self.part_size).content_type(content_type(key)).await;
         writer.map_err(TransferError::Destination)
     }
 
@@ -713,6 +715,13 @@ async fn finish_write(
             Err(error)
         }
     }
+}
+
+/// The media type an object is stored with, from its name's extension as rclone does (the
+/// listings Ferry reads do not carry the source's), so browsers and CDNs in front of the
+/// destination serve it as what it is.
+pub fn content_type(key: &str) -> &'static str {
+    mime_guess::from_path(key).first_raw().unwrap_or("application/octet-stream")
 }
 
 /// Where an upload's bytes go.

@@ -30,6 +30,8 @@ struct Remote {
     verified_by: &'static str,
     /// The size of the large (sparse) object in the round trip.
     large_object: u64,
+    /// Whether objects keep a media type (object stores do; WebDAV servers guess their own).
+    stores_content_type: bool,
 }
 
 fn s3_endpoint(servers: &Servers) -> String {
@@ -91,14 +93,21 @@ fn gcs_place(servers: &Servers, endpoint: &str) -> (String, String, String) {
 /// Larger than the runner's 8 MiB part: a multipart upload, or blocks.
 const LARGE: u64 = 20 << 20;
 
-const S3: Remote =
-    Remote { provider: "s3", endpoint: s3_endpoint, place: s3_place, verified_by: "md5Etag", large_object: LARGE };
+const S3: Remote = Remote {
+    provider: "s3",
+    endpoint: s3_endpoint,
+    place: s3_place,
+    verified_by: "md5Etag",
+    large_object: LARGE,
+    stores_content_type: true,
+};
 const AZBLOB: Remote = Remote {
     provider: "azblob",
     endpoint: azure_endpoint,
     place: azure_place,
     verified_by: "contentMd5",
     large_object: LARGE,
+    stores_content_type: true,
 };
 const WEBDAV: Remote = Remote {
     provider: "webdav",
@@ -106,6 +115,7 @@ const WEBDAV: Remote = Remote {
     place: webdav_place,
     verified_by: "blake3Readback",
     large_object: LARGE,
+    stores_content_type: false,
 };
 /// fake-gcs-server lacks the XML multipart API that OpenDAL (and real GCS) use for objects
 /// over one part, so the stand-in is given a large object of exactly one part.
@@ -115,6 +125,7 @@ const GCS: Remote = Remote {
     place: gcs_place,
     verified_by: "contentMd5",
     large_object: 8 << 20,
+    stores_content_type: true,
 };
 
 /// A remote place for one test, with its binding named `remote`.
@@ -164,6 +175,12 @@ fn round_trip(remote: &Remote) {
     let small = report.iter().find(|r| r["path"] == "plain.txt").unwrap();
     assert_eq!(small["verifiedBy"], remote.verified_by, "{}: {small}", remote.provider);
     rclone_check(&servers, &source, &remote_place.rclone);
+    if remote.stores_content_type {
+        // The object's own media type (services default to an octet stream when none is sent).
+        let stat = servers.rclone(&["lsjson", "--stat", &format!("{}/plain.txt", remote_place.rclone)]);
+        let stat: serde_json::Value = serde_json::from_slice(&stat.stdout).unwrap();
+        assert_eq!(stat["MimeType"], "text/plain", "{}: {stat}", remote.provider);
+    }
 
     let back = case.path("back");
     let from_remote = vec![
