@@ -1,12 +1,13 @@
 //! One runner attempt end to end without Kubernetes: the operator wraps real credentials in
 //! OpenBao and builds the plan; `ferry-runner cluster` (in process) unwraps them, moves a
 //! bucket between real S3 buckets, and reports to the real HTTPS progress API. Running the
-//! same attempt twice is refused, because its tokens were already used.
+//! same attempt twice is refused, because its tokens were already used. A second attempt
+//! moves S3 to Azure Blob (Azurite), each side's credentials wrapped in OpenBao.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ferry_api::MigrationJob;
@@ -51,16 +52,28 @@ fn planned(mut binding: PlannedBinding, wrapped: &WrappedCredentials) -> Planned
     binding
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_attempt_unwraps_copies_verifies_and_reports_then_its_tokens_are_spent() {
-    let servers = servers();
-    let work = tempfile::tempdir().unwrap();
-    let (source_bucket, destination_bucket) = (servers.bucket("attempt-src"), servers.bucket("attempt-dst"));
-    let local = work.path().join("data");
-    write_small_files(&local, 40, 1000);
-    servers.rclone(&["copy", &local.to_string_lossy(), &servers.s3_remote(&format!("{source_bucket}/data"))]);
-    let vault_path = servers.s3_credentials_in_vault();
+/// What the runner pod of shard 0 would be given (plan, its digest, wrapped tokens), written
+/// under a test's directory, and the progress API it reports to.
+struct Pod {
+    hub: ProgressHub,
+    identity: JobIdentity,
+    address: std::net::SocketAddr,
+    plan: String,
+    options: ClusterOptions,
+    termination: PathBuf,
+    stop: tokio::sync::oneshot::Sender<()>,
+}
 
+impl Pod {
+    /// The final report the runner left as its termination message.
+    fn last_report(&self) -> ProgressReport {
+        serde_json::from_str(&std::fs::read_to_string(&self.termination).unwrap()).unwrap()
+    }
+}
+
+/// Wraps both bindings' credentials in OpenBao as the operator does, plans the attempt,
+/// starts the progress API and writes the pod's files.
+async fn prepare(servers: &Servers, work: &Path, source: PlannedBinding, destination: PlannedBinding) -> Pod {
     let vault = Vault::connect(VaultConfig {
         address: servers.vault_address.parse().unwrap(),
         ca_file: None,
@@ -68,13 +81,11 @@ async fn an_attempt_unwraps_copies_verifies_and_reports_then_its_tokens_are_spen
     })
     .await
     .unwrap();
-    let source = binding(&servers, "old", &source_bucket, &vault_path);
-    let destination = binding(&servers, "new", &destination_bucket, &vault_path);
     let ttl = Duration::from_secs(120);
     let source_wrapped = vault.wrap_credentials(&source.spec, ttl).await.unwrap();
     let destination_wrapped = vault.wrap_credentials(&destination.spec, ttl).await.unwrap();
 
-    let tls = self_signed(work.path());
+    let tls = self_signed(work);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let hub = ProgressHub::without_lookup();
@@ -83,7 +94,7 @@ async fn an_attempt_unwraps_copies_verifies_and_reports_then_its_tokens_are_spen
         stopped.await.ok();
     }));
 
-    let job = job("old", "new");
+    let job = job(&source.name, &destination.name);
     let identity =
         JobIdentity { namespace: "team-a".into(), name: "copy".into(), uid: job.metadata.uid.clone().unwrap() };
     let progress_token = new_attempt_token().unwrap();
@@ -103,17 +114,17 @@ async fn an_attempt_unwraps_copies_verifies_and_reports_then_its_tokens_are_spen
         ..RunnerEnvironment::default()
     };
     let documents = plan::plan_documents(&attempt, &environment).unwrap();
-    let plan_file = work.path().join("plan.json");
+    let plan_file = work.join("plan.json");
     std::fs::write(&plan_file, &documents[0]).unwrap();
-    let credentials = work.path().join("credentials");
+    let credentials = work.join("credentials");
     std::fs::create_dir(&credentials).unwrap();
     std::fs::write(credentials.join(SOURCE_TOKEN_FILE), source_wrapped.token.as_bytes()).unwrap();
     std::fs::write(credentials.join(DESTINATION_TOKEN_FILE), destination_wrapped.token.as_bytes()).unwrap();
     std::fs::write(credentials.join(PROGRESS_TOKEN_FILE), progress_token.as_bytes()).unwrap();
     std::fs::write(credentials.join(PLAN_DIGEST_FILE), plan_digest(documents[0].as_bytes())).unwrap();
-    let spool = work.path().join("spool");
+    let spool = work.join("spool");
     std::fs::create_dir(&spool).unwrap();
-    let termination = work.path().join("termination-log");
+    let termination = work.join("termination-log");
     let options = ClusterOptions {
         plan: plan_file,
         credentials,
@@ -122,12 +133,27 @@ async fn an_attempt_unwraps_copies_verifies_and_reports_then_its_tokens_are_spen
         progress_ca: Some(tls.cert.clone()),
         vault_ca: None,
     };
+    Pod { hub, identity, address, plan: documents[0].clone(), options, termination, stop }
+}
 
-    assert_eq!(run(options.clone()).await, ExitStatus::Success);
-    let last: ProgressReport = serde_json::from_str(&std::fs::read_to_string(&termination).unwrap()).unwrap();
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_unwraps_copies_verifies_and_reports_then_its_tokens_are_spent() {
+    let servers = servers();
+    let work = tempfile::tempdir().unwrap();
+    let (source_bucket, destination_bucket) = (servers.bucket("attempt-src"), servers.bucket("attempt-dst"));
+    let local = work.path().join("data");
+    write_small_files(&local, 40, 1000);
+    servers.rclone(&["copy", &local.to_string_lossy(), &servers.s3_remote(&format!("{source_bucket}/data"))]);
+    let vault_path = servers.s3_credentials_in_vault();
+    let source = binding(&servers, "old", &source_bucket, &vault_path);
+    let destination = binding(&servers, "new", &destination_bucket, &vault_path);
+    let pod = prepare(&servers, work.path(), source, destination).await;
+
+    assert_eq!(run(pod.options.clone()).await, ExitStatus::Success);
+    let last = pod.last_report();
     assert_eq!(last.outcome, Some(Outcome::Succeeded));
     assert_eq!((last.progress.objects_total, last.progress.objects_verified), (40, 40));
-    let reported = hub.latest(&identity.uid).unwrap();
+    let reported = pod.hub.latest(&pod.identity.uid).unwrap();
     assert_eq!(reported.shards[&0].progress.objects_verified, 40, "the operator has the final counts");
     servers.rclone(&[
         "check",
@@ -139,7 +165,7 @@ async fn an_attempt_unwraps_copies_verifies_and_reports_then_its_tokens_are_spen
 
     // The per-object report is left at the destination, one verified record per object.
     assert_eq!(last.report_objects, Some(40));
-    let key = ferry_api::reports::report_key(&identity, 1, 0);
+    let key = ferry_api::reports::report_key(&pod.identity, 1, 0);
     let report = servers.rclone(&["cat", &servers.s3_remote(&format!("{destination_bucket}/moved/{key}"))]);
     let records: Vec<serde_json::Value> =
         String::from_utf8(report.stdout).unwrap().lines().map(|line| serde_json::from_str(line).unwrap()).collect();
@@ -148,20 +174,67 @@ async fn an_attempt_unwraps_copies_verifies_and_reports_then_its_tokens_are_spen
 
     // The same tokens again: Vault no longer knows them although they have not expired, so
     // someone used them. The attempt is refused loudly and nothing is read.
-    assert_eq!(run(options.clone()).await, ExitStatus::SecurityViolation);
-    let refused: ProgressReport = serde_json::from_str(&std::fs::read_to_string(&termination).unwrap()).unwrap();
+    assert_eq!(run(pod.options.clone()).await, ExitStatus::SecurityViolation);
+    let refused = pod.last_report();
     assert!(matches!(refused.outcome, Some(Outcome::SecurityViolation { .. })), "{refused:?}");
 
     // A plan someone edited in the ConfigMap (here: pointing progress elsewhere) no longer
     // matches the digest beside the tokens: refused before anything in it is used.
-    let edited = documents[0].replace(&format!("https://{address}"), "https://attacker.invalid");
-    assert_ne!(edited, documents[0]);
-    std::fs::write(&options.plan, edited).unwrap();
-    let before = hub.latest(&identity.uid).unwrap().shards[&0].sequence;
-    assert_eq!(run(options).await, ExitStatus::SecurityViolation);
-    let refused: ProgressReport = serde_json::from_str(&std::fs::read_to_string(&termination).unwrap()).unwrap();
+    let edited = pod.plan.replace(&format!("https://{}", pod.address), "https://attacker.invalid");
+    assert_ne!(edited, pod.plan);
+    std::fs::write(&pod.options.plan, edited).unwrap();
+    let before = pod.hub.latest(&pod.identity.uid).unwrap().shards[&0].sequence;
+    assert_eq!(run(pod.options.clone()).await, ExitStatus::SecurityViolation);
+    let refused = pod.last_report();
     let Some(Outcome::SecurityViolation { reason }) = &refused.outcome else { panic!("{refused:?}") };
     assert!(reason.contains("not the one the operator launched"), "{reason}");
-    assert_eq!(hub.latest(&identity.uid).unwrap().shards[&0].sequence, before, "nothing was posted");
-    let _ = stop.send(());
+    assert_eq!(pod.hub.latest(&pod.identity.uid).unwrap().shards[&0].sequence, before, "nothing was posted");
+    let _ = pod.stop.send(());
+}
+
+/// The cluster path for a provider beyond S3: wrapped credentials for S3 and Azure Blob,
+/// unwrapped once by the runner, every object verified at Azurite by the MD5 it computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_moves_s3_to_azure_blob_with_wrapped_credentials() {
+    let servers = servers();
+    let work = tempfile::tempdir().unwrap();
+    let source_bucket = servers.bucket("attempt-az-src");
+    let local = work.path().join("data");
+    write_small_files(&local, 25, 900);
+    servers.rclone(&["copy", &local.to_string_lossy(), &servers.s3_remote(&format!("{source_bucket}/data"))]);
+    let azure = servers.azure().clone();
+    let container = servers.azure_container("attempt");
+    let azure_path = format!("tenants/team-a/{}", unique("azure"));
+    servers.put_secret(&azure_path, &[("accountKey", &azure.key)]);
+    let source = binding(&servers, "old", &source_bucket, &servers.s3_credentials_in_vault());
+    let destination_spec = serde_yaml::from_str(&format!(
+        "provider: azblob\nazblob: {{endpoint: \"{}\", account: {}, container: {container}}}\nvault: {{path: {azure_path}}}",
+        azure.endpoint, azure.account
+    ))
+    .unwrap();
+    let destination = PlannedBinding {
+        name: "new".into(),
+        spec: destination_spec,
+        secret_creation_path: None,
+        secret_fields: vec![],
+    };
+    let pod = prepare(&servers, work.path(), source, destination).await;
+
+    assert_eq!(run(pod.options.clone()).await, ExitStatus::Success);
+    let last = pod.last_report();
+    assert_eq!(last.outcome, Some(Outcome::Succeeded));
+    assert_eq!((last.progress.objects_total, last.progress.objects_verified), (25, 25));
+    assert_eq!(last.report_objects, Some(25));
+    let reported = pod.hub.latest(&pod.identity.uid).unwrap();
+    assert_eq!(reported.shards[&0].progress.objects_verified, 25, "the operator has the final counts");
+    let output = servers.rclone(&[
+        "check",
+        "--download",
+        "--exclude",
+        ".ferry/**",
+        &local.to_string_lossy(),
+        &servers.azure_remote(&format!("{container}/moved")),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let _ = pod.stop.send(());
 }
