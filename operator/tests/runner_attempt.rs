@@ -204,8 +204,7 @@ async fn an_attempt_moves_s3_to_azure_blob_with_wrapped_credentials() {
     servers.rclone(&["copy", &local.to_string_lossy(), &servers.s3_remote(&format!("{source_bucket}/data"))]);
     let azure = servers.azure().clone();
     let container = servers.azure_container("attempt");
-    let azure_path = format!("tenants/team-a/{}", unique("azure"));
-    servers.put_secret(&azure_path, &[("accountKey", &azure.key)]);
+    let azure_path = servers.secret_in_vault("azure", &[("accountKey", &azure.key)]);
     let source = binding(&servers, "old", &source_bucket, &servers.s3_credentials_in_vault());
     let destination_spec = serde_yaml::from_str(&format!(
         "provider: azblob\nazblob: {{endpoint: \"{}\", account: {}, container: {container}}}\nvault: {{path: {azure_path}}}",

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use common::{Case, paths_with};
-use ferry_e2e::{Servers, fs_binding, job, servers, tree_hashes, unique, write_small_files, write_tricky_tree};
+use ferry_e2e::{Servers, fs_binding, job, servers, tree_hashes, write_small_files, write_tricky_tree};
 
 /// How a backend is reached in a test: a fresh place on its server, a binding for it, and an
 /// rclone remote for the same place.
@@ -54,8 +54,7 @@ fn azure_endpoint(servers: &Servers) -> String {
 fn azure_place(servers: &Servers, endpoint: &str) -> (String, String, String) {
     let azure = servers.azure();
     let container = servers.azure_container("conformance");
-    let path = format!("tenants/test/{}", unique("azure"));
-    servers.put_secret(&path, &[("accountKey", &azure.key)]);
+    let path = servers.secret_in_vault("azure", &[("accountKey", &azure.key)]);
     let spec = format!(
         "  provider: azblob\n  azblob: {{endpoint: \"{endpoint}\", account: {}, container: {container}}}\n  vault: {{path: {path}}}\n",
         azure.account
@@ -70,8 +69,7 @@ fn webdav_endpoint(servers: &Servers) -> String {
 fn webdav_place(servers: &Servers, endpoint: &str) -> (String, String, String) {
     let webdav = servers.webdav();
     let directory = servers.webdav_directory("conformance");
-    let path = format!("tenants/test/{}", unique("webdav"));
-    servers.put_secret(&path, &[("username", &webdav.user), ("password", &webdav.password)]);
+    let path = servers.secret_in_vault("webdav", &[("username", &webdav.user), ("password", &webdav.password)]);
     let spec = format!("  provider: webdav\n  webdav: {{endpoint: \"{endpoint}\"}}\n  vault: {{path: {path}}}\n");
     (spec, format!("{directory}/"), servers.webdav_remote(&directory))
 }
@@ -82,9 +80,8 @@ fn gcs_endpoint(servers: &Servers) -> String {
 
 fn gcs_place(servers: &Servers, endpoint: &str) -> (String, String, String) {
     let bucket = servers.gcs_bucket("conformance");
-    let path = format!("tenants/test/{}", unique("gcs"));
     // fake-gcs-server takes any token; a real bucket would want one from Vault's GCP engine.
-    servers.put_secret(&path, &[("accessToken", "conformance-token")]);
+    let path = servers.secret_in_vault("gcs", &[("accessToken", "conformance-token")]);
     let spec =
         format!("  provider: gcs\n  gcs: {{endpoint: \"{endpoint}\", bucket: {bucket}}}\n  vault: {{path: {path}}}\n");
     (spec, String::new(), servers.gcs_remote(&bucket))

@@ -340,8 +340,13 @@ impl Servers {
 
     /// Stores this server's S3 keys in Vault at a fresh path and returns the path.
     pub fn s3_credentials_in_vault(&self) -> String {
-        let path = format!("tenants/test/{}", unique("s3"));
-        self.put_secret(&path, &[("accessKeyId", &self.s3_access_key), ("secretAccessKey", &self.s3_secret_key)]);
+        self.secret_in_vault("s3", &[("accessKeyId", &self.s3_access_key), ("secretAccessKey", &self.s3_secret_key)])
+    }
+
+    /// Stores `fields` in Vault at a fresh path under `tenants/test/` and returns the path.
+    pub fn secret_in_vault(&self, prefix: &str, fields: &[(&str, &str)]) -> String {
+        let path = format!("tenants/test/{}", unique(prefix));
+        self.put_secret(&path, fields);
         path
     }
 
