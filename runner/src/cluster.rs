@@ -226,11 +226,12 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
         })
     };
     // The report goes to an unnamed file in the pod's scratch space, then to the destination.
-    let report_file = match keep_report(&plan, &options.spool_directory) {
-        Ok(file) => file,
+    let (report_writer, report_file) = match keep_report(&plan, &options.spool_directory) {
+        Ok(Some(KeptReport { writer, reader, key })) => (Some(writer), Some((reader, key))),
+        Ok(None) => (None, None),
         Err(message) => {
             eprintln!("ferry-runner: no per-object report for this attempt: {message}");
-            None
+            (None, None)
         }
     };
     let report_destination = destination.clone();
@@ -241,7 +242,7 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
         destination,
         shard: plan.shard,
         spool_directory: options.spool_directory.clone(),
-        report: report_file.as_ref().and_then(|(file, _)| file.try_clone().ok()),
+        report: report_writer,
         deletion_gate: reporter.poster.is_some().then(|| ask_operator(reporter.clone(), accounting.clone())),
     };
     let result = run::execute(execution, accounting.clone(), run::stop_on_signal()).await;
@@ -269,14 +270,24 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
     status
 }
 
-/// A file for the per-object report and its key at the destination; `None` for a dry run,
-/// which changes nothing at the destination (its counts are in the job's status).
-fn keep_report(plan: &RunnerPlan, scratch: &Path) -> Result<Option<(std::fs::File, String)>, String> {
+/// The per-object report of a run in a pod: an unnamed file in its scratch space, written
+/// through one handle and uploaded from the other to `key` at the destination.
+struct KeptReport {
+    writer: std::fs::File,
+    reader: std::fs::File,
+    key: String,
+}
+
+/// A file for the per-object report; `None` for a dry run, which changes nothing at the
+/// destination (its counts are in the job's status).
+fn keep_report(plan: &RunnerPlan, scratch: &Path) -> Result<Option<KeptReport>, String> {
     if plan.spec.dry_run {
         return Ok(None);
     }
-    let file = tempfile::tempfile_in(scratch).map_err(|error| format!("{}: {error}", scratch.display()))?;
-    Ok(Some((file, report_key(&plan.job, plan.attempt, plan.shard.index))))
+    let unavailable = |error: std::io::Error| format!("{}: {error}", scratch.display());
+    let writer = tempfile::tempfile_in(scratch).map_err(unavailable)?;
+    let reader = writer.try_clone().map_err(unavailable)?;
+    Ok(Some(KeptReport { writer, reader, key: report_key(&plan.job, plan.attempt, plan.shard.index) }))
 }
 
 /// Uploads the report and returns its record count, or `None` (logged) when it could not be left.

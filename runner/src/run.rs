@@ -212,13 +212,10 @@ pub async fn execute(
         None => None,
     };
     // Other destinations are throttled in their OpenDAL layers, which streaming PUTs bypass.
-    let throttle = match (&destination_root, &spec.bandwidth_limit) {
-        (Some(_), Some(limit)) => Some(Arc::new(Throttle::new(limit.bytes(), PART_SIZE as u64))),
-        (None, Some(limit)) if destination.streaming_put.is_some() => {
-            Some(Arc::new(Throttle::new(limit.bytes(), PART_SIZE as u64)))
-        }
-        _ => None,
-    };
+    let throttled_here = destination_root.is_some() || destination.streaming_put.is_some();
+    let throttle = (spec.bandwidth_limit.as_ref())
+        .filter(|_| throttled_here)
+        .map(|limit| Arc::new(Throttle::new(limit.bytes(), PART_SIZE as u64)));
     let transfers = Transfers {
         source,
         destination,

@@ -567,8 +567,11 @@ impl Transfers {
 
     async fn verify(&self, key: &str, source: &Digests, reported: Option<String>) -> Result<Copied, TransferError> {
         let etag = match (reported, self.destination.capabilities.checksum) {
-            // Some services compute the MD5 but leave it out of the upload's answer.
-            (None, ReportedChecksum::ContentMd5 { .. }) if self.verify == VerifyMode::Checksum => {
+            // Some services compute the MD5 but leave it out of the upload's answer. Asked only
+            // when the source's MD5 was taken, that is for an upload the service hashes.
+            (None, ReportedChecksum::ContentMd5 { .. })
+                if self.verify == VerifyMode::Checksum && source.md5.is_some() =>
+            {
                 let metadata = self.destination.operator.stat(&self.destination_path(key)).await;
                 metadata.ok().and_then(|metadata| reported_checksum(&metadata, self.destination.capabilities.checksum))
             }

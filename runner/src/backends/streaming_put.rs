@@ -31,6 +31,9 @@ pub enum StreamingPutError {
     /// The URL could not be built.
     #[error("the endpoint {0:?} is not a URL that paths can be added to")]
     Endpoint(String),
+    /// The task sending the request ended without an answer (it panicked or was cancelled).
+    #[error("PUT {0}: the request stopped without an answer")]
+    Stopped(String),
 }
 
 /// Where and how to PUT objects.
@@ -107,7 +110,7 @@ impl StreamingUpload {
         match (&mut self.response).await {
             Ok(Err(source)) => Err(StreamingPutError::Request { path: self.path.clone(), source }),
             Ok(Ok(response)) => Err(StreamingPutError::Status { path: self.path.clone(), status: response.status() }),
-            Err(_) => Err(StreamingPutError::Endpoint("the upload task stopped".to_owned())),
+            Err(_) => Err(StreamingPutError::Stopped(self.path.clone())),
         }
     }
 
@@ -118,7 +121,7 @@ impl StreamingUpload {
             Ok(response) => {
                 response.map_err(|source| StreamingPutError::Request { path: self.path.clone(), source })?
             }
-            Err(_) => return Err(StreamingPutError::Endpoint("the upload task stopped".to_owned())),
+            Err(_) => return Err(StreamingPutError::Stopped(self.path.clone())),
         };
         if !response.status().is_success() {
             return Err(StreamingPutError::Status { path: self.path, status: response.status() });
