@@ -418,8 +418,22 @@ pub struct LocalKubelet {
 impl LocalKubelet {
     /// Starts watching (by polling every second) the pods in `namespace` matching `selector`.
     pub fn start(client: kube::Client, namespace: &str, selector: String, runner: PathBuf, root: PathBuf) -> Self {
+        Self::start_holding(client, namespace, selector, runner, root, &[])
+    }
+
+    /// As [`Self::start`], with the pods named in `held` held from the first pass (for pods
+    /// that exist already, which [`Self::hold`] would race with).
+    pub fn start_holding(
+        client: kube::Client,
+        namespace: &str,
+        selector: String,
+        runner: PathBuf,
+        root: PathBuf,
+        held: &[&str],
+    ) -> Self {
         let record = Arc::new(Mutex::new(KubeletRecord::default()));
-        let control = Arc::new(Mutex::new(Control::default()));
+        let held = held.iter().map(|pod| (*pod).to_owned()).collect();
+        let control = Arc::new(Mutex::new(Control { held, ..Control::default() }));
         let kubelet = Kubelet {
             pods: Api::namespaced(client.clone(), namespace),
             config_maps: Api::namespaced(client.clone(), namespace),
@@ -1109,8 +1123,9 @@ esac
         let (client, cluster) = fake_cluster(&[0]);
         let directory = tempfile::tempdir().unwrap();
         let runner = fake_runner(directory.path());
-        let kubelet = LocalKubelet::start(client, "e2e", "ferry.dev/job=copy".into(), runner, directory.path().into());
-        kubelet.hold("ferry-copy-a1-s0");
+        let pod = "ferry-copy-a1-s0";
+        let selector = "ferry.dev/job=copy".to_owned();
+        let kubelet = LocalKubelet::start_holding(client, "e2e", selector, runner, directory.path().into(), &[pod]);
         // Seen on at least two passes, never started.
         let started = std::time::Instant::now();
         while started.elapsed() < Duration::from_millis(2500) {
