@@ -13,6 +13,16 @@ if ! have curl; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends curl ca-certificates
 fi
 
+# OpenSSH's sshd is the SFTP server the tests start on a loopback port, for one local account
+# that can only use SFTP (no shell), with a password and a key the test servers script makes.
+if [ ! -x /usr/sbin/sshd ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server
+fi
+if ! id ferry-sftp >/dev/null 2>&1; then
+  useradd --create-home --shell /usr/sbin/nologin ferry-sftp
+fi
+echo 'ferry-sftp:ferry-test-secret' | chpasswd
+
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "installing cargo-nextest"
   cargo install --locked cargo-nextest

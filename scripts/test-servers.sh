@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Starts (or stops) the real servers the test suite shares, on free loopback ports:
 # OpenBao's dev server (Vault API), SeaweedFS (S3), Azurite (Azure Blob), `rclone serve webdav`
-# (WebDAV) and fake-gcs-server (GCS JSON API). `start` prints `export` lines for the tests'
+# (WebDAV), fake-gcs-server (GCS JSON API) and OpenSSH's sshd (SFTP, for the ferry-sftp account). `start` prints `export` lines for the tests'
 # environment; each test then uses its own buckets, containers, directories and Vault paths.
 #   eval "$(scripts/test-servers.sh start)"; ...; scripts/test-servers.sh stop
 set -euo pipefail
@@ -31,13 +31,13 @@ stop() {
     for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   done
   rm -f "$state"/*.pid
-  rm -rf "$state/weed-data" "$state/azurite" "$state/webdav-root"
+  rm -rf "$state/weed-data" "$state/azurite" "$state/webdav-root" "$state/sftp" "$state/sftp-root"
 }
 
 start() {
   stop
-  mkdir -p "$state/weed-data" "$state/azurite" "$state/webdav-root"
-  local bao_port s3_port azure_port webdav_port gcs_port root_token=ferry-test-root
+  mkdir -p "$state/weed-data" "$state/azurite" "$state/webdav-root" "$state/sftp" "$state/sftp-root"
+  local bao_port s3_port azure_port webdav_port gcs_port sftp_port root_token=ferry-test-root
   bao_port=$(free_port)
   "$tools/bin/bao" server -dev -dev-root-token-id="$root_token" -dev-listen-address="127.0.0.1:$bao_port" \
     -dev-no-store-token >"$state/bao.log" 2>&1 &
@@ -71,6 +71,35 @@ JSON
     >"$state/fake-gcs.log" 2>&1 &
   echo $! >"$state/fake-gcs.pid"
 
+  # sshd with its own host key and configuration; the account may only use SFTP, under sftp-root.
+  sftp_port=$(free_port)
+  ssh-keygen -q -t ed25519 -N '' -C ferry-test-host -f "$state/sftp/host_ed25519"
+  ssh-keygen -q -t ed25519 -N '' -C ferry-test-client -f "$state/sftp/client_ed25519"
+  cp "$state/sftp/client_ed25519.pub" "$state/sftp/authorized_keys"
+  chown ferry-sftp "$state/sftp-root"
+  chmod 755 "$state"  # the account must reach its root below it (mktemp makes it 0700)
+  mkdir -p /run/sshd
+  cat >"$state/sftp/sshd_config" <<SSHD
+Port $sftp_port
+ListenAddress 127.0.0.1
+HostKey $state/sftp/host_ed25519
+PidFile none
+AuthorizedKeysFile $state/sftp/authorized_keys
+StrictModes no
+UsePAM no
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+PermitRootLogin no
+AllowUsers ferry-sftp
+Subsystem sftp internal-sftp
+ForceCommand internal-sftp
+MaxStartups 200
+MaxSessions 50
+LogLevel ERROR
+SSHD
+  /usr/sbin/sshd -D -e -f "$state/sftp/sshd_config" >"$state/sshd.log" 2>&1 &
+  echo $! >"$state/sshd.pid"
+
   wait_for "http://127.0.0.1:$bao_port/v1/sys/health" 30
   wait_for "http://127.0.0.1:$webdav_port/" 30
   wait_for "http://127.0.0.1:$gcs_port/storage/v1/b" 30
@@ -96,6 +125,18 @@ JSON
   echo "export FERRY_TEST_WEBDAV_USER=ferry-test"
   echo "export FERRY_TEST_WEBDAV_PASSWORD=ferry-test-secret"
   echo "export FERRY_TEST_GCS_ENDPOINT=http://127.0.0.1:$gcs_port"
+  deadline=$((SECONDS + 30))
+  until ssh-keyscan -p "$sftp_port" 127.0.0.1 >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || { echo "sshd did not start; see $state/sshd.log" >&2; return 1; }
+    sleep 0.1
+  done
+  echo "export FERRY_TEST_SFTP_HOST=127.0.0.1"
+  echo "export FERRY_TEST_SFTP_PORT=$sftp_port"
+  echo "export FERRY_TEST_SFTP_USER=ferry-sftp"
+  echo "export FERRY_TEST_SFTP_PASSWORD=ferry-test-secret"
+  echo "export FERRY_TEST_SFTP_KEY_FILE=$state/sftp/client_ed25519"
+  echo "export FERRY_TEST_SFTP_HOST_KEY='$(cut -d' ' -f1,2 "$state/sftp/host_ed25519.pub")'"
+  echo "export FERRY_TEST_SFTP_ROOT=$state/sftp-root"
 }
 
 case "${1:-}" in

@@ -133,7 +133,7 @@ impl Provider {
     /// Whether the runner can move data with this provider: the operator reports any other
     /// binding as not ready, and the runner's backend registry holds exactly these.
     pub fn runner_supports(self) -> bool {
-        matches!(self, Self::S3 | Self::Azblob | Self::Gcs | Self::Webdav | Self::Fs)
+        matches!(self, Self::S3 | Self::Azblob | Self::Gcs | Self::Webdav | Self::Sftp | Self::Fs)
     }
 
     /// Every provider, in the order the API lists them.
@@ -175,6 +175,8 @@ pub mod secret_field {
     pub const BEARER_TOKEN: &str = "bearerToken";
     /// SFTP: a private key in OpenSSH format.
     pub const PRIVATE_KEY: &str = "privateKey";
+    /// SFTP: the passphrase of an encrypted private key (optional).
+    pub const PRIVATE_KEY_PASSPHRASE: &str = "privateKeyPassphrase";
     /// OAuth drives: the application's client ID.
     pub const CLIENT_ID: &str = "clientId";
     /// OAuth drives: the application's client secret.
@@ -268,6 +270,11 @@ pub struct SftpSettings {
     /// The server's host keys in `known_hosts` format; connections to any other key are refused.
     #[schemars(length(min = 1, max = 16384))]
     pub known_hosts: String,
+    /// The directory job paths are relative to; absent means the directory the server logs
+    /// the user into (an absolute path, or one relative to that directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 4096))]
+    pub root: Option<String>,
 }
 
 fn default_ssh_port() -> u16 {

@@ -181,15 +181,15 @@ mod tests {
         assert!(blocked.message.contains("SecretNotFound"));
         let unchecked = binding("legacy-s3", S3, None);
         assert_eq!(resolve(&job, Some(&unchecked), Some(&ok_destination)).unwrap_err().reason, "BindingNotReady");
-        let sftp = binding(
+        let drive = binding(
             "archive",
-            "{provider: sftp, sftp: {host: h, user: u, knownHosts: k}, vault: {path: tenants/team-a/sftp}}",
+            "{provider: onedrive, onedrive: {driveId: d}, vault: {path: tenants/team-a/drive}}",
             Some(("True", "Ok")),
         );
         let ready_source = binding("legacy-s3", S3, Some(("True", "Ok")));
-        let unsupported = resolve(&job, Some(&ready_source), Some(&sftp)).unwrap_err();
+        let unsupported = resolve(&job, Some(&ready_source), Some(&drive)).unwrap_err();
         assert_eq!(unsupported.reason, "UnsupportedProvider");
-        assert!(unsupported.message.contains("supported: s3, azblob, gcs, webdav, fs"), "{}", unsupported.message);
+        assert!(unsupported.message.contains("supported: s3, azblob, gcs, webdav, sftp, fs"), "{}", unsupported.message);
         let bare = binding("archive", "{provider: fs, fs: {root: /data}}", Some(("True", "Ok")));
         let unusable = resolve(&job, Some(&ready_source), Some(&bare)).unwrap_err();
         assert!(unusable.message.contains("spec.fs.claimName"));

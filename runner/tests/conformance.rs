@@ -1,7 +1,7 @@
 //! One conformance suite for every backend, in the spirit of rclone's fstests: the same cases
 //! run with each provider as the destination (from a local tree) and as the source (back to
 //! a local tree), against real servers on loopback (SeaweedFS, Azurite, `rclone serve webdav`,
-//! fake-gcs-server, credentials in OpenBao): round trips of hostile names and sizes, a byte
+//! fake-gcs-server, OpenSSH's sshd, credentials in OpenBao): round trips of hostile names and sizes, a byte
 //! changed behind Ferry's back, a server failing for a while, and a run killed mid-way.
 //! rclone reading the remote side cross-checks the bytes independently. Adding a backend
 //! means adding a [`Remote`] and one `conformance!` line.
@@ -87,6 +87,27 @@ fn gcs_place(servers: &Servers, endpoint: &str) -> (String, String, String) {
     (spec, String::new(), servers.gcs_remote(&bucket))
 }
 
+fn sftp_endpoint(servers: &Servers) -> String {
+    let sftp = servers.sftp();
+    format!("{}:{}", sftp.host, sftp.port)
+}
+
+/// Logs in with the account's key; the host key is trusted for the address actually dialled
+/// (a proxy's port, when one stands in front).
+fn sftp_place(servers: &Servers, endpoint: &str) -> (String, String, String) {
+    let sftp = servers.sftp();
+    let (host, port) = endpoint.rsplit_once(':').unwrap();
+    let directory = servers.sftp_directory("conformance");
+    let key = std::fs::read_to_string(&sftp.key_file).unwrap();
+    let path = servers.secret_in_vault("sftp", &[("privateKey", &key)]);
+    let known_hosts = sftp.known_hosts_line(host, port.parse().unwrap());
+    let spec = format!(
+        "  provider: sftp\n  sftp: {{host: \"{host}\", port: {port}, user: {}, root: \"{}\", knownHosts: \"{known_hosts}\"}}\n  vault: {{path: {path}}}\n",
+        sftp.user, sftp.root
+    );
+    (spec, format!("{directory}/"), servers.sftp_remote(&directory))
+}
+
 /// Larger than the runner's 8 MiB part: a multipart upload, or blocks.
 const LARGE: u64 = 20 << 20;
 
@@ -123,6 +144,15 @@ const GCS: Remote = Remote {
     verified_by: "contentMd5",
     large_object: 8 << 20,
     stores_content_type: true,
+};
+
+const SFTP: Remote = Remote {
+    provider: "sftp",
+    endpoint: sftp_endpoint,
+    place: sftp_place,
+    verified_by: "blake3Readback",
+    large_object: LARGE,
+    stores_content_type: false,
 };
 
 /// A remote place for one test, with its binding named `remote`.
@@ -349,3 +379,4 @@ conformance!(s3, super::S3);
 conformance!(azblob, super::AZBLOB);
 conformance!(webdav, super::WEBDAV);
 conformance!(gcs, super::GCS);
+conformance!(sftp, super::SFTP);

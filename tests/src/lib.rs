@@ -33,6 +33,8 @@ pub struct Servers {
     pub webdav: Option<WebDav>,
     /// fake-gcs-server (GCS JSON API), when `FERRY_TEST_GCS_ENDPOINT` is set.
     pub gcs: Option<Gcs>,
+    /// OpenSSH's sshd, when `FERRY_TEST_SFTP_PORT` is set.
+    pub sftp: Option<Sftp>,
 }
 
 /// Azurite's Blob service and its development account.
@@ -64,6 +66,32 @@ pub struct Gcs {
     pub endpoint: String,
 }
 
+/// OpenSSH's sshd on loopback, for one account that may only use SFTP.
+#[derive(Clone, Debug)]
+pub struct Sftp {
+    /// The address (`127.0.0.1`).
+    pub host: String,
+    /// The port.
+    pub port: u16,
+    /// The account.
+    pub user: String,
+    /// The account's password.
+    pub password: String,
+    /// The account's private key (OpenSSH format, no passphrase).
+    pub key_file: PathBuf,
+    /// The server's host key (`ssh-ed25519 AAAA...`).
+    pub host_key: String,
+    /// A directory the account owns, where tests make theirs.
+    pub root: String,
+}
+
+impl Sftp {
+    /// The `knownHosts` line for this server at `host:port` (a proxy's port, say).
+    pub fn known_hosts_line(&self, host: &str, port: u16) -> String {
+        if port == 22 { format!("{host} {}", self.host_key) } else { format!("[{host}]:{port} {}", self.host_key) }
+    }
+}
+
 fn required(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| {
         panic!("{name} is not set: run the suite with scripts/test-all.sh, or eval \"$(scripts/test-servers.sh start)\" first")
@@ -91,6 +119,15 @@ pub fn servers() -> Servers {
             password: required("FERRY_TEST_WEBDAV_PASSWORD"),
         }),
         gcs: optional("FERRY_TEST_GCS_ENDPOINT").map(|endpoint| Gcs { endpoint }),
+        sftp: optional("FERRY_TEST_SFTP_PORT").map(|port| Sftp {
+            host: required("FERRY_TEST_SFTP_HOST"),
+            port: port.parse().unwrap_or_else(|_| panic!("FERRY_TEST_SFTP_PORT {port:?} is not a port")),
+            user: required("FERRY_TEST_SFTP_USER"),
+            password: required("FERRY_TEST_SFTP_PASSWORD"),
+            key_file: PathBuf::from(required("FERRY_TEST_SFTP_KEY_FILE")),
+            host_key: required("FERRY_TEST_SFTP_HOST_KEY"),
+            root: required("FERRY_TEST_SFTP_ROOT"),
+        }),
     }
 }
 
@@ -185,6 +222,44 @@ impl Servers {
             Some(details) => details,
             None => absent("GCS server", "FERRY_TEST_GCS_ENDPOINT"),
         }
+    }
+
+    /// sshd's details; panics with instructions when it was not started.
+    #[track_caller]
+    pub fn sftp(&self) -> &Sftp {
+        match &self.sftp {
+            Some(details) => details,
+            None => absent("SFTP server", "FERRY_TEST_SFTP_PORT"),
+        }
+    }
+
+    /// An rclone remote string for a path under the SFTP account's test root (`directory/path`).
+    pub fn sftp_remote(&self, path: &str) -> String {
+        let sftp = self.sftp();
+        // rclone checks the host key too; it reads it from a file, written once per process.
+        static KNOWN_HOSTS: OnceLock<PathBuf> = OnceLock::new();
+        let known_hosts = KNOWN_HOSTS.get_or_init(|| {
+            let file = std::env::temp_dir().join(unique("ferry-known-hosts"));
+            std::fs::write(&file, format!("{}\n", sftp.known_hosts_line(&sftp.host, sftp.port)))
+                .unwrap_or_else(|error| panic!("writing {}: {error}", file.display()));
+            file
+        });
+        format!(
+            ":sftp,host={},port={},user={},key_file={},known_hosts_file={},shell_type=none:{}/{path}",
+            rclone_quote(&sftp.host),
+            sftp.port,
+            rclone_quote(&sftp.user),
+            rclone_quote(&sftp.key_file.to_string_lossy()),
+            rclone_quote(&known_hosts.to_string_lossy()),
+            sftp.root
+        )
+    }
+
+    /// A fresh directory name under the SFTP test root (made by whatever writes there first).
+    pub fn sftp_directory(&self, prefix: &str) -> String {
+        let name = unique(prefix);
+        self.rclone(&["mkdir", &self.sftp_remote(&name)]);
+        name
     }
 
     /// An rclone remote string for an Azurite container (or `container/path`).

@@ -14,6 +14,7 @@ pub mod azblob;
 pub mod fs;
 pub mod gcs;
 pub mod s3;
+pub mod sftp;
 pub mod streaming_put;
 pub mod webdav;
 
@@ -118,12 +119,13 @@ type Build = fn(&BackendInput<'_>) -> Result<Backend, StorageError>;
 
 /// Every provider the runner supports, with its builder. [`Provider::runner_supports`] in the
 /// API crate (what the operator checks) must name exactly these; a test holds them together.
-pub const REGISTRY: [(Provider, Build); 5] = [
+pub const REGISTRY: [(Provider, Build); 6] = [
     (Provider::Fs, fs::build),
     (Provider::S3, s3::build),
     (Provider::Azblob, azblob::build),
     (Provider::Gcs, gcs::build),
     (Provider::Webdav, webdav::build),
+    (Provider::Sftp, sftp::build),
 ];
 
 /// Builds the backend for a binding.
