@@ -4,13 +4,17 @@
 Cases (issue #4): 20,000 x 4 KiB files fs->S3; 8 x 512 MiB files fs->S3; 20,000 x 4 KiB and
 4 x 512 MiB fs->fs, each also against the floor `cp -r` + `b3sum` of both trees; and, beyond
 the issue, 20,000 x 4 KiB S3->fs. Issue #12 adds fs->Azure Blob (small and large), S3->Azure
-Blob and fs->WebDAV (small and large), against Azurite and `rclone serve webdav`.
-`--only azblob` (a substring of case names) runs some of them.
+Blob and fs->WebDAV (small and large), against Azurite and `rclone serve webdav`. Then
+fs->SFTP (small and large) against OpenSSH's sshd, and 8 x 512 MiB S3->S3 between two buckets
+of one SeaweedFS, both copied on the server (one access key on both sides; CopyObject) and
+streamed through the client (Ferry: a second access key for the destination; rclone:
+`--disable Copy`).
+`--only azblob` (a substring of case names) runs some of them; `--only s3->s3` both S3->S3.
 Measures wall time, objects/s, MB/s, CPU seconds (user+sys of the client), peak RSS, and the
-S3 server's CPU seconds. Every run writes into a new destination (this machine's ext4
+server's CPU seconds. Every run writes into a new destination (this machine's ext4
 slows down for minutes after large deletes). Usage: bench/bench.py [--runs 3] [--quick]
 """
-import argparse, json, os, shutil, statistics, subprocess, sys, tempfile, time, pathlib
+import argparse, json, os, shlex, shutil, statistics, subprocess, sys, tempfile, time, pathlib
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 TOOLS = pathlib.Path(os.environ.get("FERRY_TOOLS", pathlib.Path.home() / ".cache/ferry/tools"))
@@ -22,6 +26,7 @@ TRANSFERS = 16
 
 def measure(argv, env=None, server_pid=None):
     """Runs argv; returns wall seconds, client CPU seconds, peak RSS (MiB), server CPU seconds."""
+    settle(server_pid)
     server_before = cpu_of(server_pid)
     start = time.perf_counter()
     process = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -30,6 +35,7 @@ def measure(argv, env=None, server_pid=None):
     stderr = process.stderr.read().decode(errors="replace")
     if os.waitstatus_to_exitcode(status) != 0:
         sys.exit(f"{argv[0]} failed ({status}): {stderr[-2000:]}")
+    settle(server_pid)
     server = cpu_of(server_pid) - server_before if server_pid else 0.0
     return wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, server
 
@@ -40,6 +46,20 @@ def cpu_of(pid):
     fields = open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
     return (int(fields[11]) + int(fields[12]) + int(fields[13]) + int(fields[14])) / ticks
+
+
+def settle(pid, timeout=10.0):
+    """For sshd, waits until it has no child processes: it serves each connection in a child
+    whose CPU counts in the server's only once reaped. Before a run, so that an earlier purge's
+    is not counted; after, so that the run's is. The other servers serve in their own process."""
+    try:
+        if not pid or pathlib.Path(f"/proc/{pid}/comm").read_text().strip() != "sshd":
+            return
+        deadline = time.monotonic() + timeout
+        while pathlib.Path(f"/proc/{pid}/task/{pid}/children").read_text().split() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    except OSError:
+        return
 
 
 def b3sum():
@@ -71,14 +91,16 @@ def start_s3(state):
     env = dict(os.environ)
     out = subprocess.run([str(ROOT / "scripts/test-servers.sh"), "start"], env={**env, "FERRY_SERVERS_DIR": str(state)},
                          check=True, capture_output=True, text=True).stdout
-    values = dict(line.removeprefix("export ").split("=", 1) for line in out.splitlines())
+    # shlex: FERRY_TEST_SFTP_HOST_KEY is quoted (it holds a space).
+    values = dict(shlex.split(line.removeprefix("export "))[0].split("=", 1) for line in out.splitlines())
     pid = int((state / "weed.pid").read_text())
     return values, pid
 
 
 def binding(name, side):
     """A CredentialBinding for ("fs", root), ("s3", (endpoint, bucket, vault_path)),
-    ("azblob", (endpoint, account, container, vault_path)) or ("webdav", (endpoint, vault_path))."""
+    ("azblob", (endpoint, account, container, vault_path)), ("webdav", (endpoint, vault_path)) or
+    ("sftp", (host, port, user, root, host_key, vault_path))."""
     kind, value = side
     head = f"apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: {name}}}\nspec:\n"
     if kind == "fs":
@@ -90,6 +112,10 @@ def binding(name, side):
     if kind == "webdav":
         endpoint, vault_path = value
         return f"{head}  provider: webdav\n  webdav: {{endpoint: '{endpoint}'}}\n  vault: {{path: {vault_path}}}\n"
+    if kind == "sftp":
+        host, port, user, root, host_key, vault_path = value
+        return (f"{head}  provider: sftp\n  sftp: {{host: \"{host}\", port: {port}, user: {user}, root: \"{root}\", "
+                f"knownHosts: \"[{host}]:{port} {host_key}\"}}\n  vault: {{path: {vault_path}}}\n")
     endpoint, bucket, vault_path = value
     return (f"apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: {name}}}\nspec:\n  provider: s3\n"
             f"  s3: {{endpoint: '{endpoint}', region: us-east-1, bucket: {bucket}, forcePathStyle: true}}\n  vault: {{path: {vault_path}}}\n")
@@ -125,6 +151,8 @@ def main():  # noqa: C901 (one linear script)
                    env={**os.environ, "CARGO_TARGET_DIR": str(TARGET)})
     hasher = b3sum()
     work = pathlib.Path(tempfile.mkdtemp(prefix="ferry-bench-"))
+    # The SFTP account must reach its root under work/servers (mkdtemp makes work 0700).
+    work.chmod(0o755)
     small_count = 2000 if args.quick else 20000
     large_size = (64 if args.quick else 512) << 20
     try:
@@ -140,6 +168,9 @@ def main():  # noqa: C901 (one linear script)
         subprocess.run(["curl", "-sf", "-X", "POST", "-H", f"X-Vault-Token: {env['VAULT_TOKEN']}", "-d",
                         json.dumps({"data": {"accessKeyId": s3["FERRY_TEST_S3_ACCESS_KEY"], "secretAccessKey": s3["FERRY_TEST_S3_SECRET_KEY"]}}),
                         f"{env['VAULT_ADDR']}/v1/secret/data/{vault_path}"], check=True, capture_output=True)
+        # The second identity in scripts/test-servers.sh's SeaweedFS config: another access key
+        # on the same endpoint, so Ferry cannot copy on the server and streams.
+        put_secret(env, "bench/s3-second", {"accessKeyId": "ferry-test-2", "secretAccessKey": "ferry-test-secret-2"})
         remote = (f":s3,provider=Other,access_key_id={s3['FERRY_TEST_S3_ACCESS_KEY']},secret_access_key={s3['FERRY_TEST_S3_SECRET_KEY']},"
                   f"endpoint='{s3['FERRY_TEST_S3_ENDPOINT']}',region=us-east-1,force_path_style=true")
         azure = (s3["FERRY_TEST_AZURE_ENDPOINT"], s3["FERRY_TEST_AZURE_ACCOUNT"], s3["FERRY_TEST_AZURE_KEY"])
@@ -149,7 +180,16 @@ def main():  # noqa: C901 (one linear script)
         obscured = subprocess.run([str(RCLONE), "obscure", webdav[2]], check=True, capture_output=True, text=True).stdout.strip()
         webdav_remote = f":webdav,url='{webdav[0]}',vendor=rclone,user={webdav[1]},pass={obscured}"
         put_secret(env, "bench/webdav", {"username": webdav[1], "password": webdav[2]})
+        sftp = (s3["FERRY_TEST_SFTP_HOST"], s3["FERRY_TEST_SFTP_PORT"], s3["FERRY_TEST_SFTP_USER"], s3["FERRY_TEST_SFTP_ROOT"],
+                s3["FERRY_TEST_SFTP_HOST_KEY"], "bench/sftp")
+        put_secret(env, "bench/sftp", {"privateKey": pathlib.Path(s3["FERRY_TEST_SFTP_KEY_FILE"]).read_text()})
+        # rclone checks the host key too, against a known_hosts file.
+        known_hosts = work / "known_hosts"
+        known_hosts.write_text(f"[{sftp[0]}]:{sftp[1]} {sftp[4]}\n")
+        sftp_remote = (f":sftp,host={sftp[0]},port={sftp[1]},user={sftp[2]},key_file='{s3['FERRY_TEST_SFTP_KEY_FILE']}',"
+                       f"known_hosts_file='{known_hosts}',shell_type=none")
         azurite, dav = int((work / "servers" / "azurite.pid").read_text()), int((work / "servers" / "webdav.pid").read_text())
+        sshd = int((work / "servers" / "sshd.pid").read_text())
         # Filesystem cases first, before the S3 server's deletions and compaction keep the
         # disk busy.
         cases = [
@@ -163,13 +203,22 @@ def main():  # noqa: C901 (one linear script)
             ("small s3->azblob", "small", small_count, "s3-azblob"),
             ("small fs->webdav", "small", small_count, "webdav"),
             ("large fs->webdav", "large8", 8, "webdav"),
+            ("small fs->sftp", "small", small_count, "sftp"),
+            ("large fs->sftp", "large8", 8, "sftp"),
+            ("large s3->s3 server-side", "large8", 8, "s3-s3"),
+            ("large s3->s3 streamed", "large8", 8, "s3-s3-streamed"),
         ]
         cases = [case for case in cases if args.only in case[0]]
-        # The source of the s3->fs case, uploaded once and not measured.
-        source_bucket = "benchsource"
-        subprocess.run([str(RCLONE), "mkdir", f"{remote}:{source_bucket}"], env=env, check=True)
-        subprocess.run([str(RCLONE), "copy", f"--transfers={TRANSFERS}", str(work / "small"), f"{remote}:{source_bucket}"],
-                       env=env, check=True, capture_output=True)
+        kinds = {case[3] for case in cases}
+        # The sources of the s3->fs, s3->azblob and s3->s3 cases, uploaded once (when a selected
+        # case reads them) and not measured.
+        source_bucket, large_source_bucket = "benchsource", "benchlargesource"
+        for bucket, data, needed in ((source_bucket, "small", {"s3-fs", "s3-azblob"}),
+                                     (large_source_bucket, "large8", {"s3-s3", "s3-s3-streamed"})):
+            if kinds & needed:
+                subprocess.run([str(RCLONE), "mkdir", f"{remote}:{bucket}"], env=env, check=True)
+                subprocess.run([str(RCLONE), "copy", f"--transfers={TRANSFERS}", str(work / data), f"{remote}:{bucket}"],
+                               env=env, check=True, capture_output=True)
         results = []
         counter = 0
         for name, data, objects, kind in cases:
@@ -200,6 +249,32 @@ def main():  # noqa: C901 (one linear script)
                         else:
                             # No checksum on either side to compare: size and time, as rclone does by default.
                             argv = [str(RCLONE), "copy", f"--transfers={TRANSFERS}", str(source), f"{webdav_remote}:{target}"]
+                    elif kind == "sftp":
+                        server = sshd
+                        if tool == "ferry":
+                            argv = [str(FERRY), "run", "-f", str(manifests(work, ("fs", source), ("sftp", sftp), target))]
+                        else:
+                            # No checksum on the SFTP side (shell_type=none: no md5sum over ssh): size
+                            # and time, as rclone does by default.
+                            argv = [str(RCLONE), "copy", f"--transfers={TRANSFERS}", str(source), f"{sftp_remote}:{sftp[3]}/{target}"]
+                    elif kind in ("s3-s3", "s3-s3-streamed"):
+                        subprocess.run([str(RCLONE), "mkdir", f"{remote}:{target}"], env=env, check=True)
+                        server = weed
+                        if tool == "ferry":
+                            # One endpoint, region and access key on both sides: Ferry copies on the
+                            # server (CopyObject). The second access key on the destination makes it
+                            # stream through the runner.
+                            destination_vault = vault_path if kind == "s3-s3" else "bench/s3-second"
+                            bucket = ("s3", (s3["FERRY_TEST_S3_ENDPOINT"], large_source_bucket, vault_path))
+                            argv = [str(FERRY), "run", "-f",
+                                    str(manifests(work, bucket, ("s3", (s3["FERRY_TEST_S3_ENDPOINT"], target, destination_vault))))]
+                        else:
+                            # Within one remote rclone copies on the server too. `--disable Copy` turns
+                            # off its server-side copy feature ("Copy", as `rclone backend features`
+                            # lists it), so it downloads and uploads.
+                            disable = ["--disable", "Copy"] if kind == "s3-s3-streamed" else []
+                            argv = [str(RCLONE), "copy", "--checksum", f"--transfers={TRANSFERS}", *disable,
+                                    f"{remote}:{large_source_bucket}", f"{remote}:{target}"]
                     elif kind == "s3":
                         subprocess.run([str(RCLONE), "mkdir", f"{remote}:{target}"], env=env, check=True)
                         server = weed
@@ -229,12 +304,14 @@ def main():  # noqa: C901 (one linear script)
                     # Large copies are removed at once, or they would fill the disk. Small-file
                     # trees stay until the end: right after 20,000 deletions ext4 allocates
                     # inodes many times slower, which would land in the next measurement.
-                    if kind == "s3":
+                    if kind in ("s3", "s3-s3", "s3-s3-streamed"):
                         subprocess.run([str(RCLONE), "purge", f"{remote}:{target}"], env=env, check=True, capture_output=True)
                     elif kind in ("azblob", "s3-azblob"):
                         subprocess.run([str(RCLONE), "purge", f"{azure_remote}:{target}"], env=env, check=True, capture_output=True)
                     elif kind == "webdav":
                         subprocess.run([str(RCLONE), "purge", f"{webdav_remote}:{target}"], env=env, check=True, capture_output=True)
+                    elif kind == "sftp":
+                        subprocess.run([str(RCLONE), "purge", f"{sftp_remote}:{sftp[3]}/{target}"], env=env, check=True, capture_output=True)
                     elif data != "small":
                         shutil.rmtree(destination, ignore_errors=True)
                     os.sync()
@@ -262,6 +339,10 @@ def print_table(results, runs):
         floor = f"{ferry['wall'] / rows['floor']['wall']:.2f}" if "floor" in rows else "-"
         print(f"| {name} | {rclone['wall'] / ferry['wall']:.2f} | {rclone['wall'] / ferry['wall']:.2f} | "
               f"{ferry['cpu'] / rclone['cpu']:.2f} | {floor} |")
+    by_name = {name: rows for name, _, _, rows in results}
+    if "large s3->s3 server-side" in by_name and "large s3->s3 streamed" in by_name:
+        server_side, streamed = by_name["large s3->s3 server-side"]["ferry"], by_name["large s3->s3 streamed"]["ferry"]
+        print(f"\nFerry server-side vs streamed: {streamed['wall'] / server_side['wall']:.2f}× faster")
 
 
 if __name__ == "__main__":

@@ -45,7 +45,7 @@ start() {
 
   s3_port=$(free_port)
   cat >"$state/s3.json" <<JSON
-{"identities":[{"name":"admin","credentials":[{"accessKey":"ferry-test","secretKey":"ferry-test-secret"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
+{"identities":[{"name":"admin","credentials":[{"accessKey":"ferry-test","secretKey":"ferry-test-secret"}],"actions":["Admin","Read","Write","List","Tagging"]},{"name":"second","credentials":[{"accessKey":"ferry-test-2","secretKey":"ferry-test-secret-2"}],"actions":["Admin","Read","Write","List","Tagging"]}]}
 JSON
   "$tools/bin/weed" mini -dir="$state/weed-data" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
     -master.port="$(free_port)" -master.telemetry=false -volume.port="$(free_port)" -filer.port="$(free_port)" \

@@ -189,7 +189,11 @@ mod tests {
         let ready_source = binding("legacy-s3", S3, Some(("True", "Ok")));
         let unsupported = resolve(&job, Some(&ready_source), Some(&drive)).unwrap_err();
         assert_eq!(unsupported.reason, "UnsupportedProvider");
-        assert!(unsupported.message.contains("supported: s3, azblob, gcs, webdav, sftp, fs"), "{}", unsupported.message);
+        assert!(
+            unsupported.message.contains("supported: s3, azblob, gcs, webdav, sftp, fs"),
+            "{}",
+            unsupported.message
+        );
         let bare = binding("archive", "{provider: fs, fs: {root: /data}}", Some(("True", "Ok")));
         let unusable = resolve(&job, Some(&ready_source), Some(&bare)).unwrap_err();
         assert!(unusable.message.contains("spec.fs.claimName"));

@@ -1,4 +1,4 @@
-//! Which object keys a filesystem destination can hold, and which of them collide: pure
+//! Which object keys a destination that is a directory tree (a filesystem, SFTP, WebDAV) can hold, and which of them collide: pure
 //! decisions over plain strings, made before a key ever becomes a path.
 //!
 //! An object store accepts keys a filesystem cannot (`a/../b`, `a//b`, `/x`, names longer
@@ -19,7 +19,7 @@ pub const PATH_MAX: usize = 4095;
 /// Checks that `key`, under the job's destination path `base` (`""` or `dir/`), can be a
 /// file under a filesystem root. `Err` holds the reason, for the per-object report.
 pub fn check_key(base: &str, key: &str) -> Result<(), String> {
-    let refuse = |what: &str| Err(format!("key {key:?} {what}; a filesystem destination cannot hold it"));
+    let refuse = |what: &str| Err(format!("key {key:?} {what}; a destination that is a directory tree cannot hold it"));
     if key.is_empty() {
         return refuse("is empty");
     }
@@ -133,7 +133,10 @@ mod tests {
 
     #[test]
     fn keys_a_filesystem_cannot_hold_are_refused_with_the_reason() {
-        assert_eq!(refusal("a/../b"), "key \"a/../b\" has a `..` segment; a filesystem destination cannot hold it");
+        assert_eq!(
+            refusal("a/../b"),
+            "key \"a/../b\" has a `..` segment; a destination that is a directory tree cannot hold it"
+        );
         assert!(refusal("..").contains("`..` segment"));
         assert!(refusal("./x").contains("`.` segment"));
         assert!(refusal("a/.").contains("`.` segment"));

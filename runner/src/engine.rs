@@ -119,10 +119,10 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
     let mut tasks = JoinSet::new();
     let budget = run.spec.failure_budget;
     let mut stopped_early: Option<Outcome> = None;
-    // Keys become paths only at a filesystem destination: only there are they checked.
+    // Keys become paths only where the destination is a directory tree: only there are they checked.
     let mut paths = destination
-        .local_root
-        .is_some()
+        .capabilities
+        .directory_tree
         .then(|| Paths { base: destination.base.clone(), collisions: Collisions::default() });
     let mut listing = true;
     'walk: while listing {
@@ -213,7 +213,7 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
 }
 
 /// A source object and the destination's object at the same key, ready to be decided, with
-/// the reason it must not be written when a filesystem destination cannot hold it.
+/// the reason it must not be written when a destination that is a directory tree cannot hold it.
 type Ready = (ObjectInfo, Option<ObjectInfo>, Option<String>);
 
 /// The checks a key passes before it becomes a path at a filesystem destination.

@@ -25,6 +25,7 @@ pub mod report;
 pub mod report_upload;
 pub mod safe_fs;
 pub mod secrets;
+pub mod server_side;
 pub mod shard;
 pub mod spool;
 pub mod storage;

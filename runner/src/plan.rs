@@ -37,6 +37,9 @@ pub enum SkipReason {
     SameSize,
     /// Identical by MD5 from both listings.
     SameMd5,
+    /// Identical by multipart ETag from both listings: the same number of parts with the
+    /// same MD5s (a copy made on the server keeps its source's).
+    SameMultipartEtag,
     /// Identical by a content hash computed now.
     SameContent,
     /// `conflict: newer` and the destination is not older.
@@ -116,6 +119,10 @@ pub fn decide(source: &ObjectInfo, destination: Option<&ObjectInfo>, policy: &Po
     }
     if let (Some(a), Some(b)) = (source.md5(), destination.md5()) {
         return if a == b { Decision::Skip(SkipReason::SameMd5) } else { Decision::Copy(CopyReason::Changed) };
+    }
+    // Unequal multipart ETags prove nothing (other part sizes); equal ones prove the parts.
+    if source.multipart_parts().is_some() && source.checksum == destination.checksum {
+        return Decision::Skip(SkipReason::SameMultipartEtag);
     }
     content_check(source, destination, policy).map_or(Decision::Copy(CopyReason::Unprovable), Decision::CompareContent)
 }
@@ -202,6 +209,15 @@ mod tests {
         );
         assert_eq!(
             decide(&object(1, None, T1), Some(&object(1, None, T1)), &s3_to_s3),
+            Decision::Copy(CopyReason::Unprovable)
+        );
+        let multipart = |etag: &str| ObjectInfo { checksum: Some(etag.to_owned()), ..object(1, None, T1) };
+        assert_eq!(
+            decide(&multipart(&format!("{MD5_A}-3")), Some(&multipart(&format!("{MD5_A}-3"))), &s3_to_s3),
+            Decision::Skip(SkipReason::SameMultipartEtag)
+        );
+        assert_eq!(
+            decide(&multipart(&format!("{MD5_A}-3")), Some(&multipart(&format!("{MD5_B}-2"))), &s3_to_s3),
             Decision::Copy(CopyReason::Unprovable)
         );
         let sizes = policy(Conflict::SkipIdentical, VerifyMode::Size, false, false);

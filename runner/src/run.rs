@@ -17,6 +17,7 @@ use crate::metrics::RunnerMetrics;
 use crate::report::ReportSink;
 use crate::safe_fs::SafeRoot;
 use crate::secrets::SecretFields;
+use crate::server_side::ServerSide;
 use crate::spool::Spool;
 use crate::storage::{self, PARTIAL_DIRECTORY, Store, StoreOptions};
 use crate::throttle::Throttle;
@@ -216,6 +217,7 @@ pub async fn execute(
     let throttle = (spec.bandwidth_limit.as_ref())
         .filter(|_| throttled_here)
         .map(|limit| Arc::new(Throttle::new(limit.bytes(), PART_SIZE as u64)));
+    let server_side = ServerSide::between(&source, &destination).map(Arc::new);
     let transfers = Transfers {
         source,
         destination,
@@ -228,6 +230,7 @@ pub async fn execute(
         durability,
         destination_root: destination_root.clone(),
         throttle,
+        server_side,
     };
     if let Some(root) = &destination_root {
         let removed = root.remove_stale(PARTIAL_DIRECTORY, crate::local_copy::STALE_STAGED_AFTER);

@@ -8,6 +8,7 @@ use ferry_api::{CredentialBindingSpec, Provider};
 use opendal::Operator;
 use opendal::layers::{PrometheusLayer, RetryLayer, ThrottleLayer, TimeoutLayer, TracingLayer};
 
+use crate::backends::s3_copy::S3Account;
 use crate::backends::streaming_put::StreamingPut;
 use crate::backends::{self, Backend, BackendInput, Capabilities};
 use crate::secrets::SecretFields;
@@ -34,6 +35,8 @@ pub struct Store {
     pub throttled: bool,
     /// Uploads over one part, for providers that take an upload only in one request.
     pub streaming_put: Option<std::sync::Arc<StreamingPut>>,
+    /// The account behind the bucket, for copies on the server (S3).
+    pub server_side_copy: Option<std::sync::Arc<S3Account>>,
 }
 
 /// Settings that apply to every store of a run.
@@ -126,7 +129,7 @@ pub fn open(
     options: StoreOptions,
 ) -> Result<Store, StorageError> {
     let input = BackendInput { binding, spec, secret, manifest_directory };
-    let Backend { operator, capabilities, local_root, streaming_put } = backends::build(&input)?;
+    let Backend { operator, capabilities, local_root, streaming_put, server_side_copy } = backends::build(&input)?;
     // Tracing innermost, so every retried attempt shows as its own span (FERRY_LOG=opendal=debug).
     let mut operator = operator
         .layer(TracingLayer::new())
@@ -158,6 +161,7 @@ pub fn open(
         local_root,
         throttled,
         streaming_put,
+        server_side_copy: server_side_copy.map(std::sync::Arc::new),
     })
 }
 

@@ -52,6 +52,8 @@ pub struct Transfers {
     /// `bandwidthLimit` for writes to a filesystem destination (other destinations are
     /// throttled in their OpenDAL layers).
     pub throttle: Option<Arc<Throttle>>,
+    /// Copies on the server, when both sides are buckets of one S3 service and account.
+    pub server_side: Option<Arc<crate::server_side::ServerSide>>,
 }
 
 /// The memory one object in flight holds, up to a part twice: an upload's part OpenDAL
@@ -83,6 +85,9 @@ pub enum VerifiedBy {
     Md5Readback,
     /// As `Md5Readback`, for an object uploaded in parts: the per-part MD5s match.
     MultipartEtagReadback,
+    /// Copied on the server: the new object's ETag (the MD5 of what the service stored, or
+    /// its multipart form) equals the source's.
+    ServerSideEtag,
 }
 
 /// A verified copy.
@@ -117,6 +122,9 @@ pub enum TransferError {
     /// A streaming upload failed.
     #[error("writing the destination failed: {0}")]
     Streaming(String),
+    /// A copy on the server failed.
+    #[error("{0}")]
+    ServerSide(String),
     /// The source changed size while it was read.
     #[error("the source changed while it was read: listed {listed} bytes, read {read}")]
     SourceChanged {
@@ -227,6 +235,12 @@ impl Transfers {
     ) -> Result<Copied, TransferError> {
         if let Some(root) = &self.destination_root {
             return self.attempt_to_filesystem(object, spooled, root).await;
+        }
+        if let Some(server_side) = &self.server_side
+            && server_side.takes(object)
+            && let Some(copied) = self.copy_on_server(server_side, object).await?
+        {
+            return Ok(copied);
         }
         if !self.destination.capabilities.uploads_in_parts
             && self.destination.streaming_put.is_none()

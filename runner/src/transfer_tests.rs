@@ -21,6 +21,7 @@ fn store(root: &Path, capabilities: Capabilities, local_root: Option<&Path>) -> 
         local_root: local_root.map(Path::to_path_buf),
         throttled: false,
         streaming_put: None,
+        server_side_copy: None,
     }
 }
 
@@ -40,6 +41,7 @@ fn transfers(directory: &Path, part_size: usize) -> Transfers {
         durability: None,
         destination_root: None,
         throttle: None,
+        server_side: None,
     }
 }
 

@@ -92,17 +92,8 @@ fn sync_never_moves_a_file_through_a_planted_trash_link() {
     assert_empty(&case.path("elsewhere"));
 }
 
-/// Puts one object with exactly this key (rclone would clean some keys up first).
 fn put_object(servers: &Servers, bucket: &str, key: &str, body: &Path) {
-    let output = std::process::Command::new("curl")
-        .args(["-sf", "--path-as-is", "--aws-sigv4", "aws:amz:us-east-1:s3"])
-        .args(["--user", &format!("{}:{}", servers.s3_access_key, servers.s3_secret_key)])
-        .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-X", "PUT", "--data-binary"])
-        .arg(format!("@{}", body.display()))
-        .arg(format!("{}/{bucket}/{key}", servers.s3_endpoint))
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "PUT {key}: {output:?}");
+    servers.put_object_exactly(bucket, key, body);
 }
 
 // SeaweedFS refuses keys with `.`/`..` segments, NUL or names over 255 bytes (400), and

@@ -75,6 +75,53 @@ fn tricky_names_and_empty_files_move_in_every_direction() {
 }
 
 #[test]
+fn buckets_of_one_service_and_account_copy_on_the_server() {
+    let servers = servers();
+    let case = Case::new();
+    let source = case.path("source");
+    write_small_files(&source, 6, 3000);
+    write_tricky_tree(&source.join("tricky"));
+    let data: Vec<u8> = (0..(20u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(source.join("large.bin"), &data).unwrap();
+    let (first, second) = (servers.bucket("server-side-a"), servers.bucket("server-side-b"));
+    let objects = tree_hashes(&source).len();
+    case.run_ok(
+        "up",
+        vec![job(("src", ""), ("s3a", "in/"), ""), fs_binding("src", &source), s3(&servers, "s3a", &first)],
+        &[],
+    );
+
+    let documents = || {
+        vec![
+            job(("s3a", "in/"), ("s3b", "out/"), "  verify: checksum\n"),
+            s3(&servers, "s3a", &first),
+            s3(&servers, "s3b", &second),
+        ]
+    };
+    let report = case.run_ok("server-side", documents(), &[]);
+    assert_eq!(paths_with(&report, "copied").len(), objects, "{report:?}");
+    // Every copy is proven by the ETag the service gave it (the multipart one keeps its parts').
+    assert!(report.iter().all(|r| r["verifiedBy"] == "serverSideEtag"), "{report:?}");
+    common::rclone_check(
+        &servers,
+        &servers.s3_remote(&format!("{first}/in")),
+        &servers.s3_remote(&format!("{second}/out")),
+    );
+    servers.download(&second, &case.path("down"));
+    assert_eq!(tree_hashes(&source), tree_hashes(&case.path("down/out")));
+
+    let report = case.run_ok("server-side-again", documents(), &[]);
+    assert_eq!(paths_with(&report, "skipped").len(), objects, "{report:?}");
+
+    // `readback` trusts no ETag: both sides are read and hashed.
+    let mut readback = documents();
+    readback[0] = job(("s3a", "in/"), ("s3b", "readback/"), "  verify: readback\n");
+    let report = case.run_ok("server-side-readback", readback, &[]);
+    assert_eq!(paths_with(&report, "copied").len(), objects, "{report:?}");
+    assert!(report.iter().all(|r| r["verifiedBy"] == "blake3Readback"), "{report:?}");
+}
+
+#[test]
 fn multipart_objects_are_verified_by_their_composite_etag() {
     let servers = servers();
     let case = Case::new();

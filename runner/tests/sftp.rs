@@ -63,6 +63,71 @@ fn a_password_login_copies_and_the_files_are_placed_whole() {
 }
 
 #[test]
+fn keys_that_cannot_be_paths_fail_with_their_reason() {
+    let servers = servers();
+    let sftp = servers.sftp();
+    let case = Case::new();
+    let bucket = servers.bucket("sftp-odd-keys");
+    let body = case.path("body.txt");
+    std::fs::write(&body, b"body").unwrap();
+    for key in ["ok.txt", "x", "x/y", ".ferry-partial/sneaky"] {
+        servers.put_object_exactly(&bucket, key, &body);
+    }
+    let manifests = case.manifests(
+        "odd.yaml",
+        &[
+            job(("s3", ""), ("remote", ""), ""),
+            servers.s3_binding("s3", &bucket, &servers.s3_credentials_in_vault()),
+            binding(&servers, &[("password", &sftp.password)], &sftp.known_hosts_line(&sftp.host, sftp.port)),
+        ],
+    );
+    assert_exit(&case.run(&manifests, "odd.jsonl", &[]), 1);
+    let report = case.report("odd.jsonl");
+    assert_eq!(paths_with(&report, "copied"), ["ok.txt"], "{report:?}");
+    for (path, reason) in [("x", "x/y"), ("x/y", "x"), (".ferry-partial/sneaky", "stages its writes")] {
+        let record = report.iter().find(|r| r["path"] == path).unwrap();
+        assert_eq!(record["action"], "failed", "{record}");
+        assert!(record["error"].as_str().unwrap().contains(reason), "{record}");
+    }
+}
+
+#[test]
+fn sync_moves_extraneous_files_into_the_trash_path() {
+    let servers = servers();
+    let sftp = servers.sftp();
+    let case = Case::new();
+    let source = case.path("source");
+    write_small_files(&source, 3, 100);
+    let directory = servers.sftp_directory("trash");
+    let stale = case.path("stale.txt");
+    std::fs::write(&stale, b"no longer at the source").unwrap();
+    servers.rclone(&[
+        "copyto",
+        &stale.to_string_lossy(),
+        &servers.sftp_remote(&format!("{directory}/mirror/old/stale.txt")),
+    ]);
+    let report = case.run_ok(
+        "sync",
+        vec![
+            job(
+                ("local", ""),
+                ("remote", &format!("{directory}/mirror/")),
+                "  mode: sync\n  deleteExtraneous: true\n  trashPath: trash/\n",
+            ),
+            fs_binding("local", &source),
+            binding(&servers, &[("password", &sftp.password)], &sftp.known_hosts_line(&sftp.host, sftp.port)),
+        ],
+        &[],
+    );
+    assert_eq!(paths_with(&report, "copied").len(), 3, "{report:?}");
+    assert_eq!(paths_with(&report, "trashed"), ["old/stale.txt"], "{report:?}");
+    let listed = servers.rclone(&["lsf", "-R", "--files-only", &servers.sftp_remote(&directory)]);
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(!listed.lines().any(|line| line == "mirror/old/stale.txt"), "{listed}");
+    assert!(listed.lines().any(|line| line == "mirror/trash/old/stale.txt"), "{listed}");
+}
+
+#[test]
 fn a_host_key_the_binding_does_not_list_is_refused_and_nothing_is_written() {
     let servers = servers();
     let sftp = servers.sftp();

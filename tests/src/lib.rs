@@ -190,6 +190,16 @@ impl Servers {
         run(Command::new(&self.rclone).args(arguments).env_remove("AWS_CA_BUNDLE").args(["--low-level-retries", "3"]))
     }
 
+    /// Puts one S3 object with exactly this key (rclone would clean some keys up first).
+    pub fn put_object_exactly(&self, bucket: &str, key: &str, body: &Path) {
+        run(Command::new("curl")
+            .args(["-sf", "--path-as-is", "--aws-sigv4", "aws:amz:us-east-1:s3"])
+            .args(["--user", &format!("{}:{}", self.s3_access_key, self.s3_secret_key)])
+            .args(["-H", "x-amz-content-sha256: UNSIGNED-PAYLOAD", "-X", "PUT", "--data-binary"])
+            .arg(format!("@{}", body.display()))
+            .arg(format!("{}/{bucket}/{key}", self.s3_endpoint)));
+    }
+
     /// Creates a new, empty bucket with a unique name and returns the name.
     pub fn bucket(&self, prefix: &str) -> String {
         let name = unique(prefix).to_lowercase();

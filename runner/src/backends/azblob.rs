@@ -14,6 +14,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     uploads_in_parts: true,
     sets_modified_time: false,
     max_name_bytes: Some(1024),
+    directory_tree: false,
 };
 
 /// Builds the operator from `spec.azblob` and the account key or SAS token.
@@ -33,5 +34,5 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         }
     };
     let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
-    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None })
+    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None, server_side_copy: None })
 }

@@ -13,6 +13,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     uploads_in_parts: true,
     sets_modified_time: true,
     max_name_bytes: Some(255),
+    directory_tree: true,
 };
 
 /// Builds the operator for reads; writes go through `safe_fs`, since OpenDAL's filesystem
@@ -22,7 +23,13 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
     let root = resolve_root(input.binding, &fs.root, input.manifest_directory)?;
     let builder = opendal::services::Fs::default().root(&root.to_string_lossy());
     let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
-    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: Some(root), streaming_put: None })
+    Ok(Backend {
+        operator,
+        capabilities: CAPABILITIES,
+        local_root: Some(root),
+        streaming_put: None,
+        server_side_copy: None,
+    })
 }
 
 /// An absolute root as written, or `./relative` resolved against the manifest's directory.

@@ -13,6 +13,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     uploads_in_parts: true,
     sets_modified_time: false,
     max_name_bytes: Some(1024),
+    directory_tree: false,
 };
 
 /// Builds the operator from `spec.gcs` and the service account's JSON key or an access
@@ -35,5 +36,5 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         builder = builder.endpoint(endpoint);
     }
     let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
-    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None })
+    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None, server_side_copy: None })
 }

@@ -14,6 +14,7 @@ pub mod azblob;
 pub mod fs;
 pub mod gcs;
 pub mod s3;
+pub mod s3_copy;
 pub mod sftp;
 pub mod streaming_put;
 pub mod webdav;
@@ -29,6 +30,9 @@ pub struct Backend {
     /// Uploads over one part go here, for a provider whose OpenDAL service takes an upload
     /// only in one request from memory.
     pub streaming_put: Option<streaming_put::StreamingPut>,
+    /// The account this store's bucket is reached with, for copies on the server between
+    /// two buckets of it (S3 only so far).
+    pub server_side_copy: Option<s3_copy::S3Account>,
 }
 
 /// The facts about a provider that the engine's decisions depend on.
@@ -49,6 +53,10 @@ pub struct Capabilities {
     pub sets_modified_time: bool,
     /// The longest object name (one path segment) in bytes, where the provider has a limit.
     pub max_name_bytes: Option<usize>,
+    /// Keys are paths in a directory tree the server resolves (filesystems, SFTP, WebDAV):
+    /// a key with `..`, `.` or empty segments, or a file where another key needs a
+    /// directory, is refused there instead of landing somewhere else.
+    pub directory_tree: bool,
 }
 
 /// A checksum a provider computes itself over the bytes it stored.

@@ -2,6 +2,7 @@
 
 use ferry_api::binding::secret_field::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN};
 
+use super::s3_copy::S3Account;
 use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
 use crate::storage::StorageError;
 
@@ -13,6 +14,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     uploads_in_parts: true,
     sets_modified_time: false,
     max_name_bytes: Some(1024),
+    directory_tree: false,
 };
 
 /// Builds the operator from `spec.s3` and the access key fields; nothing is read from the
@@ -36,5 +38,21 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         builder = builder.enable_virtual_host_style();
     }
     let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
-    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None })
+    let account = S3Account::new(
+        s3.endpoint.as_deref(),
+        &s3.region,
+        s3.force_path_style,
+        &s3.bucket,
+        input.required(ACCESS_KEY_ID)?,
+        input.required(SECRET_ACCESS_KEY)?,
+        input.optional(SESSION_TOKEN),
+    )
+    .map_err(|error| StorageError::InvalidSettings { binding: input.binding.to_owned(), message: error.to_string() })?;
+    Ok(Backend {
+        operator,
+        capabilities: CAPABILITIES,
+        local_root: None,
+        streaming_put: None,
+        server_side_copy: Some(account),
+    })
 }

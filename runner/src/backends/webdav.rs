@@ -18,6 +18,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     uploads_in_parts: false,
     sets_modified_time: false,
     max_name_bytes: Some(255),
+    directory_tree: true,
 };
 
 /// Builds the operator from `spec.webdav` and a user name and password, or a bearer token,
@@ -43,5 +44,11 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         StorageError::InvalidSettings { binding: input.binding.to_owned(), message: error.to_string() }
     })?;
     let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
-    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: Some(streaming_put) })
+    Ok(Backend {
+        operator,
+        capabilities: CAPABILITIES,
+        local_root: None,
+        streaming_put: Some(streaming_put),
+        server_side_copy: None,
+    })
 }

@@ -24,6 +24,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     uploads_in_parts: true,
     sets_modified_time: false,
     max_name_bytes: Some(255),
+    directory_tree: true,
 };
 
 /// Connections to one server shared by a run's transfers: enough to keep a few windows
@@ -59,5 +60,5 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
     };
     let service = SftpService::new(Links::new(connector, CONNECTIONS), sftp.root.as_deref());
     let operator = opendal::Operator::new(SftpBuilder { service: Some(service) }).map_err(|e| input.build_error(e))?;
-    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None })
+    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None, server_side_copy: None })
 }

@@ -121,6 +121,20 @@ impl SftpService {
         Ok(())
     }
 
+    /// Renames `from` to `to`. SFTP's rename refuses an existing target, so the old version
+    /// goes first: for a moment `to` holds nothing, but never a partial file.
+    async fn replace(&self, lent: &Lent, from: &str, to: &str) -> Result<()> {
+        if let Err(error) = lent.link.sftp.remove_file(to).await
+            && !is_not_found(&error)
+        {
+            return Err(self.failed(lent, format!("replacing {to}"), error).await);
+        }
+        if let Err(error) = lent.link.sftp.rename(from, to).await {
+            return Err(self.failed(lent, format!("moving {from} to {to}"), error).await);
+        }
+        Ok(())
+    }
+
     /// Removes staged files older than a day from `staging`: a killed run's leftovers (a
     /// file another runner is writing now is younger than that).
     async fn sweep(&self, lent: &Lent, staging: &str) {
@@ -184,6 +198,7 @@ impl Service for SftpService {
             write_can_multi: true,
             create_dir: true,
             delete: true,
+            rename: true,
             list: true,
             shared: true,
             ..Capability::default()
@@ -232,8 +247,16 @@ impl Service for SftpService {
         Err(Error::new(ErrorKind::Unsupported, "sftp: copying on the server is not supported"))
     }
 
-    async fn rename(&self, _: &OperationContext, _: &str, _: &str, _: OpRename) -> Result<RpRename> {
-        Err(Error::new(ErrorKind::Unsupported, "sftp: rename is not offered"))
+    /// Moves a file (sync's trash), making the target's directory; an existing target is
+    /// replaced, as SFTP's own rename would refuse it.
+    async fn rename(&self, _: &OperationContext, from: &str, to: &str, _: OpRename) -> Result<RpRename> {
+        let lent = self.link().await?;
+        let (from, to) = (self.server_path(from), self.server_path(to));
+        if let Some((parent, _)) = to.rsplit_once('/') {
+            self.make_directories(&lent, parent).await?;
+        }
+        self.replace(&lent, &from, &to).await?;
+        Ok(RpRename::default())
     }
 
     async fn presign(&self, _: &OperationContext, _: &str, _: OpPresign) -> Result<RpPresign> {
@@ -353,16 +376,7 @@ impl oio::Write for SftpWriter {
             return Err(Error::new(ErrorKind::Unexpected, "sftp: no staged file"));
         };
         file.shutdown().await.map_err(io_error(format!("closing {staged}")))?;
-        // SFTP's rename refuses an existing target, so the old version goes first: for a
-        // moment the path holds nothing, but never a partial file.
-        if let Err(error) = lent.link.sftp.remove_file(self.path.as_str()).await
-            && !is_not_found(&error)
-        {
-            return Err(self.service.failed(&lent, format!("replacing {}", self.path), error).await);
-        }
-        if let Err(error) = lent.link.sftp.rename(staged.as_str(), self.path.as_str()).await {
-            return Err(self.service.failed(&lent, format!("placing {}", self.path), error).await);
-        }
+        self.service.replace(&lent, &staged, &self.path).await?;
         Ok(MetadataBuilder::file(written).build())
     }
 
