@@ -90,6 +90,7 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
         source_local: source.capabilities.local,
         destination_local: destination.capabilities.local,
         part_size: run.transfers.part_size as u64,
+        destination_whole_seconds: destination.capabilities.whole_second_times,
     };
     let shared = Arc::new(Shared {
         transfers: run.transfers,

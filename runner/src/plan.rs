@@ -93,6 +93,8 @@ pub struct Policy {
     pub destination_local: bool,
     /// The part size Ferry uploads multipart objects with.
     pub part_size: u64,
+    /// The destination keeps modification times in whole seconds.
+    pub destination_whole_seconds: bool,
 }
 
 /// Decides what to do with `source` given the destination's object at the same key.
@@ -102,6 +104,10 @@ pub fn decide(source: &ObjectInfo, destination: Option<&ObjectInfo>, policy: &Po
         Conflict::Overwrite => return Decision::Copy(CopyReason::Overwrite),
         Conflict::Newer => {
             if let (Some(source_time), Some(destination_time)) = (source.modified, destination.modified) {
+                let source_time = match policy.destination_whole_seconds {
+                    true => jiff::Timestamp::from_second(source_time.as_second()).unwrap_or(source_time),
+                    false => source_time,
+                };
                 return if source_time > destination_time {
                     Decision::Copy(CopyReason::Changed)
                 } else {
@@ -166,7 +172,14 @@ mod tests {
     }
 
     fn policy(conflict: Conflict, verify: VerifyMode, source_local: bool, destination_local: bool) -> Policy {
-        Policy { conflict, verify, source_local, destination_local, part_size: 8 << 20 }
+        Policy {
+            conflict,
+            verify,
+            source_local,
+            destination_local,
+            part_size: 8 << 20,
+            destination_whole_seconds: false,
+        }
     }
 
     const MD5_A: &str = "0123456789abcdef0123456789abcdef";
@@ -190,6 +203,13 @@ mod tests {
             decide(&object(1, None, T1), Some(&object(5, None, T2)), &p),
             Decision::Skip(SkipReason::DestinationNotOlder)
         );
+        // A destination that keeps whole seconds holds the copy's time without its fraction.
+        let (source, copy) = (object(1, None, "2026-03-01T12:00:00.5Z"), object(1, None, "2026-03-01T12:00:00Z"));
+        assert_eq!(decide(&source, Some(&copy), &p), Decision::Copy(CopyReason::Changed));
+        let whole_seconds = Policy { destination_whole_seconds: true, ..p };
+        assert_eq!(decide(&source, Some(&copy), &whole_seconds), Decision::Skip(SkipReason::DestinationNotOlder));
+        let later = object(1, None, "2026-03-01T12:00:01.2Z");
+        assert_eq!(decide(&later, Some(&copy), &whole_seconds), Decision::Copy(CopyReason::Changed));
     }
 
     #[test]

@@ -8,8 +8,8 @@ use ferry_api::VerifyMode;
 use futures::TryStreamExt;
 use tokio::sync::watch;
 
-use crate::backends::ReportedChecksum;
 use crate::backends::streaming_put::StreamingUpload;
+use crate::backends::{MODIFIED_METADATA, ReportedChecksum};
 use crate::durability::Durability;
 use crate::local_copy::{
     LOCAL_COPY_LIMIT, LOCAL_READ_CHUNK, LocalCopied, LocalCopy, LocalCopyError, Placement, file_of, hash_file,
@@ -266,7 +266,7 @@ impl Transfers {
             *spooled = Some(self.download(object).await?);
         }
         let Some((entry, digests)) = spooled.as_ref() else { return Err(TransferError::Interrupted) };
-        let etag = self.upload_from_spool(&object.key, entry).await?;
+        let etag = self.upload_from_spool(object, entry).await?;
         self.verify(&object.key, digests, etag).await
     }
 
@@ -445,13 +445,13 @@ impl Transfers {
             .await
             .map_err(|_| TransferError::Interrupted)?
             .map_err(|error| local_error(error, object.size))?;
-        let metadata = self
-            .destination
-            .operator
-            .write_with(&self.destination_path(&object.key), data)
-            .content_type(content_type(&object.key))
-            .await
-            .map_err(TransferError::Destination)?;
+        let path = self.destination_path(&object.key);
+        let mut write = self.destination.operator.write_with(&path, data).content_type(content_type(&object.key));
+        let carried = self.carried_metadata(object);
+        if !carried.is_empty() {
+            write = write.user_metadata(carried);
+        }
+        let metadata = write.await.map_err(TransferError::Destination)?;
         let reported = reported_checksum(&metadata, self.destination.capabilities.checksum);
         self.verify(&object.key, &digests, reported).await
     }
@@ -487,9 +487,13 @@ impl Transfers {
         Ok(Box::pin(reader.into_bytes_stream(..).await.map_err(TransferError::Source)?))
     }
 
-    async fn upload_from_spool(&self, key: &str, entry: &SpoolEntry) -> Result<Option<String>, TransferError> {
+    async fn upload_from_spool(
+        &self,
+        object: &ObjectInfo,
+        entry: &SpoolEntry,
+    ) -> Result<Option<String>, TransferError> {
         let _memory = self.reserve_upload_memory(entry.len()).await?;
-        let mut writer = self.destination_writer(key, entry.len()).await?;
+        let mut writer = self.destination_writer(object, entry.len()).await?;
         let mut reader = entry.reader().await?;
         let outcome: Result<(), TransferError> = async {
             while let Some(piece) = reader.next().await? {
@@ -510,7 +514,7 @@ impl Transfers {
         let mut hasher = Hasher::new(self.digest_set(object.size));
         let mut stream = self.source_stream(&object.key).await?;
         let _memory = self.reserve_upload_memory(object.size).await?;
-        let mut writer = self.destination_writer(&object.key, object.size).await?;
+        let mut writer = self.destination_writer(object, object.size).await?;
         let outcome: Result<(), TransferError> = async {
             while let Some(piece) = stream.try_next().await.map_err(|e| TransferError::Source(io_to_opendal(e)))? {
                 if self.stopped() {
@@ -549,12 +553,12 @@ impl Transfers {
 
     /// The writer for an object of `size` bytes: OpenDAL's, or a streaming PUT for an object
     /// over one part at a provider whose OpenDAL service would hold it whole in memory.
-    async fn destination_writer(&self, key: &str, size: u64) -> Result<DestinationWriter, TransferError> {
+    async fn destination_writer(&self, object: &ObjectInfo, size: u64) -> Result<DestinationWriter, TransferError> {
         if let Some(put) = &self.destination.streaming_put
             && !self.destination.capabilities.uploads_in_parts
             && size > self.part_size as u64
         {
-            let path = self.destination_path(key);
+            let path = self.destination_path(&object.key);
             if let Some((parent, _)) = path.rsplit_once('/') {
                 let directory = format!("{parent}/");
                 self.destination.operator.create_dir(&directory).await.map_err(TransferError::Destination)?;
@@ -562,10 +566,22 @@ impl Transfers {
             let upload = put.begin(&path, size).map_err(|error| TransferError::Streaming(error.to_string()))?;
             return Ok(DestinationWriter::Streaming { upload, throttle: self.throttle.clone() });
         }
-        Ok(DestinationWriter::OpenDal(self.opendal_writer(key).await?))
+        Ok(DestinationWriter::OpenDal(self.opendal_writer(object).await?))
     }
 
-    async fn opendal_writer(&self, key: &str) -> Result<opendal::Writer, TransferError> {
+    /// What travels with an upload as user metadata: the source's modification time, for
+    /// a backend that sets it.
+    fn carried_metadata(&self, object: &ObjectInfo) -> Vec<(String, String)> {
+        match object.modified {
+            Some(modified) if self.destination.capabilities.sets_modified_time => {
+                vec![(MODIFIED_METADATA.to_owned(), modified.as_second().to_string())]
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    async fn opendal_writer(&self, object: &ObjectInfo) -> Result<opendal::Writer, TransferError> {
+        let key = object.key.as_str();
         if self.destination.local_root.is_some() {
             // OpenDAL's filesystem writer follows links under the root.
             return Err(TransferError::Refused(
@@ -574,9 +590,13 @@ impl Transfers {
         }
         let path = self.destination_path(key);
         // Exact part boundaries make the multipart ETag computable on this side.
-        let writer =
-            self.destination.operator.writer_with(&path).chunk(self.part_size).content_type(content_type(key)).await;
-        writer.map_err(TransferError::Destination)
+        let mut writer =
+            self.destination.operator.writer_with(&path).chunk(self.part_size).content_type(content_type(key));
+        let metadata = self.carried_metadata(object);
+        if !metadata.is_empty() {
+            writer = writer.user_metadata(metadata);
+        }
+        writer.await.map_err(TransferError::Destination)
     }
 
     async fn verify(&self, key: &str, source: &Digests, reported: Option<String>) -> Result<Copied, TransferError> {

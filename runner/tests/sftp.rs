@@ -62,6 +62,42 @@ fn a_password_login_copies_and_the_files_are_placed_whole() {
     assert_eq!(tree_hashes(&source).len(), 12);
 }
 
+/// Sets a file's modification time to `seconds` after the epoch.
+fn set_modified(path: &std::path::Path, seconds: u64) {
+    let time = std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds);
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(time).unwrap();
+}
+
+#[test]
+fn modification_times_travel_so_newer_sees_a_later_edit() {
+    let servers = servers();
+    let sftp = servers.sftp();
+    let case = Case::new();
+    let source = case.path("source");
+    write_small_files(&source, 3, 500);
+    let files: Vec<String> = tree_hashes(&source).into_keys().collect();
+    for file in &files {
+        set_modified(&source.join(file), 1_577_836_800); // 2020-01-01
+    }
+    let directory = servers.sftp_directory("times");
+    let documents = vec![
+        job(("local", ""), ("remote", &format!("{directory}/")), "  conflict: newer\n"),
+        fs_binding("local", &source),
+        binding(&servers, &[("password", &sftp.password)], &sftp.known_hosts_line(&sftp.host, sftp.port)),
+    ];
+    case.run_ok("first", documents.clone(), &[]);
+    let listed = servers.rclone(&["lsjson", "-R", "--files-only", &servers.sftp_remote(&directory)]);
+    let listed: Vec<serde_json::Value> = serde_json::from_slice(&listed.stdout).unwrap();
+    assert!(listed.iter().all(|file| file["ModTime"].as_str().unwrap().starts_with("2020-01-01")), "{listed:?}");
+
+    // An edit dated 2021, long before the upload: only a copy that kept 2020 sees it as newer.
+    set_modified(&source.join(&files[1]), 1_609_459_200);
+    let report = case.run_ok("edited", documents.clone(), &[]);
+    assert_eq!(paths_with(&report, "copied"), [files[1].clone()], "{report:?}");
+    let report = case.run_ok("unchanged", documents, &[]);
+    assert_eq!(paths_with(&report, "skipped").len(), 3, "{report:?}");
+}
+
 #[test]
 fn keys_that_cannot_be_paths_fail_with_their_reason() {
     let servers = servers();

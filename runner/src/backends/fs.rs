@@ -12,6 +12,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     checksum: ReportedChecksum::None,
     uploads_in_parts: true,
     sets_modified_time: true,
+    whole_second_times: false,
     max_name_bytes: Some(255),
     directory_tree: true,
 };

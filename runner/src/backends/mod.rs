@@ -19,6 +19,10 @@ pub mod sftp;
 pub mod streaming_put;
 pub mod webdav;
 
+/// The user-metadata entry that carries a source's modification time (Unix seconds) to a
+/// backend that sets it on the file it writes (`Capabilities::sets_modified_time`).
+pub const MODIFIED_METADATA: &str = "ferry-modified";
+
 /// A provider's operator, before the layers every store gets, and its capabilities.
 pub struct Backend {
     /// The provider's operator.
@@ -51,6 +55,9 @@ pub struct Capabilities {
     /// Modification times can be set on upload; otherwise the destination's is the upload
     /// time, and `conflict: newer` compares against that.
     pub sets_modified_time: bool,
+    /// Modification times are kept in whole seconds (SFTP), so a source's time is compared
+    /// without its fraction: a copy is not "older" than its source by half a second.
+    pub whole_second_times: bool,
     /// The longest object name (one path segment) in bytes, where the provider has a limit.
     pub max_name_bytes: Option<usize>,
     /// Keys are paths in a directory tree the server resolves (filesystems, SFTP, WebDAV):

@@ -13,6 +13,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     checksum: ReportedChecksum::S3Etag,
     uploads_in_parts: true,
     sets_modified_time: false,
+    whole_second_times: false,
     max_name_bytes: Some(1024),
     directory_tree: false,
 };

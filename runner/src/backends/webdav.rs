@@ -17,6 +17,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     checksum: ReportedChecksum::None,
     uploads_in_parts: false,
     sets_modified_time: false,
+    whole_second_times: false,
     max_name_bytes: Some(255),
     directory_tree: true,
 };

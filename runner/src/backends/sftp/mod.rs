@@ -16,13 +16,15 @@ use connection::{Connector, Links, Login};
 use service::{SftpBuilder, SftpService};
 
 /// SFTP lists one directory at a time, reports no checksum (copies are read back to be
-/// proven) and streams uploads of any size; OpenSSH keeps names to 255 bytes.
+/// proven), streams uploads of any size and sets modification times (in whole seconds);
+/// OpenSSH keeps names to 255 bytes.
 pub const CAPABILITIES: Capabilities = Capabilities {
     local: false,
     sorted_listing: false,
     checksum: ReportedChecksum::None,
     uploads_in_parts: true,
-    sets_modified_time: false,
+    sets_modified_time: true,
+    whole_second_times: true,
     max_name_bytes: Some(255),
     directory_tree: true,
 };

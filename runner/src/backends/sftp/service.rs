@@ -19,6 +19,7 @@ use russh_sftp::protocol::{FileAttributes, FileType, OpenFlags, StatusCode};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
 use super::connection::{Lent, Links};
+use crate::backends::MODIFIED_METADATA;
 use crate::storage::PARTIAL_DIRECTORY;
 
 /// The largest piece one read hands the engine.
@@ -196,6 +197,7 @@ impl Service for SftpService {
             write: true,
             write_can_empty: true,
             write_can_multi: true,
+            write_with_user_metadata: true,
             create_dir: true,
             delete: true,
             rename: true,
@@ -230,8 +232,12 @@ impl Service for SftpService {
         Ok(oio::StreamReader::new(SftpReader { service: self.clone(), path: self.server_path(path) }))
     }
 
-    fn write(&self, _: &OperationContext, path: &str, _: OpWrite) -> Result<Self::Writer> {
-        Ok(SftpWriter { service: self.clone(), path: self.server_path(path), open: None })
+    fn write(&self, _: &OperationContext, path: &str, options: OpWrite) -> Result<Self::Writer> {
+        let modified = options
+            .user_metadata()
+            .and_then(|metadata| metadata.get(MODIFIED_METADATA))
+            .and_then(|seconds| seconds.parse::<u32>().ok());
+        Ok(SftpWriter { service: self.clone(), path: self.server_path(path), modified, open: None })
     }
 
     fn delete(&self, _: &OperationContext) -> Result<Self::Deleter> {
@@ -323,6 +329,8 @@ impl oio::ReadStream for SftpReadStream {
 pub struct SftpWriter {
     service: SftpService,
     path: String,
+    /// The source's modification time (Unix seconds; SFTP v3 holds 32 bits of them).
+    modified: Option<u32>,
     open: Option<StagedFile>,
 }
 
@@ -376,6 +384,12 @@ impl oio::Write for SftpWriter {
             return Err(Error::new(ErrorKind::Unexpected, "sftp: no staged file"));
         };
         file.shutdown().await.map_err(io_error(format!("closing {staged}")))?;
+        if let Some(modified) = self.modified {
+            let times = FileAttributes { atime: Some(modified), mtime: Some(modified), ..FileAttributes::empty() };
+            if let Err(error) = lent.link.sftp.set_metadata(staged.as_str(), times).await {
+                return Err(self.service.failed(&lent, format!("setting the time of {staged}"), error).await);
+            }
+        }
         self.service.replace(&lent, &staged, &self.path).await?;
         Ok(MetadataBuilder::file(written).build())
     }
