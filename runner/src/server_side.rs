@@ -1,11 +1,11 @@
-//! Copies on the server: when source and destination are buckets of one S3 service reached
-//! with one credential, each object is copied by the service itself and then verified, so
+//! Copies on the server: when source and destination are buckets (containers) of one S3
+//! service (Azure storage account) reached with one credential, each object is copied by the service itself and then verified, so
 //! no byte passes through the runner (a read-back, where one is needed, reads only).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::backends::s3_copy::{CopyError, MAX_COPY_BYTES, S3Account};
+use crate::backends::server_side_copy::{CopyError, ServerSideAccount};
 use crate::object::{DigestSet, Digests, ObjectInfo};
 use crate::storage::Store;
 use crate::transfer::{Copied, TransferError, Transfers, VerifiedBy, hash_object};
@@ -14,8 +14,8 @@ use ferry_api::VerifyMode;
 /// Both sides' accounts, when the service can copy between them.
 #[derive(Debug)]
 pub struct ServerSide {
-    source: Arc<S3Account>,
-    destination: Arc<S3Account>,
+    source: Arc<ServerSideAccount>,
+    destination: Arc<ServerSideAccount>,
     /// The service refused a copy between the buckets: the rest of the run streams.
     refused: AtomicBool,
 }
@@ -29,13 +29,8 @@ impl ServerSide {
 
     /// Whether this object goes through the server (a single `CopyObject` takes 5 GiB).
     pub fn takes(&self, object: &ObjectInfo) -> bool {
-        object.size <= MAX_COPY_BYTES && !self.refused.load(Ordering::Relaxed)
+        object.size <= self.destination.max_bytes() && !self.refused.load(Ordering::Relaxed)
     }
-}
-
-/// The checksum S3 reports, compared as S3 prints it.
-fn normalized(etag: &str) -> String {
-    etag.trim_matches('"').to_ascii_lowercase()
 }
 
 impl Transfers {
@@ -61,7 +56,7 @@ impl Transfers {
             }
             Err(error @ CopyError::Failed(_)) => return Err(TransferError::ServerSide(error.to_string())),
         };
-        let etag = copied.etag.as_deref().map(normalized);
+        let etag = copied.checksum;
         let listed = Digests { blake3: None, md5: None, multipart_etag: None, length: object.size };
         let proof = |verified_by, source: Digests, destination_blake3| Copied {
             source,
@@ -83,12 +78,12 @@ impl Transfers {
                 }
                 Ok(Some(proof(VerifiedBy::Size, listed, None)))
             }
-            // The service's ETag of the copy (the MD5 of what it stored, or its multipart form)
-            // equals the source's: the service vouches for its own copy, as it does for an
-            // upload's ETag. `readback` reads both sides instead.
-            VerifyMode::Checksum if etag.is_some() && object.checksum.as_deref().map(normalized) == etag => {
+            // The service's checksum of the copy (S3's ETag, Azure's Content-MD5: the MD5 of
+            // what it stored, or S3's multipart form) equals the source's: the service vouches
+            // for its own copy, as it does for an upload's. `readback` reads both sides instead.
+            VerifyMode::Checksum if etag.is_some() && object.checksum == etag => {
                 let md5 = etag.clone().filter(|etag| !etag.contains('-'));
-                Ok(Some(proof(VerifiedBy::ServerSideEtag, Digests { md5, ..listed }, None)))
+                Ok(Some(proof(VerifiedBy::ServerSideChecksum, Digests { md5, ..listed }, None)))
             }
             // `readback`, or an ETag that does not match (SSE-KMS ETags are no MD5): both
             // sides are read and hashed.

@@ -8,7 +8,7 @@ use ferry_api::{CredentialBindingSpec, Provider};
 use opendal::Operator;
 use opendal::layers::{PrometheusLayer, RetryLayer, ThrottleLayer, TimeoutLayer, TracingLayer};
 
-use crate::backends::s3_copy::S3Account;
+use crate::backends::server_side_copy::ServerSideAccount;
 use crate::backends::streaming_put::StreamingPut;
 use crate::backends::{self, Backend, BackendInput, Capabilities};
 use crate::secrets::SecretFields;
@@ -35,8 +35,8 @@ pub struct Store {
     pub throttled: bool,
     /// Uploads over one part, for providers that take an upload only in one request.
     pub streaming_put: Option<std::sync::Arc<StreamingPut>>,
-    /// The account behind the bucket, for copies on the server (S3).
-    pub server_side_copy: Option<std::sync::Arc<S3Account>>,
+    /// The account behind the bucket or container, for copies on the server.
+    pub server_side_copy: Option<std::sync::Arc<ServerSideAccount>>,
 }
 
 /// Settings that apply to every store of a run.

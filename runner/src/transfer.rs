@@ -85,9 +85,9 @@ pub enum VerifiedBy {
     Md5Readback,
     /// As `Md5Readback`, for an object uploaded in parts: the per-part MD5s match.
     MultipartEtagReadback,
-    /// Copied on the server: the new object's ETag (the MD5 of what the service stored, or
-    /// its multipart form) equals the source's.
-    ServerSideEtag,
+    /// Copied on the server: the checksum the service gives the copy (the MD5 of what it
+    /// stored, or S3's multipart form) equals the source's.
+    ServerSideChecksum,
 }
 
 /// A verified copy.

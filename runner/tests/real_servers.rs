@@ -101,7 +101,7 @@ fn buckets_of_one_service_and_account_copy_on_the_server() {
     let report = case.run_ok("server-side", documents(), &[]);
     assert_eq!(paths_with(&report, "copied").len(), objects, "{report:?}");
     // Every copy is proven by the ETag the service gave it (the multipart one keeps its parts').
-    assert!(report.iter().all(|r| r["verifiedBy"] == "serverSideEtag"), "{report:?}");
+    assert!(report.iter().all(|r| r["verifiedBy"] == "serverSideChecksum"), "{report:?}");
     common::rclone_check(
         &servers,
         &servers.s3_remote(&format!("{first}/in")),
@@ -119,6 +119,54 @@ fn buckets_of_one_service_and_account_copy_on_the_server() {
     let report = case.run_ok("server-side-readback", readback, &[]);
     assert_eq!(paths_with(&report, "copied").len(), objects, "{report:?}");
     assert!(report.iter().all(|r| r["verifiedBy"] == "blake3Readback"), "{report:?}");
+}
+
+/// An Azure binding for `container` with the account key from Vault.
+fn azure(servers: &Servers, name: &str, container: &str) -> String {
+    let azure = servers.azure();
+    let path = servers.secret_in_vault("azure", &[("accountKey", &azure.key)]);
+    format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: {name}}}\nspec:\n  provider: azblob\n  \
+         azblob: {{endpoint: \"{}\", account: {}, container: {container}}}\n  vault: {{path: {path}}}\n",
+        azure.endpoint, azure.account
+    )
+}
+
+#[test]
+fn containers_of_one_azure_account_copy_on_the_server() {
+    let servers = servers();
+    let case = Case::new();
+    let source = case.path("source");
+    write_small_files(&source, 5, 2000);
+    let data: Vec<u8> = (0..(12u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    std::fs::write(source.join("blocks.bin"), &data).unwrap();
+    let (first, second) = (servers.azure_container("copy-a"), servers.azure_container("copy-b"));
+    case.run_ok(
+        "up",
+        vec![job(("src", ""), ("a", ""), ""), fs_binding("src", &source), azure(&servers, "a", &first)],
+        &[],
+    );
+
+    let documents = || {
+        vec![
+            job(("a", ""), ("b", "copied/"), "  verify: checksum\n"),
+            azure(&servers, "a", &first),
+            azure(&servers, "b", &second),
+        ]
+    };
+    let report = case.run_ok("server-side", documents(), &[]);
+    assert_eq!(paths_with(&report, "copied").len(), 6, "{report:?}");
+    let by = |path: &str| report.iter().find(|r| r["path"] == path).unwrap()["verifiedBy"].clone();
+    // A blob sent in one Put Blob has the service's Content-MD5, which its copy keeps; one
+    // committed from blocks has none, so both sides are read.
+    assert_eq!(by("d000/f000000.bin"), "serverSideChecksum", "{report:?}");
+    assert_eq!(by("blocks.bin"), "blake3Readback", "{report:?}");
+    common::rclone_check(&servers, &servers.azure_remote(&first), &servers.azure_remote(&format!("{second}/copied")));
+    // Again: the blobs with an MD5 are proven identical; the one without is copied once more
+    // on the server, since neither side can prove it without reading both.
+    let report = case.run_ok("server-side-again", documents(), &[]);
+    assert_eq!(paths_with(&report, "skipped").len(), 5, "{report:?}");
+    assert_eq!(paths_with(&report, "copied"), ["blocks.bin"], "{report:?}");
 }
 
 #[test]

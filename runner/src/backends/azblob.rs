@@ -2,6 +2,8 @@
 
 use ferry_api::binding::secret_field::{ACCOUNT_KEY, SAS_TOKEN};
 
+use super::azblob_copy::AzblobAccount;
+use super::server_side_copy::ServerSideAccount;
 use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
 use crate::storage::StorageError;
 
@@ -27,13 +29,21 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         .container(&azblob.container)
         .endpoint(&endpoint)
         .account_name(&azblob.account);
+    let mut server_side_copy = None;
     builder = match (input.optional(ACCOUNT_KEY), input.optional(SAS_TOKEN)) {
-        (Some(key), _) => builder.account_key(key),
+        (Some(key), _) => {
+            // A SAS is scoped by whoever made it: only the account key surely reads another container.
+            let account = AzblobAccount::new(&endpoint, &azblob.account, &azblob.container, key).map_err(|error| {
+                StorageError::InvalidSettings { binding: input.binding.to_owned(), message: error.to_string() }
+            })?;
+            server_side_copy = Some(ServerSideAccount::Azblob(account));
+            builder.account_key(key)
+        }
         (None, Some(token)) => builder.sas_token(token),
         (None, None) => {
             return Err(StorageError::MissingField { binding: input.binding.to_owned(), field: ACCOUNT_KEY });
         }
     };
     let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
-    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None, server_side_copy: None })
+    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None, server_side_copy })
 }

@@ -11,10 +11,12 @@ use crate::secrets::SecretFields;
 use crate::storage::StorageError;
 
 pub mod azblob;
+pub mod azblob_copy;
 pub mod fs;
 pub mod gcs;
 pub mod s3;
 pub mod s3_copy;
+pub mod server_side_copy;
 pub mod sftp;
 pub mod streaming_put;
 pub mod webdav;
@@ -34,9 +36,9 @@ pub struct Backend {
     /// Uploads over one part go here, for a provider whose OpenDAL service takes an upload
     /// only in one request from memory.
     pub streaming_put: Option<streaming_put::StreamingPut>,
-    /// The account this store's bucket is reached with, for copies on the server between
-    /// two buckets of it (S3 only so far).
-    pub server_side_copy: Option<s3_copy::S3Account>,
+    /// The account this store's bucket or container is reached with, for copies on the
+    /// server between two of them (S3, Azure).
+    pub server_side_copy: Option<server_side_copy::ServerSideAccount>,
 }
 
 /// The facts about a provider that the engine's decisions depend on.

@@ -3,6 +3,7 @@
 use ferry_api::binding::secret_field::{ACCESS_KEY_ID, SECRET_ACCESS_KEY, SESSION_TOKEN};
 
 use super::s3_copy::S3Account;
+use super::server_side_copy::ServerSideAccount;
 use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
 use crate::storage::StorageError;
 
@@ -54,6 +55,6 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         capabilities: CAPABILITIES,
         local_root: None,
         streaming_put: None,
-        server_side_copy: Some(account),
+        server_side_copy: Some(ServerSideAccount::S3(account)),
     })
 }

@@ -8,6 +8,8 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqsign_aws_v4::{Credential, RequestSigner, StaticCredentialProvider};
 use reqsign_core::{Context, Signer};
 
+use super::server_side_copy::{CopiedOnServer, CopyError};
+
 /// The largest object one `CopyObject` takes; larger ones are streamed.
 pub const MAX_COPY_BYTES: u64 = 5 << 30;
 
@@ -31,25 +33,6 @@ impl std::fmt::Debug for S3Account {
             .field("bucket", &self.bucket)
             .finish_non_exhaustive()
     }
-}
-
-/// What a server-side copy produced.
-#[derive(Debug)]
-pub struct CopiedOnServer {
-    /// The new object's ETag, without quotes.
-    pub etag: Option<String>,
-}
-
-/// Why a server-side copy failed.
-#[derive(Debug, thiserror::Error)]
-pub enum CopyError {
-    /// The destination's credential may not read the source (another account, a bucket
-    /// policy): the object can still be streamed.
-    #[error("the server refused to copy between the buckets ({0}); objects are streamed instead")]
-    Refused(String),
-    /// The service failed or could not be reached: worth retrying.
-    #[error("copying on the server failed: {0}")]
-    Failed(String),
 }
 
 /// S3's rule for a key in a path: every byte but unreserved characters and `/` is escaped.
@@ -130,7 +113,8 @@ impl S3Account {
         let body = response.text().await.map_err(|error| CopyError::Failed(error.without_url().to_string()))?;
         // CopyObject may answer 200 and still fail: the error is in the body.
         if status.is_success() && !body.contains("<Error>") {
-            return Ok(CopiedOnServer { etag: element(&body, "ETag").map(|etag| etag.trim_matches('"').to_owned()) });
+            let etag = element(&body, "ETag").map(|etag| etag.trim_matches('"').to_ascii_lowercase());
+            return Ok(CopiedOnServer { checksum: etag });
         }
         let code = element(&body, "Code").unwrap_or_else(|| status.to_string());
         match status.as_u16() {

@@ -1,0 +1,67 @@
+//! Copies a service makes itself, between two buckets or containers of one account: what a
+//! backend offers for them, and what a copy reports.
+
+use super::azblob_copy::AzblobAccount;
+use super::s3_copy::S3Account;
+
+/// The account behind a store, for copies on its server.
+#[derive(Debug)]
+pub enum ServerSideAccount {
+    /// An S3 bucket (`CopyObject`).
+    S3(S3Account),
+    /// An Azure container (`Copy Blob`).
+    Azblob(AzblobAccount),
+}
+
+/// What a copy on the server produced.
+#[derive(Debug)]
+pub struct CopiedOnServer {
+    /// The new object's checksum as the service reports it, in the form of
+    /// `ObjectInfo::checksum` (an MD5 in hex, or S3's `<md5>-<parts>`).
+    pub checksum: Option<String>,
+}
+
+/// Why a copy on the server failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CopyError {
+    /// The service will not copy between these two (another account's policy, a service
+    /// without the feature): the object can still be streamed.
+    #[error("the server refused to copy between the two ({0}); objects are streamed instead")]
+    Refused(String),
+    /// The service failed or could not be reached: worth retrying.
+    #[error("copying on the server failed: {0}")]
+    Failed(String),
+}
+
+impl ServerSideAccount {
+    /// Whether this (destination) account can copy from `source` on the server.
+    pub fn reaches(&self, source: &ServerSideAccount) -> bool {
+        match (self, source) {
+            (Self::S3(here), Self::S3(there)) => here.reaches(there),
+            (Self::Azblob(here), Self::Azblob(there)) => here.reaches(there),
+            _ => false,
+        }
+    }
+
+    /// The largest object one copy takes (S3's `CopyObject` stops at 5 GiB).
+    pub fn max_bytes(&self) -> u64 {
+        match self {
+            Self::S3(_) => super::s3_copy::MAX_COPY_BYTES,
+            Self::Azblob(_) => u64::MAX,
+        }
+    }
+
+    /// Copies `source_key` of `source` to `key` here.
+    pub async fn copy_from(
+        &self,
+        source: &ServerSideAccount,
+        source_key: &str,
+        key: &str,
+    ) -> Result<CopiedOnServer, CopyError> {
+        match (self, source) {
+            (Self::S3(here), Self::S3(there)) => here.copy_from(there, source_key, key).await,
+            (Self::Azblob(here), Self::Azblob(there)) => here.copy_from(there, source_key, key).await,
+            _ => Err(CopyError::Refused("different providers".to_owned())),
+        }
+    }
+}
