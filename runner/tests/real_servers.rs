@@ -169,6 +169,53 @@ fn containers_of_one_azure_account_copy_on_the_server() {
     assert_eq!(paths_with(&report, "copied"), ["blocks.bin"], "{report:?}");
 }
 
+/// A GCS binding for `bucket` with an access token from Vault (fake-gcs-server takes any).
+fn gcs(servers: &Servers, name: &str, bucket: &str, token: &str) -> String {
+    let path = servers.secret_in_vault("gcs", &[("accessToken", token)]);
+    format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: {name}}}\nspec:\n  provider: gcs\n  \
+         gcs: {{endpoint: \"{}\", bucket: {bucket}}}\n  vault: {{path: {path}}}\n",
+        servers.gcs().endpoint
+    )
+}
+
+#[test]
+fn buckets_reached_with_one_gcs_token_rewrite_on_the_server() {
+    let servers = servers();
+    let case = Case::new();
+    let source = case.path("source");
+    write_small_files(&source, 4, 2000);
+    write_tricky_tree(&source.join("tricky"));
+    let (first, second) = (servers.gcs_bucket("rewrite-a"), servers.gcs_bucket("rewrite-b"));
+    let objects = tree_hashes(&source).len();
+    case.run_ok(
+        "up",
+        vec![job(("src", ""), ("a", ""), ""), fs_binding("src", &source), gcs(&servers, "a", &first, "t1")],
+        &[],
+    );
+
+    let documents = |token: &str| {
+        vec![
+            job(("a", ""), ("b", "copied/"), "  verify: checksum\n"),
+            gcs(&servers, "a", &first, "t1"),
+            gcs(&servers, "b", &second, token),
+        ]
+    };
+    let report = case.run_ok("rewrite", documents("t1"), &[]);
+    assert_eq!(paths_with(&report, "copied").len(), objects, "{report:?}");
+    assert!(report.iter().all(|r| r["verifiedBy"] == "serverSideChecksum"), "{report:?}");
+    common::rclone_check(&servers, &servers.gcs_remote(&first), &servers.gcs_remote(&format!("{second}/copied")));
+    let report = case.run_ok("rewrite-again", documents("t1"), &[]);
+    assert_eq!(paths_with(&report, "skipped").len(), objects, "{report:?}");
+
+    // Another token might not read the source bucket: the objects are streamed and proven
+    // by the MD5 the service computed on upload.
+    let mut streamed = documents("t2");
+    streamed[0] = job(("a", ""), ("b", "streamed/"), "  verify: checksum\n");
+    let report = case.run_ok("streamed", streamed, &[]);
+    assert!(report.iter().all(|r| r["verifiedBy"] == "contentMd5"), "{report:?}");
+}
+
 #[test]
 fn multipart_objects_are_verified_by_their_composite_etag() {
     let servers = servers();

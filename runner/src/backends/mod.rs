@@ -14,6 +14,7 @@ pub mod azblob;
 pub mod azblob_copy;
 pub mod fs;
 pub mod gcs;
+pub mod gcs_copy;
 pub mod s3;
 pub mod s3_copy;
 pub mod server_side_copy;

@@ -2,6 +2,7 @@
 //! backend offers for them, and what a copy reports.
 
 use super::azblob_copy::AzblobAccount;
+use super::gcs_copy::GcsAccount;
 use super::s3_copy::S3Account;
 
 /// The account behind a store, for copies on its server.
@@ -11,6 +12,8 @@ pub enum ServerSideAccount {
     S3(S3Account),
     /// An Azure container (`Copy Blob`).
     Azblob(AzblobAccount),
+    /// A GCS bucket (`rewrite`).
+    Gcs(GcsAccount),
 }
 
 /// What a copy on the server produced.
@@ -39,6 +42,7 @@ impl ServerSideAccount {
         match (self, source) {
             (Self::S3(here), Self::S3(there)) => here.reaches(there),
             (Self::Azblob(here), Self::Azblob(there)) => here.reaches(there),
+            (Self::Gcs(here), Self::Gcs(there)) => here.reaches(there),
             _ => false,
         }
     }
@@ -47,7 +51,7 @@ impl ServerSideAccount {
     pub fn max_bytes(&self) -> u64 {
         match self {
             Self::S3(_) => super::s3_copy::MAX_COPY_BYTES,
-            Self::Azblob(_) => u64::MAX,
+            Self::Azblob(_) | Self::Gcs(_) => u64::MAX,
         }
     }
 
@@ -61,6 +65,7 @@ impl ServerSideAccount {
         match (self, source) {
             (Self::S3(here), Self::S3(there)) => here.copy_from(there, source_key, key).await,
             (Self::Azblob(here), Self::Azblob(there)) => here.copy_from(there, source_key, key).await,
+            (Self::Gcs(here), Self::Gcs(there)) => here.copy_from(there, source_key, key).await,
             _ => Err(CopyError::Refused("different providers".to_owned())),
         }
     }
