@@ -132,7 +132,15 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
                 accounting.listed(object.size);
                 match &mut paths {
                     Some(paths) => paths.push(object, existing),
-                    None => vec![(object, existing, None)],
+                    None => {
+                        // Flat keys: only their length can be refused.
+                        let limit = destination.capabilities.max_key;
+                        let path = format!("{}{}", destination.base, object.key);
+                        let refusal = limit
+                            .and_then(|limit| limit.refuses(&path))
+                            .map(|why| format!("key {:?} {why}", object.key));
+                        vec![(object, existing, refusal)]
+                    }
                 }
             }
             None => {

@@ -217,6 +217,30 @@ fn buckets_reached_with_one_gcs_token_rewrite_on_the_server() {
 }
 
 #[test]
+fn a_key_longer_than_s3_takes_fails_with_the_reason_and_the_rest_arrive() {
+    let servers = servers();
+    let case = Case::new();
+    let source = case.path("source");
+    write_small_files(&source, 3, 100);
+    // Five 220-byte directory names: a fine path on a filesystem, 1,100+ bytes as an S3 key.
+    let deep: std::path::PathBuf = (0..5).map(|level| format!("{level}{}", "d".repeat(219))).collect();
+    std::fs::create_dir_all(source.join(&deep)).unwrap();
+    std::fs::write(source.join(&deep).join("leaf.txt"), b"too deep for S3").unwrap();
+    let bucket = servers.bucket("long-keys");
+    let manifests = case.manifests(
+        "long.yaml",
+        &[job(("src", ""), ("s3", ""), ""), fs_binding("src", &source), s3(&servers, "s3", &bucket)],
+    );
+    assert_exit(&case.run(&manifests, "long.jsonl", &[]), 1);
+    let report = case.report("long.jsonl");
+    assert_eq!(paths_with(&report, "copied").len(), 3, "{report:?}");
+    let failed = report.iter().find(|r| r["action"] == "failed").unwrap();
+    let error = failed["error"].as_str().unwrap();
+    assert!(error.contains("bytes long at the destination, which takes at most 1024"), "{error}");
+    assert_eq!(failed["attempts"].as_u64(), Some(0), "refused before any attempt: {failed}");
+}
+
+#[test]
 fn multipart_objects_are_verified_by_their_composite_etag() {
     let servers = servers();
     let case = Case::new();

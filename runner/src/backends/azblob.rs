@@ -4,7 +4,7 @@ use ferry_api::binding::secret_field::{ACCOUNT_KEY, SAS_TOKEN};
 
 use super::azblob_copy::AzblobAccount;
 use super::server_side_copy::ServerSideAccount;
-use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
+use super::{Backend, BackendInput, Capabilities, KeyLimit, ReportedChecksum};
 use crate::storage::StorageError;
 
 /// Azure lists in key order; a blob written with one Put Blob gets the MD5 the service
@@ -16,7 +16,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     uploads_in_parts: true,
     sets_modified_time: false,
     whole_second_times: false,
-    max_name_bytes: Some(1024),
+    max_key: Some(KeyLimit::Characters(1024)),
     directory_tree: false,
 };
 

@@ -4,7 +4,7 @@ use ferry_api::binding::secret_field::{ACCESS_TOKEN, CREDENTIALS_JSON};
 
 use super::gcs_copy::GcsAccount;
 use super::server_side_copy::ServerSideAccount;
-use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
+use super::{Backend, BackendInput, Capabilities, KeyLimit, ReportedChecksum};
 use crate::storage::StorageError;
 
 /// GCS lists in key order and computes an MD5 (`md5Hash`) over every object it stores.
@@ -15,7 +15,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     uploads_in_parts: true,
     sets_modified_time: false,
     whole_second_times: false,
-    max_name_bytes: Some(1024),
+    max_key: Some(KeyLimit::Bytes(1024)),
     directory_tree: false,
 };
 

@@ -61,12 +61,33 @@ pub struct Capabilities {
     /// Modification times are kept in whole seconds (SFTP), so a source's time is compared
     /// without its fraction: a copy is not "older" than its source by half a second.
     pub whole_second_times: bool,
-    /// The longest object name (one path segment) in bytes, where the provider has a limit.
-    pub max_name_bytes: Option<usize>,
+    /// The longest key a provider with flat keys takes (S3, GCS: 1024 bytes; Azure: 1024
+    /// characters). Directory trees limit each name instead (see `destination_path`).
+    pub max_key: Option<KeyLimit>,
     /// Keys are paths in a directory tree the server resolves (filesystems, SFTP, WebDAV):
     /// a key with `..`, `.` or empty segments, or a file where another key needs a
     /// directory, is refused there instead of landing somewhere else.
     pub directory_tree: bool,
+}
+
+/// How long a key may be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyLimit {
+    /// At most this many bytes of UTF-8.
+    Bytes(usize),
+    /// At most this many characters.
+    Characters(usize),
+}
+
+impl KeyLimit {
+    /// Why `key` is too long, if it is.
+    pub fn refuses(self, key: &str) -> Option<String> {
+        let (length, limit, unit) = match self {
+            Self::Bytes(limit) => (key.len(), limit, "bytes"),
+            Self::Characters(limit) => (key.chars().count(), limit, "characters"),
+        };
+        (length > limit).then(|| format!("is {length} {unit} long at the destination, which takes at most {limit}"))
+    }
 }
 
 /// A checksum a provider computes itself over the bytes it stored.
@@ -161,6 +182,14 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_limits_count_what_the_provider_counts() {
+        let key = "é".repeat(600); // 600 characters, 1,200 bytes
+        assert!(KeyLimit::Characters(1024).refuses(&key).is_none());
+        let refused = KeyLimit::Bytes(1024).refuses(&key).unwrap();
+        assert!(refused.contains("1200 bytes") && refused.contains("at most 1024"), "{refused}");
+    }
 
     #[test]
     fn the_registry_holds_exactly_the_providers_the_api_says_the_runner_supports() {

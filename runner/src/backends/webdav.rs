@@ -18,7 +18,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     uploads_in_parts: false,
     sets_modified_time: false,
     whole_second_times: false,
-    max_name_bytes: Some(255),
+    max_key: None,
     directory_tree: true,
 };
 

@@ -25,7 +25,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     uploads_in_parts: true,
     sets_modified_time: true,
     whole_second_times: true,
-    max_name_bytes: Some(255),
+    max_key: None,
     directory_tree: true,
 };
 
