@@ -59,6 +59,15 @@ if [ "$installed_azurite" != "$azurite_version" ]; then
   npm install --prefix "$node_dir" --save-exact --no-audit --no-fund --loglevel=error "azurite@$azurite_version" >/dev/null
 fi
 
+# oauth2-mock-server from npm: the drives' OAuth 2.0 token endpoint (scripts/oauth-token-endpoint.mjs).
+oauth_version=8.2.3
+installed_oauth=$(cat "$node_dir/node_modules/oauth2-mock-server/package.json" 2>/dev/null \
+  | python3 -c 'import json, sys; print(json.load(sys.stdin)["version"])' 2>/dev/null || true)
+if [ "$installed_oauth" != "$oauth_version" ]; then
+  echo "installing oauth2-mock-server@$oauth_version into $node_dir"
+  npm install --prefix "$node_dir" --save-exact --no-audit --no-fund --loglevel=error "oauth2-mock-server@$oauth_version" >/dev/null
+fi
+
 # Stable paths the test harness and scripts/test-servers.sh use.
 bin="$tools/bin"; mkdir -p "$bin"
 link() { [ "$(readlink "$2" 2>/dev/null)" = "$1" ] || ln -sfn "$1" "$2"; }  # link TARGET NAME, only if it differs

@@ -37,7 +37,7 @@ stop() {
 start() {
   stop
   mkdir -p "$state/weed-data" "$state/azurite" "$state/webdav-root" "$state/sftp" "$state/sftp-root"
-  local bao_port s3_port azure_port webdav_port gcs_port sftp_port root_token=ferry-test-root
+  local bao_port s3_port azure_port webdav_port gcs_port sftp_port oauth_port root_token=ferry-test-root
   bao_port=$(free_port)
   "$tools/bin/bao" server -dev -dev-root-token-id="$root_token" -dev-listen-address="127.0.0.1:$bao_port" \
     -dev-no-store-token >"$state/bao.log" 2>&1 &
@@ -100,7 +100,14 @@ SSHD
   /usr/sbin/sshd -D -e -f "$state/sftp/sshd_config" >"$state/sshd.log" 2>&1 &
   echo $! >"$state/sshd.pid"
 
+  # The drives' OAuth 2.0 token endpoint.
+  oauth_port=$(free_port)
+  node "$(dirname "$0")/oauth-token-endpoint.mjs" "$oauth_port" "$tools/node/node_modules/oauth2-mock-server/dist/index.mjs" \
+    >"$state/oauth.log" 2>&1 &
+  echo $! >"$state/oauth.pid"
+
   wait_for "http://127.0.0.1:$bao_port/v1/sys/health" 30
+  wait_for "http://127.0.0.1:$oauth_port/.well-known/openid-configuration" 30
   wait_for "http://127.0.0.1:$webdav_port/" 30
   wait_for "http://127.0.0.1:$gcs_port/storage/v1/b" 30
   wait_for "http://127.0.0.1:$azure_port/devstoreaccount1?comp=list" 60
@@ -125,6 +132,7 @@ SSHD
   echo "export FERRY_TEST_WEBDAV_USER=ferry-test"
   echo "export FERRY_TEST_WEBDAV_PASSWORD=ferry-test-secret"
   echo "export FERRY_TEST_GCS_ENDPOINT=http://127.0.0.1:$gcs_port"
+  echo "export FERRY_TEST_OAUTH_TOKEN_ENDPOINT=http://127.0.0.1:$oauth_port/token"
   deadline=$((SECONDS + 30))
   until ssh-keyscan -p "$sftp_port" 127.0.0.1 >/dev/null 2>&1; do
     [ $SECONDS -lt $deadline ] || { echo "sshd did not start; see $state/sshd.log" >&2; return 1; }

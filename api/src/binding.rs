@@ -133,7 +133,7 @@ impl Provider {
     /// Whether the runner can move data with this provider: the operator reports any other
     /// binding as not ready, and the runner's backend registry holds exactly these.
     pub fn runner_supports(self) -> bool {
-        matches!(self, Self::S3 | Self::Azblob | Self::Gcs | Self::Webdav | Self::Sftp | Self::Fs)
+        matches!(self, Self::S3 | Self::Azblob | Self::Gcs | Self::Webdav | Self::Sftp | Self::Fs | Self::Onedrive)
     }
 
     /// Every provider, in the order the API lists them.
@@ -349,6 +349,11 @@ pub struct DriveSettings {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 2048), regex(pattern = crate::names::HTTP_URL))]
     pub token_endpoint: Option<String>,
+    /// Overrides the provider's API root (a national cloud, such as Microsoft Graph for US
+    /// Government at `https://graph.microsoft.us/v1.0`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 2048), regex(pattern = crate::names::HTTP_URL))]
+    pub api_endpoint: Option<String>,
 }
 
 /// A KV v2 secret in Vault (or OpenBao) whose fields are the provider's credentials.

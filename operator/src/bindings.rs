@@ -183,14 +183,14 @@ mod tests {
         assert_eq!(resolve(&job, Some(&unchecked), Some(&ok_destination)).unwrap_err().reason, "BindingNotReady");
         let drive = binding(
             "archive",
-            "{provider: onedrive, onedrive: {driveId: d}, vault: {path: tenants/team-a/drive}}",
+            "{provider: gdrive, gdrive: {driveId: d}, vault: {path: tenants/team-a/drive}}",
             Some(("True", "Ok")),
         );
         let ready_source = binding("legacy-s3", S3, Some(("True", "Ok")));
         let unsupported = resolve(&job, Some(&ready_source), Some(&drive)).unwrap_err();
         assert_eq!(unsupported.reason, "UnsupportedProvider");
         assert!(
-            unsupported.message.contains("supported: s3, azblob, gcs, webdav, sftp, fs"),
+            unsupported.message.contains("supported: s3, azblob, gcs, webdav, sftp, fs, onedrive"),
             "{}",
             unsupported.message
         );

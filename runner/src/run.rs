@@ -273,11 +273,21 @@ async fn open_stores(documents: &JobDocuments, options: StoreOptions) -> Result<
             Some(reference) => Some(fetch_secret(&endpoint.binding, reference).await?),
             None => None,
         };
+        // A local run writes a rotated refresh token back with its own Vault token.
+        let rotation = match &binding.vault {
+            Some(reference) => {
+                let client = crate::vault::client_from_environment(&endpoint.binding).map_err(|e| e.to_string())?;
+                let store = crate::vault::RotatedTokenToVault::new(client, &endpoint.binding, reference);
+                Some(Arc::new(store) as Arc<dyn crate::backends::oauth::RotationStore>)
+            }
+            None => None,
+        };
         let store = storage::open(
             &endpoint.binding,
             binding,
             secret.as_ref(),
             Some(directory),
+            rotation,
             &endpoint.path,
             options.clone(),
         )

@@ -8,6 +8,7 @@ use ferry_api::{CredentialBindingSpec, Provider};
 use opendal::Operator;
 use opendal::layers::{PrometheusLayer, RetryLayer, ThrottleLayer, TimeoutLayer, TracingLayer};
 
+use crate::backends::oauth::RotationStore;
 use crate::backends::server_side_copy::ServerSideAccount;
 use crate::backends::streaming_put::StreamingPut;
 use crate::backends::{self, Backend, BackendInput, Capabilities};
@@ -125,10 +126,11 @@ pub fn open(
     spec: &CredentialBindingSpec,
     secret: Option<&SecretFields>,
     manifest_directory: Option<&Path>,
+    rotation: Option<std::sync::Arc<dyn RotationStore>>,
     path: &str,
     options: StoreOptions,
 ) -> Result<Store, StorageError> {
-    let input = BackendInput { binding, spec, secret, manifest_directory };
+    let input = BackendInput { binding, spec, secret, manifest_directory, rotation };
     let Backend { operator, capabilities, local_root, streaming_put, server_side_copy } = backends::build(&input)?;
     // Tracing innermost, so every retried attempt shows as its own span (FERRY_LOG=opendal=debug).
     let mut operator = operator

@@ -9,7 +9,7 @@ use futures::TryStreamExt;
 use tokio::sync::watch;
 
 use crate::backends::streaming_put::StreamingUpload;
-use crate::backends::{MODIFIED_METADATA, ReportedChecksum};
+use crate::backends::{MODIFIED_METADATA, ReportedChecksum, SIZE_METADATA};
 use crate::durability::Durability;
 use crate::local_copy::{
     LOCAL_COPY_LIMIT, LOCAL_READ_CHUNK, LocalCopied, LocalCopy, LocalCopyError, Placement, file_of, hash_file,
@@ -572,12 +572,15 @@ impl Transfers {
     /// What travels with an upload as user metadata: the source's modification time, for
     /// a backend that sets it.
     fn carried_metadata(&self, object: &ObjectInfo) -> Vec<(String, String)> {
-        match object.modified {
-            Some(modified) if self.destination.capabilities.sets_modified_time => {
-                vec![(MODIFIED_METADATA.to_owned(), modified.as_second().to_string())]
-            }
-            _ => Vec::new(),
+        let capabilities = &self.destination.capabilities;
+        let mut carried = Vec::new();
+        if let Some(modified) = object.modified.filter(|_| capabilities.sets_modified_time) {
+            carried.push((MODIFIED_METADATA.to_owned(), modified.as_second().to_string()));
         }
+        if capabilities.upload_needs_size {
+            carried.push((SIZE_METADATA.to_owned(), object.size.to_string()));
+        }
+        carried
     }
 
     async fn opendal_writer(&self, object: &ObjectInfo) -> Result<opendal::Writer, TransferError> {

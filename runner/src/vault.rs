@@ -159,3 +159,57 @@ async fn decrypt(
     let text = std::str::from_utf8(&bytes).map_err(|_| failure("the plaintext is not UTF-8".into()))?;
     Ok(Zeroizing::new(text.to_owned()))
 }
+
+/// Writes a rotated OAuth refresh token back to the binding's secret (local runs, with the
+/// run's own Vault token): the other fields are kept, a Transit-encrypted secret gets the
+/// token encrypted under its key, and the write is check-and-set on the version just read,
+/// so a concurrent change is never overwritten.
+pub struct RotatedTokenToVault {
+    client: VaultClient,
+    binding: String,
+    reference: VaultSecretReference,
+}
+
+impl RotatedTokenToVault {
+    /// A store for `binding`'s secret at `reference`.
+    pub fn new(client: VaultClient, binding: &str, reference: &VaultSecretReference) -> Self {
+        Self { client, binding: binding.to_owned(), reference: reference.clone() }
+    }
+
+    async fn write(&self, refresh_token: &str) -> Result<(), String> {
+        use ferry_api::binding::secret_field::REFRESH_TOKEN;
+        let (mount, path) = (&self.reference.mount, &self.reference.path);
+        let metadata = vaultrs::kv2::read_metadata(&self.client, mount, path).await.map_err(|e| e.to_string())?;
+        let mut data: HashMap<String, serde_json::Value> =
+            vaultrs::kv2::read(&self.client, mount, path).await.map_err(|e| e.to_string())?;
+        let stored = match &self.reference.transit_key {
+            None => Zeroizing::new(refresh_token.to_owned()),
+            Some(key) => {
+                let plain = Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(refresh_token));
+                let encrypted =
+                    vaultrs::transit::data::encrypt(&self.client, &self.reference.transit_mount, key, &plain, None)
+                        .await
+                        .map_err(|e| format!("encrypting with Transit key {key:?}: {e}"))?;
+                Zeroizing::new(encrypted.ciphertext)
+            }
+        };
+        data.insert(REFRESH_TOKEN.to_owned(), serde_json::Value::String(stored.to_string()));
+        let options = vaultrs::api::kv2::requests::SetSecretRequestOptions {
+            cas: u32::try_from(metadata.current_version).unwrap_or(u32::MAX),
+        };
+        let written = vaultrs::kv2::set_with_options(&self.client, mount, path, &data, options).await;
+        // The map held the other fields' values too: clear it before it is dropped.
+        for value in data.values_mut() {
+            if let serde_json::Value::String(text) = value {
+                zeroize::Zeroize::zeroize(text);
+            }
+        }
+        written.map(|_| ()).map_err(|e| format!("{mount}/{path} ({}): {e}", self.binding))
+    }
+}
+
+impl crate::backends::oauth::RotationStore for RotatedTokenToVault {
+    fn store<'a>(&'a self, refresh_token: &'a str) -> futures::future::BoxFuture<'a, Result<(), String>> {
+        Box::pin(self.write(refresh_token))
+    }
+}

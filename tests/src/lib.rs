@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use sha2::{Digest, Sha256};
 
+pub mod graph;
 pub mod proxy;
 
 /// The shared servers, from the environment `scripts/test-servers.sh start` prints.
@@ -341,6 +342,16 @@ impl Servers {
         self.vault_post(&format!("secret/data/{path}"), &body);
     }
 
+    /// Reads a KV v2 secret: its fields, and the version they are.
+    pub fn read_secret(&self, path: &str) -> (serde_json::Value, u64) {
+        let output = run(Command::new("curl")
+            .args(["-sf", "-H", &format!("X-Vault-Token: {}", self.vault_token)])
+            .arg(format!("{}/v1/secret/data/{path}", self.vault_address)));
+        let answer: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap_or_default();
+        let version = answer["data"]["metadata"]["version"].as_u64().unwrap_or(0);
+        (answer["data"]["data"].clone(), version)
+    }
+
     /// A curl POST to OpenBao's API with the root token and any extra headers.
     fn vault_request(&self, api_path: &str, body: &str, headers: &[String]) -> Command {
         let mut command = Command::new("curl");
@@ -504,6 +515,11 @@ pub fn job(source: (&str, &str), destination: (&str, &str), extra: &str) -> Stri
         "apiVersion: ferry.dev/v1alpha1\nkind: MigrationJob\nmetadata: {{name: test-job}}\nspec:\n  source: {{binding: {}, path: \"{}\"}}\n  destination: {{binding: {}, path: \"{}\"}}\n{extra}",
         source.0, source.1, destination.0, destination.1
     )
+}
+
+/// The SHA-256 of `content` in hex, as [`tree_hashes`] gives it for a file.
+pub fn content_hash(content: &[u8]) -> String {
+    hex::encode(Sha256::digest(content))
 }
 
 /// SHA-256 of every file under `root`, by relative path: an independent check on Ferry's BLAKE3.

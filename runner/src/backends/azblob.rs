@@ -18,6 +18,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     whole_second_times: false,
     max_key: Some(KeyLimit::Characters(1024)),
     directory_tree: false,
+    upload_needs_size: false,
 };
 
 /// Builds the operator from `spec.azblob` and the account key or SAS token.

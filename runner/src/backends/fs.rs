@@ -15,6 +15,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     whole_second_times: false,
     max_key: None,
     directory_tree: true,
+    upload_needs_size: false,
 };
 
 /// Builds the operator for reads; writes go through `safe_fs`, since OpenDAL's filesystem

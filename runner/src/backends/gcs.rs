@@ -17,6 +17,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     whole_second_times: false,
     max_key: Some(KeyLimit::Bytes(1024)),
     directory_tree: false,
+    upload_needs_size: false,
 };
 
 /// Builds the operator from `spec.gcs` and the service account's JSON key or an access

@@ -15,6 +15,8 @@ pub mod azblob_copy;
 pub mod fs;
 pub mod gcs;
 pub mod gcs_copy;
+pub mod oauth;
+pub mod onedrive;
 pub mod s3;
 pub mod s3_copy;
 pub mod server_side_copy;
@@ -25,6 +27,10 @@ pub mod webdav;
 /// The user-metadata entry that carries a source's modification time (Unix seconds) to a
 /// backend that sets it on the file it writes (`Capabilities::sets_modified_time`).
 pub const MODIFIED_METADATA: &str = "ferry-modified";
+
+/// The user-metadata entry that carries an object's size to a backend that must state it
+/// before the upload ends (`Capabilities::upload_needs_size`).
+pub const SIZE_METADATA: &str = "ferry-size";
 
 /// A provider's operator, before the layers every store gets, and its capabilities.
 pub struct Backend {
@@ -68,6 +74,8 @@ pub struct Capabilities {
     /// a key with `..`, `.` or empty segments, or a file where another key needs a
     /// directory, is refused there instead of landing somewhere else.
     pub directory_tree: bool,
+    /// An upload must state the object's size before it ends (OneDrive's upload sessions).
+    pub upload_needs_size: bool,
 }
 
 /// How long a key may be.
@@ -116,6 +124,8 @@ pub struct BackendInput<'a> {
     pub secret: Option<&'a SecretFields>,
     /// Where the manifests are (local runs), for `./relative` filesystem roots.
     pub manifest_directory: Option<&'a Path>,
+    /// Where a rotated OAuth refresh token is kept (local runs: the binding's Vault secret).
+    pub rotation: Option<std::sync::Arc<dyn oauth::RotationStore>>,
 }
 
 impl<'a> BackendInput<'a> {
@@ -158,13 +168,14 @@ type Build = fn(&BackendInput<'_>) -> Result<Backend, StorageError>;
 
 /// Every provider the runner supports, with its builder. [`Provider::runner_supports`] in the
 /// API crate (what the operator checks) must name exactly these; a test holds them together.
-pub const REGISTRY: [(Provider, Build); 6] = [
+pub const REGISTRY: [(Provider, Build); 7] = [
     (Provider::Fs, fs::build),
     (Provider::S3, s3::build),
     (Provider::Azblob, azblob::build),
     (Provider::Gcs, gcs::build),
     (Provider::Webdav, webdav::build),
     (Provider::Sftp, sftp::build),
+    (Provider::Onedrive, onedrive::build),
 ];
 
 /// Builds the backend for a binding.

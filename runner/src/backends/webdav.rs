@@ -20,6 +20,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     whole_second_times: false,
     max_key: None,
     directory_tree: true,
+    upload_needs_size: false,
 };
 
 /// Builds the operator from `spec.webdav` and a user name and password, or a bearer token,

@@ -27,6 +27,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     whole_second_times: true,
     max_key: None,
     directory_tree: true,
+    upload_needs_size: false,
 };
 
 /// Connections to one server shared by a run's transfers: enough to keep a few windows

@@ -1,0 +1,166 @@
+//! OneDrive through Microsoft Graph, against a stand-in of Graph built from its documented
+//! requests (`ferry_e2e::graph`) and a real OAuth 2.0 token endpoint (`oauth2-mock-server`,
+//! started by `scripts/test-servers.sh`, which rotates refresh tokens and refuses revoked
+//! ones): round trips with paging and upload sessions, a changed byte caught, a 401 answered
+//! with a fresh token, throttling waited out, and a revoked refresh token stopping the run
+//! with what to do.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)] // test code
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use common::{Case, paths_with};
+use ferry_e2e::graph::GraphStandIn;
+use ferry_e2e::{Servers, fs_binding, job, servers, tree_hashes, write_small_files, write_tricky_tree};
+
+fn token_endpoint() -> String {
+    std::env::var("FERRY_TEST_OAUTH_TOKEN_ENDPOINT")
+        .expect("FERRY_TEST_OAUTH_TOKEN_ENDPOINT is not set: run eval \"$(scripts/test-servers.sh start)\" first")
+}
+
+/// A binding for the stand-in's drive, under the folder `Migrations`, with this refresh token.
+fn binding(servers: &Servers, graph: &GraphStandIn, refresh_token: &str) -> String {
+    binding_and_secret(servers, graph, refresh_token).0
+}
+
+/// The binding and the Vault path of its secret.
+fn binding_and_secret(servers: &Servers, graph: &GraphStandIn, refresh_token: &str) -> (String, String) {
+    let path = servers.secret_in_vault(
+        "onedrive",
+        &[("clientId", "ferry-test"), ("clientSecret", "ferry-test-secret"), ("refreshToken", refresh_token)],
+    );
+    let binding = format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: drive}}\nspec:\n  provider: onedrive\n  \
+         onedrive: {{apiEndpoint: \"{}\", tokenEndpoint: \"{}\", root: Migrations}}\n  vault: {{path: {path}}}\n",
+        graph.api_endpoint(),
+        token_endpoint()
+    );
+    (binding, path)
+}
+
+/// The drive's files under `Migrations/<folder>/`, keyed by their path below it, hashed as
+/// `tree_hashes` hashes a local tree.
+fn drive_hashes(graph: &GraphStandIn, folder: &str) -> BTreeMap<String, String> {
+    let prefix = format!("Migrations/{folder}/");
+    graph
+        .files()
+        .into_iter()
+        .filter_map(|(path, content)| {
+            let key = path.strip_prefix(&prefix)?.to_owned();
+            Some((key, ferry_e2e::content_hash(&content)))
+        })
+        .collect()
+}
+
+#[test]
+fn a_round_trip_through_pages_and_upload_sessions() {
+    let servers = servers();
+    let graph = GraphStandIn::start();
+    let case = Case::new();
+    let source = case.path("source");
+    write_tricky_tree(&source);
+    write_small_files(&source.join("many"), 60, 500);
+    let large: Vec<u8> = (0..(12u32 << 20)).map(|i| (i.wrapping_mul(2_654_435_761) >> 9) as u8).collect();
+    std::fs::write(source.join("large.bin"), &large).unwrap();
+    let (drive, secret) = binding_and_secret(&servers, &graph, "refresh-1");
+    let to_drive =
+        vec![job(("local", ""), ("drive", "in/"), "  verify: checksum\n"), fs_binding("local", &source), drive.clone()];
+    let objects = tree_hashes(&source).len();
+    let report = case.run_ok("to-drive", to_drive.clone(), &[]);
+    assert_eq!(paths_with(&report, "copied").len(), objects, "{report:?}");
+    assert!(report.iter().all(|r| r["verifiedBy"] == "blake3Readback"), "{report:?}");
+    assert_eq!(drive_hashes(&graph, "in"), tree_hashes(&source));
+
+    let back = case.path("back");
+    let from_drive =
+        vec![job(("drive", "in/"), ("local", ""), "  verify: checksum\n"), drive, fs_binding("local", &back)];
+    let report = case.run_ok("from-drive", from_drive.clone(), &[]);
+    assert_eq!(paths_with(&report, "copied").len(), objects, "{report:?}");
+    assert_eq!(tree_hashes(&back), tree_hashes(&source));
+
+    let report = case.run_ok("to-drive-again", to_drive, &[]);
+    assert_eq!(paths_with(&report, "skipped").len(), objects, "{report:?}");
+    let report = case.run_ok("from-drive-again", from_drive, &[]);
+    assert_eq!(paths_with(&report, "skipped").len(), objects, "{report:?}");
+
+    // The token endpoint rotated the refresh token on every refresh; each run wrote the new
+    // one back (check-and-set), keeping the other fields, and the next run started from it.
+    let (fields, version) = servers.read_secret(&secret);
+    assert_ne!(fields["refreshToken"], "refresh-1", "{fields}");
+    assert_eq!(fields["clientId"], "ferry-test");
+    assert_eq!(fields["clientSecret"], "ferry-test-secret");
+    assert!(version >= 5, "one rotation per run: version {version}");
+}
+
+#[test]
+fn a_changed_byte_on_the_drive_is_caught_and_repaired() {
+    let servers = servers();
+    let graph = GraphStandIn::start();
+    let case = Case::new();
+    let source = case.path("source");
+    write_small_files(&source, 4, 300);
+    let documents = vec![
+        job(("local", ""), ("drive", "in/"), "  verify: checksum\n"),
+        fs_binding("local", &source),
+        binding(&servers, &graph, "refresh-2"),
+    ];
+    case.run_ok("first", documents.clone(), &[]);
+    let victim = tree_hashes(&source).keys().next().unwrap().clone();
+    let mut content = std::fs::read(source.join(&victim)).unwrap();
+    content[100] ^= 0x01;
+    graph.put(&format!("Migrations/in/{victim}"), &content);
+    let report = case.run_ok("repair", documents, &[]);
+    assert_eq!(paths_with(&report, "copied"), [victim], "{report:?}");
+    assert_eq!(drive_hashes(&graph, "in"), tree_hashes(&source));
+}
+
+#[test]
+fn a_rejected_token_is_refreshed_and_throttling_is_waited_out() {
+    let servers = servers();
+    let graph = GraphStandIn::start();
+    let case = Case::new();
+    let source = case.path("source");
+    write_small_files(&source, 5, 300);
+    graph.reject_next(1);
+    graph.throttle_next(3);
+    let started = Instant::now();
+    let report = case.run_ok(
+        "refused",
+        vec![
+            job(("local", ""), ("drive", "in/"), ""),
+            fs_binding("local", &source),
+            binding(&servers, &graph, "refresh-3"),
+        ],
+        &[],
+    );
+    assert_eq!(paths_with(&report, "copied").len(), 5, "{report:?}");
+    assert_eq!(graph.refusals(), (1, 3));
+    // Retry-After: 1, three times, one request after another at most.
+    assert!(started.elapsed() >= Duration::from_secs(1), "the throttling was not waited out");
+    assert_eq!(drive_hashes(&graph, "in"), tree_hashes(&source));
+}
+
+#[test]
+fn a_revoked_refresh_token_stops_the_run_with_what_to_do() {
+    let servers = servers();
+    let graph = GraphStandIn::start();
+    let case = Case::new();
+    let source = case.path("source");
+    write_small_files(&source, 3, 300);
+    let token = "revoked-by-the-user-0042";
+    let manifests = case.manifests(
+        "revoked.yaml",
+        &[job(("local", ""), ("drive", "in/"), ""), fs_binding("local", &source), binding(&servers, &graph, token)],
+    );
+    let started = Instant::now();
+    let output = case.run(&manifests, "revoked.jsonl", &[]);
+    assert_ne!(output.status.code(), Some(0));
+    let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
+    assert!(said.contains("the refresh token was refused") && said.contains("consent flow again"), "{said}");
+    assert!(!said.contains(token), "the refresh token reached the output: {said}");
+    assert!(started.elapsed() < Duration::from_secs(30), "a revoked token must not be retried for long");
+    assert!(graph.files().is_empty());
+}
