@@ -56,6 +56,73 @@ pub fn check_key(base: &str, key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Characters OneDrive and SharePoint (like Windows) keep out of names.
+const FORBIDDEN_ON_DRIVES: &[char] = &['"', '*', ':', '<', '>', '?', '\\', '|'];
+
+/// Names OneDrive and SharePoint reserve, compared without case and extension.
+const RESERVED_ON_DRIVES: &[&str] = &[
+    "con", "prn", "aux", "nul", "com0", "com1", "com2", "com3", "com4", "com5", "com6", "com7", "com8", "com9", "lpt0",
+    "lpt1", "lpt2", "lpt3", "lpt4", "lpt5", "lpt6", "lpt7", "lpt8", "lpt9",
+];
+
+/// Checks each name of `key` against OneDrive's and SharePoint's rules (on top of
+/// [`check_key`]): no `" * : < > ? \ |`, no leading or trailing space, no trailing `.`, no
+/// reserved name, no `_vti_`, no `.lock` or `desktop.ini`, no `~$` prefix. Nothing is renamed:
+/// `Err` says why the object cannot be held there.
+pub fn check_drive_names(key: &str) -> Result<(), String> {
+    let refuse = |name: &str, what: &str| {
+        Err(format!("key {key:?} has the name {name:?}, which {what}; OneDrive and SharePoint cannot hold it"))
+    };
+    for name in key.split('/') {
+        if let Some(character) = name.chars().find(|c| FORBIDDEN_ON_DRIVES.contains(c) || c.is_control()) {
+            return refuse(name, &format!("contains {character:?}"));
+        }
+        if name.starts_with(' ') || name.ends_with(' ') {
+            return refuse(name, "starts or ends with a space");
+        }
+        if name.ends_with('.') {
+            return refuse(name, "ends with `.`");
+        }
+        let lower = name.to_lowercase();
+        let stem = lower.split('.').next().unwrap_or(&lower);
+        if RESERVED_ON_DRIVES.contains(&stem) || lower == ".lock" || lower == "desktop.ini" {
+            return refuse(name, "is reserved");
+        }
+        if lower.contains("_vti_") || name.starts_with("~$") {
+            return refuse(name, "is reserved (`_vti_`, `~$`)");
+        }
+    }
+    Ok(())
+}
+
+/// Keys that name one item where names are compared without case: the first one seen wins
+/// the name, each later one fails naming it. Holds a 128-bit digest per key, not the key.
+#[derive(Debug, Default)]
+pub struct CaseFolded {
+    seen: std::collections::HashMap<[u8; 16], String>,
+}
+
+impl CaseFolded {
+    /// `Err` names the earlier key `key` is the same as, without case.
+    pub fn check(&mut self, key: &str) -> Result<(), String> {
+        let hash = blake3::hash(key.to_lowercase().as_bytes());
+        let mut digest = [0u8; 16];
+        digest.copy_from_slice(&hash.as_bytes()[..16]);
+        match self.seen.entry(digest) {
+            std::collections::hash_map::Entry::Occupied(first) if first.get() != key => Err(format!(
+                "key {key:?} is the same as key {:?} where case is ignored, as the destination does; only the first was kept",
+                first.get()
+            )),
+            std::collections::hash_map::Entry::Occupied(_) => Ok(()),
+            std::collections::hash_map::Entry::Vacant(slot) => {
+                // Only the first key of each name is remembered, for the message.
+                slot.insert(key.to_owned());
+                Ok(())
+            }
+        }
+    }
+}
+
 /// One object [`Collisions`] let go of: the item given with its key, and the collision
 /// reason when it must not be written.
 #[derive(Debug, PartialEq, Eq)]
@@ -118,6 +185,36 @@ impl<T> Collisions<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_a_drive_cannot_hold_are_refused_with_the_reason() {
+        for (key, reason) in [
+            ("a/b:c.txt", "contains ':'"),
+            ("a/ lead.txt", "space"),
+            ("trail./x", "ends with `.`"),
+            ("dir/CON.txt", "reserved"),
+            ("dir/Desktop.ini", "reserved"),
+            ("x/_vti_cnf/y", "_vti_"),
+            ("~$doc.docx", "`~$`"),
+            ("q?.txt", "contains '?'"),
+        ] {
+            let refused = check_drive_names(key).unwrap_err();
+            assert!(refused.contains(reason), "{key}: {refused}");
+        }
+        for key in ["Contracts/2026/Q1 report.pdf", "a/b.c/d", "console.log", "naïve café.txt"] {
+            assert_eq!(check_drive_names(key), Ok(()), "{key}");
+        }
+    }
+
+    #[test]
+    fn keys_equal_without_case_are_caught_after_the_first() {
+        let mut folded = CaseFolded::default();
+        assert!(folded.check("Docs/Report.pdf").is_ok());
+        assert!(folded.check("Docs/other.pdf").is_ok());
+        let refused = folded.check("docs/report.PDF").unwrap_err();
+        assert!(refused.contains("\"Docs/Report.pdf\""), "{refused}");
+        assert!(folded.check("Docs/Report.pdf").is_ok(), "the same key again is no collision");
+    }
 
     fn refusal(key: &str) -> String {
         check_key("", key).unwrap_err()

@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::accounting::Accounting;
 use crate::deletion_gate::DeletionGate;
-use crate::destination_path::{self, Collisions};
+use crate::destination_path::{self, CaseFolded, Collisions};
 use crate::extraneous::{Extraneous, ExtraneousLog};
 use crate::filter::{FilterError, ObjectFilter};
 use crate::listing::{self, ListError};
@@ -121,10 +121,11 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
     let budget = run.spec.failure_budget;
     let mut stopped_early: Option<Outcome> = None;
     // Keys become paths only where the destination is a directory tree: only there are they checked.
-    let mut paths = destination
-        .capabilities
-        .directory_tree
-        .then(|| Paths { base: destination.base.clone(), collisions: Collisions::default() });
+    let mut paths = destination.capabilities.directory_tree.then(|| Paths {
+        base: destination.base.clone(),
+        collisions: Collisions::default(),
+        drive: destination.capabilities.drive_names.then(CaseFolded::default),
+    });
     let mut listing = true;
     'walk: while listing {
         let ready = match walk.next(&filter).await {
@@ -229,6 +230,8 @@ type Ready = (ObjectInfo, Option<ObjectInfo>, Option<String>);
 struct Paths {
     base: String,
     collisions: Collisions<(ObjectInfo, Option<ObjectInfo>)>,
+    /// A drive's name rules and the names seen, where names are compared without case.
+    drive: Option<CaseFolded>,
 }
 
 impl Paths {
@@ -236,6 +239,12 @@ impl Paths {
     fn push(&mut self, object: ObjectInfo, existing: Option<ObjectInfo>) -> Vec<Ready> {
         if let Err(reason) = destination_path::check_key(&self.base, &object.key) {
             return vec![(object, existing, Some(reason))];
+        }
+        if let Some(folded) = &mut self.drive {
+            let checked = destination_path::check_drive_names(&object.key).and_then(|()| folded.check(&object.key));
+            if let Err(reason) = checked {
+                return vec![(object, existing, Some(reason))];
+            }
         }
         let released = self.collisions.push(object.key.clone(), (object, existing));
         released.into_iter().map(|r| (r.item.0, r.item.1, r.collision)).collect()

@@ -55,6 +55,28 @@ fn drive_hashes(graph: &GraphStandIn, folder: &str) -> BTreeMap<String, String> 
         .collect()
 }
 
+/// Runs `documents` as `name`, expecting exactly the one key OneDrive cannot hold (the
+/// tricky tree's `?`) to fail; returns the report.
+fn run_all_but_the_question_mark(case: &Case, name: &str, documents: Vec<String>) -> Vec<serde_json::Value> {
+    let manifests = case.manifests(&format!("{name}.yaml"), &documents);
+    let output = case.run(&manifests, &format!("{name}.jsonl"), &[]);
+    let report = case.report(&format!("{name}.jsonl"));
+    let failed: Vec<&serde_json::Value> = report.iter().filter(|r| r["action"] == "failed").collect();
+    match failed.as_slice() {
+        [] => common::assert_exit(&output, 0),
+        [one] => {
+            assert_eq!(one["path"], QUESTION_MARK, "{report:?}");
+            assert!(one["error"].as_str().unwrap().contains("contains '?'"), "{one}");
+            common::assert_exit(&output, 1);
+        }
+        _ => panic!("{report:?}"),
+    }
+    report
+}
+
+/// The tricky tree's name with `?`, which OneDrive refuses.
+const QUESTION_MARK: &str = "symbols/100% sure+plus#hash?query.txt";
+
 #[test]
 fn a_round_trip_through_pages_and_upload_sessions() {
     let servers = servers();
@@ -68,20 +90,25 @@ fn a_round_trip_through_pages_and_upload_sessions() {
     let (drive, secret) = binding_and_secret(&servers, &graph, "refresh-1");
     let to_drive =
         vec![job(("local", ""), ("drive", "in/"), "  verify: checksum\n"), fs_binding("local", &source), drive.clone()];
-    let objects = tree_hashes(&source).len();
-    let report = case.run_ok("to-drive", to_drive.clone(), &[]);
+    let mut expected = tree_hashes(&source);
+    expected.remove(QUESTION_MARK);
+    let objects = expected.len();
+    let report = run_all_but_the_question_mark(&case, "to-drive", to_drive.clone());
     assert_eq!(paths_with(&report, "copied").len(), objects, "{report:?}");
-    assert!(report.iter().all(|r| r["verifiedBy"] == "blake3Readback"), "{report:?}");
-    assert_eq!(drive_hashes(&graph, "in"), tree_hashes(&source));
+    assert!(
+        report.iter().filter(|r| r["action"] == "copied").all(|r| r["verifiedBy"] == "blake3Readback"),
+        "{report:?}"
+    );
+    assert_eq!(drive_hashes(&graph, "in"), expected);
 
     let back = case.path("back");
     let from_drive =
         vec![job(("drive", "in/"), ("local", ""), "  verify: checksum\n"), drive, fs_binding("local", &back)];
     let report = case.run_ok("from-drive", from_drive.clone(), &[]);
     assert_eq!(paths_with(&report, "copied").len(), objects, "{report:?}");
-    assert_eq!(tree_hashes(&back), tree_hashes(&source));
+    assert_eq!(tree_hashes(&back), expected);
 
-    let report = case.run_ok("to-drive-again", to_drive, &[]);
+    let report = run_all_but_the_question_mark(&case, "to-drive-again", to_drive);
     assert_eq!(paths_with(&report, "skipped").len(), objects, "{report:?}");
     let report = case.run_ok("from-drive-again", from_drive, &[]);
     assert_eq!(paths_with(&report, "skipped").len(), objects, "{report:?}");
@@ -115,6 +142,41 @@ fn a_changed_byte_on_the_drive_is_caught_and_repaired() {
     let report = case.run_ok("repair", documents, &[]);
     assert_eq!(paths_with(&report, "copied"), [victim], "{report:?}");
     assert_eq!(drive_hashes(&graph, "in"), tree_hashes(&source));
+}
+
+#[test]
+fn names_the_drive_cannot_hold_fail_with_their_reason() {
+    let servers = servers();
+    let graph = GraphStandIn::start();
+    let case = Case::new();
+    let source = case.path("source");
+    std::fs::create_dir_all(source.join("Docs")).unwrap();
+    std::fs::create_dir_all(source.join("docs")).unwrap();
+    for name in ["Docs/Report.pdf", "docs/report.pdf", "ok.txt", "a:b.txt", "CON.txt", "trailing."] {
+        std::fs::write(source.join(name), name.as_bytes()).unwrap();
+    }
+    let manifests = case.manifests(
+        "names.yaml",
+        &[
+            job(("local", ""), ("drive", "in/"), ""),
+            fs_binding("local", &source),
+            binding(&servers, &graph, "refresh-5"),
+        ],
+    );
+    common::assert_exit(&case.run(&manifests, "names.jsonl", &[]), 1);
+    let report = case.report("names.jsonl");
+    assert_eq!(paths_with(&report, "copied"), ["Docs/Report.pdf", "ok.txt"], "{report:?}");
+    for (path, reason) in [
+        ("docs/report.pdf", "where case is ignored"),
+        ("a:b.txt", "contains ':'"),
+        ("CON.txt", "reserved"),
+        ("trailing.", "ends with `.`"),
+    ] {
+        let record = report.iter().find(|r| r["path"] == path).unwrap();
+        assert_eq!(record["action"], "failed", "{record}");
+        assert!(record["error"].as_str().unwrap().contains(reason), "{record}");
+    }
+    assert_eq!(graph.files().len(), 2, "nothing renamed, nothing else written");
 }
 
 #[test]

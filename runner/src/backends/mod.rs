@@ -76,6 +76,8 @@ pub struct Capabilities {
     pub directory_tree: bool,
     /// An upload must state the object's size before it ends (OneDrive's upload sessions).
     pub upload_needs_size: bool,
+    /// Names follow OneDrive's and SharePoint's rules and are compared without case.
+    pub drive_names: bool,
 }
 
 /// How long a key may be.

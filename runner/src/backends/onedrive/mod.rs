@@ -34,6 +34,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     max_key: None,
     directory_tree: true,
     upload_needs_size: true,
+    drive_names: true,
 };
 
 /// Builds the operator from `spec.onedrive` and the application's client ID and secret and

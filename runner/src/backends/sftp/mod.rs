@@ -28,6 +28,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     max_key: None,
     directory_tree: true,
     upload_needs_size: false,
+    drive_names: false,
 };
 
 /// Connections to one server shared by a run's transfers: enough to keep a few windows
