@@ -463,7 +463,7 @@ mod tests {
         let directory = tempfile::tempdir().unwrap();
         let path = directory.path().join("f");
         std::fs::write(&path, b"abc").unwrap();
-        let (data, digests) = read_whole(&path, 3, DigestSet { blake3: false, md5: true, part_size: None }).unwrap();
+        let (data, digests) = read_whole(&path, 3, DigestSet::MD5).unwrap();
         assert_eq!(data, b"abc");
         assert_eq!(digests.md5.as_deref(), Some("900150983cd24fb0d6963f7d28e17f72"));
         assert!(matches!(read_whole(&path, 2, DigestSet::BLAKE3), Err(LocalCopyError::SourceChanged { read: 3 })));

@@ -25,6 +25,11 @@ impl ObjectInfo {
         self.checksum.as_deref().filter(|etag| etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()))
     }
 
+    /// OneDrive's QuickXorHash of the content (40 hex digits), when that is the checksum.
+    pub fn quickxor(&self) -> Option<&str> {
+        self.checksum.as_deref().filter(|hash| hash.len() == 40 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+    }
+
     /// The number of parts of a multipart ETag (`<md5>-N`).
     pub fn multipart_parts(&self) -> Option<u64> {
         let (digest, parts) = self.checksum.as_deref()?.split_once('-')?;
@@ -42,6 +47,8 @@ pub fn reported_checksum(metadata: &opendal::Metadata, kind: ReportedChecksum) -
             let decoded = base64::engine::general_purpose::STANDARD.decode(metadata.content_md5()?).ok()?;
             (decoded.len() == 16).then(|| hex::encode(decoded))
         }
+        // The OneDrive service puts the item's QuickXorHash, as hex, where an ETag would go.
+        ReportedChecksum::QuickXor => metadata.etag().map(str::to_ascii_lowercase),
         ReportedChecksum::None => None,
     }
 }
@@ -60,13 +67,17 @@ pub struct DigestSet {
     pub md5: bool,
     /// MD5 per part of this size, for multipart ETags.
     pub part_size: Option<u64>,
+    /// OneDrive's QuickXorHash.
+    pub quickxor: bool,
 }
 
 impl DigestSet {
     /// BLAKE3 alone.
-    pub const BLAKE3: Self = Self { blake3: true, md5: false, part_size: None };
+    pub const BLAKE3: Self = Self { blake3: true, md5: false, part_size: None, quickxor: false };
     /// Only the MD5 of the whole object.
-    pub const MD5: Self = Self { blake3: false, md5: true, part_size: None };
+    pub const MD5: Self = Self { blake3: false, md5: true, part_size: None, quickxor: false };
+    /// Only OneDrive's QuickXorHash.
+    pub const QUICKXOR: Self = Self { blake3: false, md5: false, part_size: None, quickxor: true };
 }
 
 /// Digests of a byte stream: those a [`DigestSet`] asks for.
@@ -77,6 +88,7 @@ pub struct Hasher {
     part: Md5,
     part_filled: u64,
     part_digests: Vec<[u8; 16]>,
+    quickxor: Option<quickxorhash::QuickXorHash>,
     length: u64,
 }
 
@@ -90,6 +102,8 @@ pub struct Digests {
     /// The multipart ETag (`md5-of-part-md5s-N`) for the part size, when computed and the
     /// content spans more than one part.
     pub multipart_etag: Option<String>,
+    /// OneDrive's QuickXorHash, hex, when computed.
+    pub quickxor: Option<String>,
     /// Bytes hashed.
     pub length: u64,
 }
@@ -104,6 +118,7 @@ impl Hasher {
             part: Md5::new(),
             part_filled: 0,
             part_digests: Vec::new(),
+            quickxor: set.quickxor.then(quickxorhash::QuickXorHash::new),
             length: 0,
         }
     }
@@ -116,6 +131,9 @@ impl Hasher {
         }
         if let Some(md5) = &mut self.md5 {
             md5.update(data);
+        }
+        if let Some(quickxor) = &mut self.quickxor {
+            quickxor.update(data);
         }
         if let Some(part_size) = self.part_size {
             while !data.is_empty() {
@@ -147,6 +165,7 @@ impl Hasher {
             blake3: self.blake3.map(|blake3| blake3.finalize().to_hex().to_string()),
             md5: self.md5.map(|md5| hex::encode(md5.finalize())),
             multipart_etag,
+            quickxor: self.quickxor.as_mut().map(|quickxor| hex::encode(quickxor.finalize())),
             length: self.length,
         }
     }
@@ -174,7 +193,7 @@ mod tests {
     #[test]
     fn multipart_etag_matches_the_s3_formula() {
         let data: Vec<u8> = (0..25u32).map(|i| i as u8).collect();
-        let mut hasher = Hasher::new(DigestSet { blake3: true, md5: true, part_size: Some(10) });
+        let mut hasher = Hasher::new(DigestSet { blake3: true, md5: true, part_size: Some(10), quickxor: false });
         hasher.update(&data[..7]);
         hasher.update(&data[7..]);
         let digests = hasher.finish();

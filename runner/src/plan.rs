@@ -40,6 +40,8 @@ pub enum SkipReason {
     /// Identical by multipart ETag from both listings: the same number of parts with the
     /// same MD5s (a copy made on the server keeps its source's).
     SameMultipartEtag,
+    /// Identical by OneDrive's QuickXorHash from both listings.
+    SameQuickXorHash,
     /// Identical by a content hash computed now.
     SameContent,
     /// `conflict: newer` and the destination is not older.
@@ -64,6 +66,13 @@ pub enum ContentCheck {
         expected: String,
         /// The part size that produces `expected`'s part count.
         part_size: u64,
+    },
+    /// Hash one side with QuickXorHash and compare with the hash the other (a drive) reports.
+    QuickXor {
+        /// Which side to read.
+        read: Side,
+        /// The hash the other side reports.
+        expected: String,
     },
     /// BLAKE3 both sides: both are local, or one is and the other has no usable checksum
     /// (it is downloaded and hashed).
@@ -126,6 +135,9 @@ pub fn decide(source: &ObjectInfo, destination: Option<&ObjectInfo>, policy: &Po
     if let (Some(a), Some(b)) = (source.md5(), destination.md5()) {
         return if a == b { Decision::Skip(SkipReason::SameMd5) } else { Decision::Copy(CopyReason::Changed) };
     }
+    if let (Some(a), Some(b)) = (source.quickxor(), destination.quickxor()) {
+        return if a == b { Decision::Skip(SkipReason::SameQuickXorHash) } else { Decision::Copy(CopyReason::Changed) };
+    }
     // Unequal multipart ETags prove nothing (other part sizes); equal ones prove the parts.
     if source.multipart_parts().is_some() && source.checksum == destination.checksum {
         return Decision::Skip(SkipReason::SameMultipartEtag);
@@ -146,6 +158,9 @@ fn content_check(source: &ObjectInfo, destination: &ObjectInfo, policy: &Policy)
     };
     if let Some(md5) = remote.md5() {
         return Some(ContentCheck::Md5 { read, expected: md5.to_owned() });
+    }
+    if let Some(hash) = remote.quickxor() {
+        return Some(ContentCheck::QuickXor { read, expected: hash.to_owned() });
     }
     // Only Ferry's own part size can reproduce the ETag; other uploaders' parts are unknown.
     if let (Some(parts), Some(expected)) = (remote.multipart_parts(), remote.checksum.clone())
@@ -230,6 +245,15 @@ mod tests {
         assert_eq!(
             decide(&object(1, None, T1), Some(&object(1, None, T1)), &s3_to_s3),
             Decision::Copy(CopyReason::Unprovable)
+        );
+        let drive = |hash: &str| ObjectInfo { checksum: Some(hash.to_owned()), ..object(1, None, T1) };
+        let (qx_a, qx_b) = ("6828031bd8f00610dce10d726b03190000000000", "7828031bd8f00610dce10d726b03190000000000");
+        assert_eq!(decide(&drive(qx_a), Some(&drive(qx_a)), &s3_to_s3), Decision::Skip(SkipReason::SameQuickXorHash));
+        assert_eq!(decide(&drive(qx_a), Some(&drive(qx_b)), &s3_to_s3), Decision::Copy(CopyReason::Changed));
+        let to_drive = policy(Conflict::SkipIdentical, VerifyMode::Checksum, true, false);
+        assert_eq!(
+            decide(&object(1, None, T1), Some(&drive(qx_a)), &to_drive),
+            Decision::CompareContent(ContentCheck::QuickXor { read: Side::Source, expected: qx_a.into() })
         );
         let multipart = |etag: &str| ObjectInfo { checksum: Some(etag.to_owned()), ..object(1, None, T1) };
         assert_eq!(

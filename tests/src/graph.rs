@@ -107,9 +107,19 @@ fn error(status: StatusCode, code: &str) -> Response {
     (status, axum::Json(serde_json::json!({"error": {"code": code, "message": code}}))).into_response()
 }
 
-fn file_item(path: &str, size: usize) -> serde_json::Value {
+/// A file's item, with the QuickXorHash Graph reports (base64).
+fn file_item(path: &str, content: &[u8]) -> serde_json::Value {
+    use base64::Engine;
     let name = path.rsplit('/').next().unwrap_or(path);
-    serde_json::json!({"name": name, "size": size, "lastModifiedDateTime": "2026-01-01T00:00:00Z", "file": {}})
+    let mut hash = quickxorhash::QuickXorHash::new();
+    hash.update(content);
+    let hash = base64::engine::general_purpose::STANDARD.encode(hash.finalize());
+    serde_json::json!({
+        "name": name,
+        "size": content.len(),
+        "lastModifiedDateTime": "2026-01-01T00:00:00Z",
+        "file": {"hashes": {"quickXorHash": hash}},
+    })
 }
 
 fn folder_item(path: &str) -> serde_json::Value {
@@ -127,7 +137,7 @@ fn children(drive: &Drive, folder: &str) -> Option<Vec<serde_json::Value>> {
             Some((child, _)) => {
                 items.entry(child.to_owned()).or_insert_with(|| folder_item(&format!("{prefix}{child}")))
             }
-            None => items.entry(rest.to_owned()).or_insert_with(|| file_item(path, content.len())),
+            None => items.entry(rest.to_owned()).or_insert_with(|| file_item(path, content)),
         };
     }
     (folder.is_empty() || !items.is_empty()).then(|| items.into_values().collect())
@@ -201,7 +211,7 @@ async fn handle(
         },
         (Method::PUT, "content") => {
             drive.files.insert(target.clone(), body.to_vec());
-            (StatusCode::CREATED, axum::Json(file_item(&target, body.len()))).into_response()
+            (StatusCode::CREATED, axum::Json(file_item(&target, &body))).into_response()
         }
         (Method::POST, "createUploadSession") => {
             drive.next_session += 1;
@@ -210,7 +220,7 @@ async fn handle(
             axum::Json(serde_json::json!({"uploadUrl": format!("http://{address}/upload/{id}")})).into_response()
         }
         (Method::GET, "") => match (drive.files.get(&target), children(&drive, &target)) {
-            (Some(content), _) => axum::Json(file_item(&target, content.len())).into_response(),
+            (Some(content), _) => axum::Json(file_item(&target, content)).into_response(),
             (None, Some(_)) => axum::Json(folder_item(&target)).into_response(),
             (None, None) => error(StatusCode::NOT_FOUND, "itemNotFound"),
         },
@@ -268,7 +278,7 @@ fn fragment(drive: &mut Drive, id: &str, headers: &HeaderMap, body: Bytes) -> Re
     }
     let target = target.clone();
     let Some((_, _, content)) = drive.sessions.remove(id) else { return error(StatusCode::NOT_FOUND, "itemNotFound") };
-    let size = content.len();
-    drive.files.insert(target.clone(), content);
-    (StatusCode::CREATED, axum::Json(file_item(&target, size))).into_response()
+    let item = file_item(&target, &content);
+    drive.files.insert(target, content);
+    (StatusCode::CREATED, axum::Json(item)).into_response()
 }

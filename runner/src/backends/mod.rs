@@ -112,6 +112,8 @@ pub enum ReportedChecksum {
         /// Multi-part uploads report it too (GCS computes it over the whole object).
         any_size: bool,
     },
+    /// OneDrive's QuickXorHash of every file.
+    QuickXor,
     /// Nothing comparable: verification reads the object back.
     None,
 }

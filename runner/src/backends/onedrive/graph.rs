@@ -33,6 +33,36 @@ pub struct DriveItem {
     /// Present for folders.
     #[serde(default)]
     pub folder: Option<serde_json::Value>,
+    /// Present for files: their hashes.
+    #[serde(default)]
+    pub file: Option<FileFacet>,
+}
+
+/// A file's facet.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+pub struct FileFacet {
+    /// The hashes the service computed.
+    #[serde(default)]
+    pub hashes: Hashes,
+}
+
+/// The hashes of a file.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Hashes {
+    /// QuickXorHash, base64 (OneDrive for Business and SharePoint, and personal OneDrive).
+    #[serde(default)]
+    pub quick_xor_hash: Option<String>,
+}
+
+impl DriveItem {
+    /// The QuickXorHash, hex, when the service reported one.
+    pub fn quickxor(&self) -> Option<String> {
+        use base64::Engine;
+        let encoded = self.file.as_ref()?.hashes.quick_xor_hash.as_deref()?;
+        let decoded = base64::engine::general_purpose::STANDARD.decode(encoded).ok()?;
+        (decoded.len() == 20).then(|| hex::encode(decoded))
+    }
 }
 
 #[derive(serde::Deserialize)]
@@ -245,7 +275,7 @@ impl Graph {
         fragment: bytes::Bytes,
         start: u64,
         total: u64,
-    ) -> Result<(), Error> {
+    ) -> Result<Option<DriveItem>, Error> {
         let end = start + fragment.len() as u64 - 1;
         let mut throttled = 0;
         loop {
@@ -262,7 +292,8 @@ impl Graph {
                     throttled += 1;
                     tokio::time::sleep(retry_after(&response)).await;
                 }
-                _ if response.status().is_success() => return Ok(()),
+                200 | 201 => return Ok(response.json().await.ok()),
+                _ if response.status().is_success() => return Ok(None),
                 _ => return Err(failure("uploading a fragment", response).await),
             }
         }

@@ -21,13 +21,13 @@ const TOKEN_ENDPOINT: &str = "https://login.microsoftonline.com/common/oauth2/v2
 /// refresh token.
 const SCOPE: &str = "offline_access Files.ReadWrite.All";
 
-/// A drive is a folder tree listed one folder at a time. Its QuickXorHash is not computed
-/// by Ferry yet, so copies are read back to be proven; an upload session states the file's
-/// size in every fragment, so the engine hands it over with the upload.
+/// A drive is a folder tree listed one folder at a time that reports a QuickXorHash of every
+/// file; an upload session states the file's size in every fragment, so the engine hands it
+/// over with the upload.
 pub const CAPABILITIES: Capabilities = Capabilities {
     local: false,
     sorted_listing: false,
-    checksum: ReportedChecksum::None,
+    checksum: ReportedChecksum::QuickXor,
     uploads_in_parts: true,
     sets_modified_time: false,
     whole_second_times: false,

@@ -60,9 +60,12 @@ impl DriveService {
     }
 }
 
-/// OpenDAL's metadata for a drive item.
+/// OpenDAL's metadata for a drive item; its QuickXorHash (hex) goes where an ETag would.
 fn metadata(item: &DriveItem) -> Metadata {
     let mut built = if item.folder.is_some() { MetadataBuilder::dir() } else { MetadataBuilder::file(item.size) };
+    if let Some(hash) = item.quickxor() {
+        built.etag(hash);
+    }
     if let Some(modified) = item.last_modified_date_time.as_deref().and_then(|time| time.parse::<Timestamp>().ok()) {
         built.last_modified(modified);
     }
@@ -124,6 +127,7 @@ impl Service for DriveService {
             buffer: BytesMut::new(),
             session: None,
             sent: 0,
+            uploaded: None,
         })
     }
 
@@ -184,6 +188,8 @@ pub struct DriveWriter {
     buffer: BytesMut,
     session: Option<String>,
     sent: u64,
+    /// The item the last fragment's answer described.
+    uploaded: Option<DriveItem>,
 }
 
 impl DriveWriter {
@@ -194,9 +200,10 @@ impl DriveWriter {
             return Err(Error::new(ErrorKind::Unexpected, "onedrive: no upload session"));
         };
         let fragment = Bytes::copy_from_slice(&self.buffer[..length]);
-        self.graph.upload_fragment(&url, fragment, self.sent, total).await?;
+        let item = self.graph.upload_fragment(&url, fragment, self.sent, total).await?;
         self.buffer.advance(length);
         self.sent += length as u64;
+        self.uploaded = item.or(self.uploaded.take());
         Ok(())
     }
 
@@ -255,7 +262,7 @@ impl oio::Write for DriveWriter {
         if !self.buffer.is_empty() {
             self.send_fragment(self.buffer.len()).await?;
         }
-        Ok(MetadataBuilder::file(expected).build())
+        Ok(self.uploaded.as_ref().map_or_else(|| MetadataBuilder::file(expected).build(), metadata))
     }
 
     async fn abort(&mut self) -> Result<()> {
