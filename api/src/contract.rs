@@ -262,6 +262,12 @@ pub enum Outcome {
         /// Why, in words an operator can act on (never a secret).
         reason: String,
     },
+    /// The provider refused the credentials for good (an OAuth refresh token revoked or
+    /// expired): no retry can help until new ones are in Vault.
+    CredentialsRevoked {
+        /// What the provider said and what to do (never a secret).
+        reason: String,
+    },
     /// The runner was told to stop.
     Interrupted,
     /// The credentials could not be trusted: a wrapping token was already unwrapped by

@@ -48,11 +48,22 @@ pub enum ShardState {
     Failed {
         /// Why, from the report's outcome or the pod's termination.
         reason: String,
-        /// Whether the runner refused its credentials (never retried).
-        security: bool,
+        /// Whether another attempt may help.
+        kind: FailureKind,
         /// The runner's last report.
         report: Option<ProgressReport>,
     },
+}
+
+/// What a shard's failure means for the job.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FailureKind {
+    /// Another attempt may succeed.
+    Retryable,
+    /// The runner refused its credentials: never retried.
+    Security,
+    /// The provider refused the credentials for good: never retried.
+    CredentialsRevoked,
 }
 
 impl ShardState {
@@ -230,12 +241,21 @@ fn judge_attempt(
 ) -> (Phase, String, String, Action) {
     let attempt = next.attempts;
     if let Some(reason) = shards.iter().find_map(|s| match s {
-        ShardState::Failed { security: true, reason, .. } => Some(reason.clone()),
+        ShardState::Failed { kind: FailureKind::Security, reason, .. } => Some(reason.clone()),
         _ => None,
     }) {
         let message = format!("attempt {attempt} refused its credentials: {reason}; not retried");
         next.failed_attempts += 1;
         return (Phase::Failed, "SecurityViolation".to_owned(), message, Action::StopRunners);
+    }
+    if let Some(reason) = shards.iter().find_map(|s| match s {
+        ShardState::Failed { kind: FailureKind::CredentialsRevoked, reason, .. } => Some(reason.clone()),
+        _ => None,
+    }) {
+        // Every retry would be refused the same way: stop, and say what brings it back.
+        let message = format!("attempt {attempt}: {reason}; not retried");
+        next.failed_attempts += 1;
+        return (Phase::Failed, "CredentialsRevoked".to_owned(), message, Action::StopRunners);
     }
     if objects_failed > spec.failure_budget {
         // Each runner stops at its own count; only the operator sees the job's. Not retried:
@@ -313,12 +333,21 @@ pub fn finished_shard(exit_code: i32, report: Option<ProgressReport>, terminatio
     let outcome = report.as_ref().and_then(|r| r.outcome.clone());
     match (exit_code, outcome) {
         (0, Some(Outcome::Succeeded)) => ShardState::Succeeded { report },
-        (_, Some(Outcome::SecurityViolation { reason })) => ShardState::Failed { reason, security: true, report },
-        (5, _) => ShardState::Failed { reason: "the runner refused its credentials".into(), security: true, report },
-        (_, Some(Outcome::Aborted { reason })) => ShardState::Failed { reason, security: false, report },
+        (_, Some(Outcome::SecurityViolation { reason })) => {
+            ShardState::Failed { reason, kind: FailureKind::Security, report }
+        }
+        (5, _) => ShardState::Failed {
+            reason: "the runner refused its credentials".into(),
+            kind: FailureKind::Security,
+            report,
+        },
+        (_, Some(Outcome::CredentialsRevoked { reason })) => {
+            ShardState::Failed { reason, kind: FailureKind::CredentialsRevoked, report }
+        }
+        (_, Some(Outcome::Aborted { reason })) => ShardState::Failed { reason, kind: FailureKind::Retryable, report },
         (_, Some(Outcome::ObjectsFailed)) => {
             let failed = report.as_ref().map_or(0, |r| r.progress.objects_failed);
-            ShardState::Failed { reason: format!("{failed} objects failed"), security: false, report }
+            ShardState::Failed { reason: format!("{failed} objects failed"), kind: FailureKind::Retryable, report }
         }
         // Exit 0 proves only that the process ended; success is the runner's own final
         // report saying every object was verified. Without it (killed between its last
@@ -326,12 +355,16 @@ pub fn finished_shard(exit_code: i32, report: Option<ProgressReport>, terminatio
         // says the copy is complete, so the attempt failed and is retried.
         (0, _) => ShardState::Failed {
             reason: "the runner exited 0 without a final report, so nothing proves every object was verified".into(),
-            security: false,
+            kind: FailureKind::Retryable,
             report,
         },
         (code, _) => {
             let why = termination_reason.unwrap_or("Error");
-            ShardState::Failed { reason: format!("runner exited with code {code} ({why})"), security: false, report }
+            ShardState::Failed {
+                reason: format!("runner exited with code {code} ({why})"),
+                kind: FailureKind::Retryable,
+                report,
+            }
         }
     }
 }

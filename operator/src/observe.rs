@@ -113,7 +113,7 @@ mod tests {
     #[test]
     fn a_failed_pod_without_a_report_names_its_exit() {
         let states = shard_states(&[pod(0, "Failed", Some((137, None)))], 1, &BTreeMap::new());
-        let ShardState::Failed { reason, security, .. } = &states[0] else { panic!() };
-        assert!(reason.contains("137") && !security);
+        let ShardState::Failed { reason, kind, .. } = &states[0] else { panic!() };
+        assert!(reason.contains("137") && *kind == crate::lifecycle::FailureKind::Retryable);
     }
 }

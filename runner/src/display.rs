@@ -145,6 +145,7 @@ pub fn summary(
         Outcome::ObjectsFailed => format!("{} objects failed (see the report)", progress.objects_failed),
         Outcome::Aborted { reason } => format!("stopped: {reason}"),
         Outcome::SecurityViolation { reason } => format!("refused for security: {reason}"),
+        Outcome::CredentialsRevoked { reason } => format!("credentials refused: {reason}"),
         Outcome::Interrupted => "interrupted: run the same command again to resume".to_owned(),
     };
     println!("Ferry run summary");

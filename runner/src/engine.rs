@@ -184,7 +184,10 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
     while tasks.join_next().await.is_some() {}
 
     let mut would_delete = 0;
-    let outcome = if let Some(outcome) = stopped_early {
+    let outcome = if let Some(reason) = crate::backends::oauth::revoked() {
+        // Whatever else failed, it failed because of this; no retry can help.
+        Outcome::CredentialsRevoked { reason }
+    } else if let Some(outcome) = stopped_early {
         outcome
     } else if *stop.borrow() {
         Outcome::Interrupted

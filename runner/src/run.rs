@@ -149,6 +149,7 @@ pub fn exit_status(outcome: &Outcome) -> ExitStatus {
         Outcome::Interrupted => ExitStatus::Interrupted,
         Outcome::ObjectsFailed | Outcome::Aborted { .. } => ExitStatus::ObjectsFailed,
         Outcome::SecurityViolation { .. } => ExitStatus::SecurityViolation,
+        Outcome::CredentialsRevoked { .. } => ExitStatus::CannotStart,
     }
 }
 

@@ -236,9 +236,10 @@ fn a_revoked_refresh_token_stops_the_run_with_what_to_do() {
     );
     let started = Instant::now();
     let output = case.run(&manifests, "revoked.jsonl", &[]);
-    assert_ne!(output.status.code(), Some(0));
+    common::assert_exit(&output, 4);
     let said = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
-    assert!(said.contains("the refresh token was refused") && said.contains("consent flow again"), "{said}");
+    assert!(said.contains("credentials refused: binding drive: the refresh token was refused"), "{said}");
+    assert!(said.contains("consent flow again"), "{said}");
     assert!(!said.contains(token), "the refresh token reached the output: {said}");
     assert!(started.elapsed() < Duration::from_secs(30), "a revoked token must not be retried for long");
     assert!(graph.files().is_empty());

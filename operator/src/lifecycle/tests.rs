@@ -144,7 +144,8 @@ fn report_of_shard(index: u32) -> ProgressReport {
 #[test]
 fn a_failed_attempt_is_retried_then_the_job_fails() {
     let spec = spec("  retries: 1\n");
-    let failed = || ShardState::Failed { reason: "3 objects failed".into(), security: false, report: None };
+    let failed =
+        || ShardState::Failed { reason: "3 objects failed".into(), kind: FailureKind::Retryable, report: None };
     let first =
         observe(&spec, status(Phase::Running, 1, 0), true, vec![failed(), ShardState::Succeeded { report: None }]);
     assert_eq!(first.action, Action::Launch);
@@ -161,7 +162,7 @@ fn a_failed_attempt_is_retried_then_the_job_fails() {
 #[test]
 fn waits_for_every_shard_before_judging() {
     let spec = spec("");
-    let failed = ShardState::Failed { reason: "x".into(), security: false, report: None };
+    let failed = ShardState::Failed { reason: "x".into(), kind: FailureKind::Retryable, report: None };
     let decision = observe(&spec, status(Phase::Running, 1, 0), true, vec![failed, ShardState::Running]);
     assert_eq!((decision.action, decision.status.failed_attempts), (Action::None, 0));
 }
@@ -169,7 +170,8 @@ fn waits_for_every_shard_before_judging() {
 #[test]
 fn a_security_violation_fails_at_once_and_stops_the_rest() {
     let spec = spec("  retries: 5\n");
-    let bad = ShardState::Failed { reason: "token already unwrapped".into(), security: true, report: None };
+    let bad =
+        ShardState::Failed { reason: "token already unwrapped".into(), kind: FailureKind::Security, report: None };
     let decision = observe(&spec, status(Phase::Running, 1, 0), true, vec![bad, ShardState::Running]);
     assert_eq!(decision.status.phase, Some(Phase::Failed));
     assert_eq!(decision.action, Action::StopRunners);
@@ -217,22 +219,35 @@ fn finished_jobs_stay_finished() {
 #[test]
 fn exit_codes_and_reports_combine() {
     assert!(matches!(finished_shard(0, Some(report(1, Outcome::Succeeded)), None), ShardState::Succeeded { .. }));
-    let ShardState::Failed { security, .. } = finished_shard(5, None, None) else { panic!() };
-    assert!(security);
-    let ShardState::Failed { reason, security, .. } =
+    let ShardState::Failed { kind, .. } = finished_shard(5, None, None) else { panic!() };
+    assert_eq!(kind, FailureKind::Security);
+    let ShardState::Failed { reason, kind, .. } =
         finished_shard(1, Some(report(1, Outcome::Aborted { reason: "budget".into() })), None)
     else {
         panic!()
     };
-    assert_eq!((reason.as_str(), security), ("budget", false));
+    assert_eq!((reason.as_str(), kind), ("budget", FailureKind::Retryable));
     let ShardState::Failed { reason, .. } = finished_shard(137, None, Some("OOMKilled")) else { panic!() };
     assert!(reason.contains("OOMKilled"));
 }
 
 #[test]
+fn revoked_credentials_fail_the_job_at_once_with_what_to_do() {
+    let reason = "binding drive: the refresh token was refused (AADSTS50173); run the consent flow again";
+    let revoked = finished_shard(1, Some(report(0, Outcome::CredentialsRevoked { reason: reason.into() })), None);
+    assert!(matches!(&revoked, ShardState::Failed { kind: FailureKind::CredentialsRevoked, .. }), "{revoked:?}");
+    let job = fixtures::job(fixtures::S3_TO_PVC);
+    let mut next = MigrationJobStatus { attempts: 1, ..MigrationJobStatus::default() };
+    let (phase, condition, message, action) =
+        judge_attempt(&job.spec, &mut next, Ok(()), &[revoked, ShardState::Running], 0);
+    assert_eq!((phase, condition.as_str(), action), (Phase::Failed, "CredentialsRevoked", Action::StopRunners));
+    assert!(message.contains("consent flow again") && message.contains("not retried"), "{message}");
+}
+
+#[test]
 fn exit_zero_without_a_final_report_is_not_success() {
-    let ShardState::Failed { reason, security, .. } = finished_shard(0, None, Some("Completed")) else { panic!() };
-    assert!(reason.contains("without a final report") && !security, "{reason}");
+    let ShardState::Failed { reason, kind, .. } = finished_shard(0, None, Some("Completed")) else { panic!() };
+    assert!(reason.contains("without a final report") && kind == FailureKind::Retryable, "{reason}");
     // A report that is not final (no outcome yet) proves nothing either.
     let mut unfinished = report(5, Outcome::Succeeded);
     unfinished.outcome = None;

@@ -9,6 +9,15 @@ use std::time::{Duration, Instant};
 use futures::future::BoxFuture;
 use zeroize::Zeroizing;
 
+/// The first refusal for good in this process. A runner runs one job, so a refused
+/// credential is the run's outcome: the engine reports it instead of the failures it caused.
+static REVOKED: std::sync::Mutex<Option<String>> = std::sync::Mutex::new(None);
+
+/// Why a credential was refused for good in this run, if one was.
+pub fn revoked() -> Option<String> {
+    REVOKED.lock().ok().and_then(|revoked| revoked.clone())
+}
+
 /// How long before its expiry an access token is replaced.
 const EARLY: Duration = Duration::from_secs(60);
 
@@ -171,6 +180,9 @@ impl Tokens {
                         reason: error_description.unwrap_or(error),
                     };
                     state.revoked = Some(revoked.clone());
+                    if let Ok(mut first) = REVOKED.lock() {
+                        first.get_or_insert_with(|| revoked.to_string());
+                    }
                     revoked
                 }
                 Some(Refused { error, .. }) if error == "invalid_client" || error == "unauthorized_client" => {
