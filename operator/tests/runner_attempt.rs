@@ -2,7 +2,8 @@
 //! OpenBao and builds the plan; `ferry-runner cluster` (in process) unwraps them, moves a
 //! bucket between real S3 buckets, and reports to the real HTTPS progress API. Running the
 //! same attempt twice is refused, because its tokens were already used. A second attempt
-//! moves S3 to Azure Blob (Azurite), each side's credentials wrapped in OpenBao.
+//! moves S3 to Azure Blob (Azurite), others S3 to SFTP (sshd) and to OneDrive (a Graph
+//! stand-in and a real OAuth token endpoint), each side's credentials wrapped in OpenBao.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -235,5 +236,105 @@ async fn an_attempt_moves_s3_to_azure_blob_with_wrapped_credentials() {
         &servers.azure_remote(&format!("{container}/moved")),
     ]);
     assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let _ = pod.stop.send(());
+}
+
+/// SFTP in a cluster: the private key (many lines) wrapped in OpenBao with the S3 keys,
+/// unwrapped once by the runner, the host checked against the binding's knownHosts; every
+/// file arrives whole and is read back to be proven.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_moves_s3_to_sftp_with_a_wrapped_private_key() {
+    let servers = servers();
+    let sftp = servers.sftp().clone();
+    let work = tempfile::tempdir().unwrap();
+    let source_bucket = servers.bucket("attempt-sftp-src");
+    let local = work.path().join("data");
+    write_small_files(&local, 12, 700);
+    servers.rclone(&["copy", &local.to_string_lossy(), &servers.s3_remote(&format!("{source_bucket}/data"))]);
+    let directory = servers.sftp_directory("attempt");
+    let key = std::fs::read_to_string(&sftp.key_file).unwrap();
+    let sftp_path = servers.secret_in_vault("sftp", &[("privateKey", &key)]);
+    let source = binding(&servers, "old", &source_bucket, &servers.s3_credentials_in_vault());
+    let destination_spec = serde_yaml::from_str(&format!(
+        "provider: sftp\nsftp: {{host: \"{}\", port: {}, user: {}, root: \"{}/{directory}\", knownHosts: \"{}\"}}\nvault: {{path: {sftp_path}}}",
+        sftp.host,
+        sftp.port,
+        sftp.user,
+        sftp.root,
+        sftp.known_hosts_line(&sftp.host, sftp.port)
+    ))
+    .unwrap();
+    let destination = PlannedBinding {
+        name: "new".into(),
+        spec: destination_spec,
+        secret_creation_path: None,
+        secret_fields: vec![],
+    };
+    let pod = prepare(&servers, work.path(), source, destination).await;
+
+    assert_eq!(run(pod.options.clone()).await, ExitStatus::Success);
+    let last = pod.last_report();
+    assert_eq!(last.outcome, Some(Outcome::Succeeded));
+    assert_eq!((last.progress.objects_total, last.progress.objects_verified), (12, 12));
+    let output = servers.rclone(&[
+        "check",
+        "--download",
+        "--exclude",
+        ".ferry/**",
+        &local.to_string_lossy(),
+        &servers.sftp_remote(&format!("{directory}/moved")),
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let _ = pod.stop.send(());
+}
+
+/// OneDrive in a cluster: the OAuth client and refresh token wrapped in OpenBao, unwrapped
+/// once by the runner, which gets its access tokens from the token endpoint and writes to a
+/// stand-in of Microsoft Graph; every file is proven by the drive's QuickXorHash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_moves_s3_to_onedrive_with_a_wrapped_refresh_token() {
+    let servers = servers();
+    let graph = ferry_e2e::graph::GraphStandIn::start();
+    let work = tempfile::tempdir().unwrap();
+    let source_bucket = servers.bucket("attempt-drive-src");
+    let local = work.path().join("data");
+    write_small_files(&local, 9, 700);
+    servers.rclone(&["copy", &local.to_string_lossy(), &servers.s3_remote(&format!("{source_bucket}/data"))]);
+    let drive_path = servers.secret_in_vault(
+        "onedrive",
+        &[("clientId", "ferry-test"), ("clientSecret", "ferry-test-secret"), ("refreshToken", "attempt-refresh")],
+    );
+    let token_endpoint = std::env::var("FERRY_TEST_OAUTH_TOKEN_ENDPOINT").expect("FERRY_TEST_OAUTH_TOKEN_ENDPOINT");
+    let source = binding(&servers, "old", &source_bucket, &servers.s3_credentials_in_vault());
+    let destination_spec = serde_yaml::from_str(&format!(
+        "provider: onedrive\nonedrive: {{apiEndpoint: \"{}\", tokenEndpoint: \"{token_endpoint}\"}}\nvault: {{path: {drive_path}}}",
+        graph.api_endpoint()
+    ))
+    .unwrap();
+    let destination = PlannedBinding {
+        name: "new".into(),
+        spec: destination_spec,
+        secret_creation_path: None,
+        secret_fields: vec![],
+    };
+    let pod = prepare(&servers, work.path(), source, destination).await;
+
+    assert_eq!(run(pod.options.clone()).await, ExitStatus::Success);
+    let last = pod.last_report();
+    assert_eq!(last.outcome, Some(Outcome::Succeeded));
+    assert_eq!((last.progress.objects_total, last.progress.objects_verified), (9, 9));
+    let local_files = ferry_e2e::tree_hashes(&local);
+    let mut drive_files: std::collections::BTreeMap<String, String> = graph
+        .files()
+        .into_iter()
+        .filter_map(|(path, content)| {
+            Some((path.strip_prefix("moved/")?.to_owned(), ferry_e2e::content_hash(&content)))
+        })
+        .collect();
+    // The runner's per-object report is there too, under Ferry's own directory.
+    let reports = drive_files.keys().filter(|path| path.starts_with(".ferry/reports/")).count();
+    assert_eq!(reports, 1, "{drive_files:?}");
+    drive_files.retain(|path, _| !path.starts_with(".ferry/"));
+    assert_eq!(drive_files, local_files);
     let _ = pod.stop.send(());
 }

@@ -28,34 +28,45 @@ struct Drive {
     next_session: u32,
 }
 
-/// A running stand-in.
+/// A running stand-in; it stops when dropped.
 pub struct GraphStandIn {
     /// Where it listens.
     pub address: SocketAddr,
     drive: Arc<Mutex<Drive>>,
-    _runtime: tokio::runtime::Runtime,
+    _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 type Shared = (Arc<Mutex<Drive>>, SocketAddr);
 
 impl GraphStandIn {
-    /// Starts one on a free loopback port, served by a runtime of its own.
+    /// Starts one on a free loopback port, on a thread of its own (so async tests can
+    /// start one too).
     pub fn start() -> Self {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap_or_else(|e| panic!("{e}"));
-        let listener = runtime.block_on(tokio::net::TcpListener::bind("127.0.0.1:0")).unwrap_or_else(|e| panic!("{e}"));
-        let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
         let drive = Arc::new(Mutex::new(Drive::default()));
-        // Fragments of up to 60 MiB, as Graph takes.
-        let app = axum::Router::new()
-            .fallback(handle)
-            .layer(axum::extract::DefaultBodyLimit::max(60 << 20))
-            .with_state((drive.clone(), address));
-        runtime.spawn(async move { axum::serve(listener, app).await });
-        Self { address, drive, _runtime: runtime }
+        let (ready, address) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let shared = drive.clone();
+        std::thread::spawn(move || {
+            let runtime =
+                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+            runtime.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+                let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+                // Fragments of up to 60 MiB, as Graph takes.
+                let app = axum::Router::new()
+                    .fallback(handle)
+                    .layer(axum::extract::DefaultBodyLimit::max(60 << 20))
+                    .with_state((shared, address));
+                let _ = ready.send(address);
+                let _ = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stopped.await;
+                    })
+                    .await;
+            });
+        });
+        let address = address.recv().unwrap_or_else(|e| panic!("the Graph stand-in did not start: {e}"));
+        Self { address, drive, _stop: stop }
     }
 
     /// The API root a binding names (`apiEndpoint`).
