@@ -195,6 +195,27 @@ async fn two_shards_move_and_verify_every_object_and_deletion_removes_everything
     scenario.delete_job_and_wait_until_gone(JOB, &uid).await;
 }
 
+/// A provider beyond S3 in a cluster: an S3 bucket to an SFTP server in two shards, the SSH
+/// private key held in Vault and handed to each runner only as a wrapped single-use token,
+/// the server's host key checked against the binding's knownHosts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_move_an_s3_bucket_to_sftp_with_a_wrapped_private_key() {
+    let Some(mut scenario) = Scenario::start("sftp").await else { return };
+    let data = quick_data(&scenario);
+    let directory = scenario.s3_to_sftp(&data).await;
+    let uid = scenario.apply_job(&scenario.job_manifest(JOB, 2, json!({}))).await;
+
+    let job = scenario.wait_complete(JOB).await;
+    assert_succeeded(&job, data.objects());
+    let record = scenario.kubelet.record();
+    assert_runners_succeeded(&record, &record.started);
+    scenario.assert_sftp_directory_holds(&directory, &data);
+    assert_mounted_secrets_clean(&scenario, &record, 2);
+    let problems = scenario.credential_problems_now(&uid, 2).await;
+    assert!(problems.is_empty(), "after the job: {problems:?}");
+    scenario.delete_job_and_wait_until_gone(JOB, &uid).await;
+}
+
 /// Three shards, and each side's credentials in its own Vault secret at its own path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_shards_with_separate_vault_secrets_on_both_sides() {

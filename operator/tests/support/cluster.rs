@@ -143,6 +143,28 @@ pub fn s3_binding(
     }))
 }
 
+/// A CredentialBinding for a directory of the test servers' sshd, its key in Vault at
+/// `secret/<vault_path>` and its host key listed for the address the runners dial.
+pub fn sftp_binding(name: &str, namespace: &str, sftp: &ferry_e2e::Sftp, directory: &str, vault_path: &str) -> Value {
+    json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "CredentialBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "provider": "sftp",
+            "sftp": {
+                "host": sftp.host,
+                "port": sftp.port,
+                "user": sftp.user,
+                "root": format!("{}/{directory}", sftp.root),
+                "knownHosts": sftp.known_hosts_line(&sftp.host, sftp.port),
+            },
+            "vault": {"mount": "secret", "path": vault_path},
+            "egress": [{"cidr": format!("{}/32", sftp.host), "ports": [sftp.port]}]
+        }
+    })
+}
+
 /// A MigrationJob copying all of `source` to `destination` in `shards` runner pods, each
 /// object proven by checksum, whose pods no node runs (see [`LOCAL_RUNNER_LABEL`]).
 pub fn migration_job(name: &str, namespace: &str, source: &str, destination: &str, shards: u32) -> Value {

@@ -368,6 +368,36 @@ impl Scenario {
         S3Pair { source_bucket, destination_bucket, source_vault_path, destination_vault_path }
     }
 
+    /// A source bucket holding `data` and an empty directory on the test servers' sshd, the
+    /// S3 keys and the SSH private key in Vault, and the bindings [`SOURCE_BINDING`] and
+    /// [`DESTINATION_BINDING`]; returns the directory.
+    pub async fn s3_to_sftp(&self, data: &SourceData) -> String {
+        let source_bucket = self.servers.bucket("e2e-src");
+        self.servers.rclone(&["copy", &data.tree.to_string_lossy(), &self.servers.s3_remote(&source_bucket)]);
+        let sftp = self.servers.sftp();
+        let directory = self.servers.sftp_directory("e2e-dst");
+        let key = std::fs::read_to_string(&sftp.key_file).unwrap_or_else(|e| panic!("{e}"));
+        let sftp_path = self.vault_path("sftp");
+        self.servers.put_secret(&sftp_path, &[("privateKey", key.as_str())]);
+        let s3_path = self.store_s3_credentials("s3");
+        let bindings: Api<CredentialBinding> = Api::namespaced(self.client.clone(), &self.namespace);
+        let source =
+            cluster::s3_binding(SOURCE_BINDING, &self.namespace, &self.servers.s3_endpoint, &source_bucket, &s3_path);
+        apply(&bindings, &source.unwrap_or_else(|e| panic!("{e}"))).await;
+        let destination = cluster::sftp_binding(DESTINATION_BINDING, &self.namespace, sftp, &directory, &sftp_path);
+        apply(&bindings, &destination).await;
+        directory
+    }
+
+    /// The SFTP directory holds exactly `data` (Ferry's own reports aside).
+    pub fn assert_sftp_directory_holds(&self, directory: &str, data: &SourceData) {
+        let downloaded = self.work.path().join(format!("download-{directory}"));
+        self.servers.rclone(&["copy", &self.servers.sftp_remote(directory), &downloaded.to_string_lossy()]);
+        let mut found = ferry_e2e::tree_hashes(&downloaded);
+        found.retain(|key, _| !ferry_api::reports::is_reserved(key));
+        assert_eq!(found, data.hashes, "the SFTP directory {directory} differs from the source");
+    }
+
     /// A MigrationJob from [`SOURCE_BINDING`] to [`DESTINATION_BINDING`] in `shards` pods,
     /// with `spec` merged into its spec (see [`cluster::migration_job`] for the rest).
     pub fn job_manifest(&self, name: &str, shards: u32, spec: Value) -> Value {
