@@ -161,6 +161,42 @@ fn a_changed_byte_on_the_drive_is_caught_and_repaired() {
     assert_eq!(drive_hashes(&graph, "in"), tree_hashes(&source));
 }
 
+/// Sets a file's modification time to `seconds` after the epoch.
+fn set_modified(path: &std::path::Path, seconds: u64) {
+    let time = std::time::UNIX_EPOCH + Duration::from_secs(seconds);
+    std::fs::File::options().write(true).open(path).unwrap().set_modified(time).unwrap();
+}
+
+#[test]
+fn modification_times_travel_so_newer_sees_a_later_edit() {
+    let servers = servers();
+    let graph = GraphStandIn::start();
+    let case = Case::new();
+    let source = case.path("source");
+    write_small_files(&source, 3, 500);
+    std::fs::write(source.join("session.bin"), vec![7u8; 5 << 20]).unwrap(); // over 4 MiB: an upload session
+    let files: Vec<String> = tree_hashes(&source).into_keys().collect();
+    for file in &files {
+        set_modified(&source.join(file), 1_577_836_800); // 2020-01-01
+    }
+    let documents = vec![
+        job(("local", ""), ("drive", "in/"), "  conflict: newer\n"),
+        fs_binding("local", &source),
+        binding(&servers, &graph, "refresh-6"),
+    ];
+    case.run_ok("first", documents.clone(), &[]);
+    // Edits dated 2021, long before the upload: only copies that kept 2020 see them as newer.
+    for file in ["session.bin", files[0].as_str()] {
+        set_modified(&source.join(file), 1_609_459_200);
+    }
+    let report = case.run_ok("edited", documents.clone(), &[]);
+    let mut expected = vec![files[0].clone(), "session.bin".to_owned()];
+    expected.sort();
+    assert_eq!(paths_with(&report, "copied"), expected, "{report:?}");
+    let report = case.run_ok("unchanged", documents, &[]);
+    assert_eq!(paths_with(&report, "skipped").len(), 4, "{report:?}");
+}
+
 #[test]
 fn names_the_drive_cannot_hold_fail_with_their_reason() {
     let servers = servers();

@@ -20,7 +20,10 @@ const PAGE: usize = 25;
 #[derive(Default)]
 struct Drive {
     files: BTreeMap<String, Vec<u8>>,
-    sessions: HashMap<String, (String, u64, Vec<u8>)>,
+    /// `fileSystemInfo.lastModifiedDateTime` a client set, by path.
+    modified: HashMap<String, String>,
+    /// An upload session: its path, the time its item names, what arrived.
+    sessions: HashMap<String, (String, Option<String>, Vec<u8>)>,
     reject: u32,
     throttle: u32,
     rejected: u32,
@@ -118,17 +121,20 @@ fn error(status: StatusCode, code: &str) -> Response {
     (status, axum::Json(serde_json::json!({"error": {"code": code, "message": code}}))).into_response()
 }
 
-/// A file's item, with the QuickXorHash Graph reports (base64).
-fn file_item(path: &str, content: &[u8]) -> serde_json::Value {
+/// A file's item, with the QuickXorHash Graph reports (base64) and the modification time a
+/// client set, if any.
+fn file_item(path: &str, content: &[u8], modified: Option<&String>) -> serde_json::Value {
     use base64::Engine;
     let name = path.rsplit('/').next().unwrap_or(path);
     let mut hash = quickxorhash::QuickXorHash::new();
     hash.update(content);
     let hash = base64::engine::general_purpose::STANDARD.encode(hash.finalize());
+    let changed = "2026-01-01T00:00:00Z";
     serde_json::json!({
         "name": name,
         "size": content.len(),
-        "lastModifiedDateTime": "2026-01-01T00:00:00Z",
+        "lastModifiedDateTime": changed,
+        "fileSystemInfo": {"lastModifiedDateTime": modified.map_or(changed, String::as_str)},
         "file": {"hashes": {"quickXorHash": hash}},
     })
 }
@@ -148,7 +154,7 @@ fn children(drive: &Drive, folder: &str) -> Option<Vec<serde_json::Value>> {
             Some((child, _)) => {
                 items.entry(child.to_owned()).or_insert_with(|| folder_item(&format!("{prefix}{child}")))
             }
-            None => items.entry(rest.to_owned()).or_insert_with(|| file_item(path, content)),
+            None => items.entry(rest.to_owned()).or_insert_with(|| file_item(path, content, drive.modified.get(path))),
         };
     }
     (folder.is_empty() || !items.is_empty()).then(|| items.into_values().collect())
@@ -222,19 +228,32 @@ async fn handle(
         },
         (Method::PUT, "content") => {
             drive.files.insert(target.clone(), body.to_vec());
-            (StatusCode::CREATED, axum::Json(file_item(&target, &body))).into_response()
+            drive.modified.remove(&target);
+            (StatusCode::CREATED, axum::Json(file_item(&target, &body, None))).into_response()
         }
         (Method::POST, "createUploadSession") => {
             drive.next_session += 1;
             let id = drive.next_session.to_string();
-            drive.sessions.insert(id.clone(), (target, 0, Vec::new()));
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            let modified = request["item"]["fileSystemInfo"]["lastModifiedDateTime"].as_str().map(str::to_owned);
+            drive.sessions.insert(id.clone(), (target, modified, Vec::new()));
             axum::Json(serde_json::json!({"uploadUrl": format!("http://{address}/upload/{id}")})).into_response()
         }
         (Method::GET, "") => match (drive.files.get(&target), children(&drive, &target)) {
-            (Some(content), _) => axum::Json(file_item(&target, content)).into_response(),
+            (Some(content), _) => axum::Json(file_item(&target, content, drive.modified.get(&target))).into_response(),
             (None, Some(_)) => axum::Json(folder_item(&target)).into_response(),
             (None, None) => error(StatusCode::NOT_FOUND, "itemNotFound"),
         },
+        (Method::PATCH, "") => {
+            let Some(content) = drive.files.get(&target).cloned() else {
+                return error(StatusCode::NOT_FOUND, "itemNotFound");
+            };
+            let request: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if let Some(modified) = request["fileSystemInfo"]["lastModifiedDateTime"].as_str() {
+                drive.modified.insert(target.clone(), modified.to_owned());
+            }
+            axum::Json(file_item(&target, &content, drive.modified.get(&target))).into_response()
+        }
         (Method::DELETE, "") => {
             let prefix = format!("{target}/");
             let before = drive.files.len();
@@ -288,8 +307,14 @@ fn fragment(drive: &mut Drive, id: &str, headers: &HeaderMap, body: Bytes) -> Re
             .into_response();
     }
     let target = target.clone();
-    let Some((_, _, content)) = drive.sessions.remove(id) else { return error(StatusCode::NOT_FOUND, "itemNotFound") };
-    let item = file_item(&target, &content);
+    let Some((_, modified, content)) = drive.sessions.remove(id) else {
+        return error(StatusCode::NOT_FOUND, "itemNotFound");
+    };
+    match modified {
+        Some(modified) => drive.modified.insert(target.clone(), modified),
+        None => drive.modified.remove(&target),
+    };
+    let item = file_item(&target, &content, drive.modified.get(&target));
     drive.files.insert(target, content);
     (StatusCode::CREATED, axum::Json(item)).into_response()
 }

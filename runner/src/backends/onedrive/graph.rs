@@ -27,15 +27,27 @@ pub struct DriveItem {
     /// Bytes (a folder's is the sum of its contents).
     #[serde(default)]
     pub size: u64,
-    /// When it was last changed, RFC 3339.
+    /// When it was last changed on the drive, RFC 3339.
     #[serde(default)]
     pub last_modified_date_time: Option<String>,
+    /// The times a client set (the file's own modification time, when an uploader kept it).
+    #[serde(default)]
+    pub file_system_info: Option<FileSystemInfo>,
     /// Present for folders.
     #[serde(default)]
     pub folder: Option<serde_json::Value>,
     /// Present for files: their hashes.
     #[serde(default)]
     pub file: Option<FileFacet>,
+}
+
+/// The times a client may set on an item.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FileSystemInfo {
+    /// The file's modification time, RFC 3339.
+    #[serde(default)]
+    pub last_modified_date_time: Option<String>,
 }
 
 /// A file's facet.
@@ -56,6 +68,14 @@ pub struct Hashes {
 }
 
 impl DriveItem {
+    /// The file's own modification time where a client set one, else the drive's.
+    pub fn modified(&self) -> Option<&str> {
+        self.file_system_info
+            .as_ref()
+            .and_then(|info| info.last_modified_date_time.as_deref())
+            .or(self.last_modified_date_time.as_deref())
+    }
+
     /// The QuickXorHash, hex, when the service reported one.
     pub fn quickxor(&self) -> Option<String> {
         use base64::Engine;
@@ -241,21 +261,42 @@ impl Graph {
         Ok(response)
     }
 
-    /// Uploads a small file in one request (Graph takes up to 4 MiB this way).
-    pub async fn upload_small(&self, path: &str, content: bytes::Bytes) -> Result<DriveItem, Error> {
+    /// Uploads a small file in one request (Graph takes up to 4 MiB this way), then sets its
+    /// modification time (RFC 3339) if one is given: a one-request upload cannot carry it.
+    pub async fn upload_small(
+        &self,
+        path: &str,
+        content: bytes::Bytes,
+        modified: Option<&str>,
+    ) -> Result<DriveItem, Error> {
         let url = self.item_url(path, "/content");
         let response =
             self.send("uploading", |http, token| http.put(&url).bearer_auth(token).body(content.clone())).await?;
         if !response.status().is_success() {
             return Err(failure("uploading", response).await);
         }
-        response.json().await.map_err(|error| request_error("uploading", error))
+        let uploaded: DriveItem = response.json().await.map_err(|error| request_error("uploading", error))?;
+        let Some(modified) = modified else { return Ok(uploaded) };
+        let url = self.item_url(path, "");
+        let body = serde_json::json!({"fileSystemInfo": {"lastModifiedDateTime": modified}});
+        let response = self
+            .send("setting the modification time", |http, token| http.patch(&url).bearer_auth(token).json(&body))
+            .await?;
+        if !response.status().is_success() {
+            return Err(failure("setting the modification time", response).await);
+        }
+        response.json().await.map_err(|error| request_error("setting the modification time", error))
     }
 
-    /// Starts an upload session replacing whatever is at `path`; returns its upload URL.
-    pub async fn upload_session(&self, path: &str) -> Result<String, Error> {
+    /// Starts an upload session replacing whatever is at `path`, with the file's
+    /// modification time (RFC 3339) if one is given; returns its upload URL.
+    pub async fn upload_session(&self, path: &str, modified: Option<&str>) -> Result<String, Error> {
         let url = self.item_url(path, "/createUploadSession");
-        let body = serde_json::json!({"item": {"@microsoft.graph.conflictBehavior": "replace"}});
+        let mut item = serde_json::json!({"@microsoft.graph.conflictBehavior": "replace"});
+        if let Some(modified) = modified {
+            item["fileSystemInfo"] = serde_json::json!({"lastModifiedDateTime": modified});
+        }
+        let body = serde_json::json!({"item": item});
         let response = self
             .send("starting an upload session", |http, token| http.post(&url).bearer_auth(token).json(&body))
             .await?;

@@ -22,15 +22,15 @@ const TOKEN_ENDPOINT: &str = "https://login.microsoftonline.com/common/oauth2/v2
 const SCOPE: &str = "offline_access Files.ReadWrite.All";
 
 /// A drive is a folder tree listed one folder at a time that reports a QuickXorHash of every
-/// file; an upload session states the file's size in every fragment, so the engine hands it
-/// over with the upload.
+/// file and keeps a modification time a client sets (Ferry sets whole seconds); an upload
+/// session states the file's size in every fragment, so the engine hands it over.
 pub const CAPABILITIES: Capabilities = Capabilities {
     local: false,
     sorted_listing: false,
     checksum: ReportedChecksum::QuickXor,
     uploads_in_parts: true,
-    sets_modified_time: false,
-    whole_second_times: false,
+    sets_modified_time: true,
+    whole_second_times: true,
     max_key: None,
     directory_tree: true,
     upload_needs_size: true,

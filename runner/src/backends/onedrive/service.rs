@@ -13,7 +13,7 @@ use opendal::raw::{
 use opendal::{Buffer, BytesRange, Capability, Error, ErrorKind, Metadata, MetadataBuilder, OperationContext, Result};
 
 use super::graph::{DriveItem, Graph};
-use crate::backends::SIZE_METADATA;
+use crate::backends::{MODIFIED_METADATA, SIZE_METADATA};
 
 /// The largest file sent in one request.
 const SMALL: usize = 4 << 20;
@@ -66,7 +66,7 @@ fn metadata(item: &DriveItem) -> Metadata {
     if let Some(hash) = item.quickxor() {
         built.etag(hash);
     }
-    if let Some(modified) = item.last_modified_date_time.as_deref().and_then(|time| time.parse::<Timestamp>().ok()) {
+    if let Some(modified) = item.modified().and_then(|time| time.parse::<Timestamp>().ok()) {
         built.last_modified(modified);
     }
     built.build()
@@ -116,14 +116,20 @@ impl Service for DriveService {
     }
 
     fn write(&self, _: &OperationContext, path: &str, options: OpWrite) -> Result<Self::Writer> {
-        let total = options
-            .user_metadata()
-            .and_then(|metadata| metadata.get(SIZE_METADATA))
-            .and_then(|size| size.parse::<u64>().ok());
+        let carried = options.user_metadata();
+        let total =
+            carried.as_ref().and_then(|metadata| metadata.get(SIZE_METADATA)).and_then(|size| size.parse::<u64>().ok());
+        let modified = carried
+            .as_ref()
+            .and_then(|metadata| metadata.get(MODIFIED_METADATA))
+            .and_then(|seconds| seconds.parse::<i64>().ok())
+            .and_then(|seconds| Timestamp::from_second(seconds).ok())
+            .map(|time| time.to_string());
         Ok(DriveWriter {
             graph: self.graph.clone(),
             path: path.to_owned(),
             total,
+            modified,
             buffer: BytesMut::new(),
             session: None,
             sent: 0,
@@ -185,6 +191,8 @@ pub struct DriveWriter {
     path: String,
     /// The file's size, which every fragment of a session must state.
     total: Option<u64>,
+    /// The source's modification time, RFC 3339, to keep on the drive.
+    modified: Option<String>,
     buffer: BytesMut,
     session: Option<String>,
     sent: u64,
@@ -218,7 +226,7 @@ impl DriveWriter {
                     "onedrive: a file over 4 MiB goes in an upload session, which needs its size up front",
                 ));
             }
-            self.session = Some(self.graph.upload_session(&self.path).await?);
+            self.session = Some(self.graph.upload_session(&self.path, self.modified.as_deref()).await?);
         }
         while self.session.is_some() && self.buffer.len() >= FRAGMENT {
             self.send_fragment(FRAGMENT).await?;
@@ -246,7 +254,7 @@ impl oio::Write for DriveWriter {
     async fn close(&mut self) -> Result<Metadata> {
         if self.session.is_none() {
             let content = std::mem::take(&mut self.buffer).freeze();
-            let item = self.graph.upload_small(&self.path, content).await?;
+            let item = self.graph.upload_small(&self.path, content, self.modified.as_deref()).await?;
             return Ok(metadata(&item));
         }
         let expected = self.total.unwrap_or_default();
