@@ -140,6 +140,41 @@ fn ferrys_quickxorhash_agrees_with_rclones() {
 }
 
 #[test]
+fn an_interrupted_upload_cancels_its_session() {
+    let servers = servers();
+    let graph = GraphStandIn::start();
+    let case = Case::new();
+    let source = case.path("source");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("large.bin"), vec![3u8; 24 << 20]).unwrap();
+    let manifests = case.manifests(
+        "slow.yaml",
+        &[
+            job(("local", ""), ("drive", "in/"), "  bandwidthLimit: 2Mi\n"),
+            fs_binding("local", &source),
+            binding(&servers, &graph, "refresh-7"),
+        ],
+    );
+    let mut run = case
+        .command(&["run", "-f", manifests.to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while graph.open_sessions() == 0 {
+        assert!(started.elapsed() < Duration::from_secs(60), "no upload session started");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let killed = std::process::Command::new("kill").args(["-TERM", &run.id().to_string()]).status().unwrap();
+    assert!(killed.success());
+    let status = run.wait().unwrap();
+    assert_eq!(status.code(), Some(3), "an interrupted run says so");
+    assert_eq!(graph.open_sessions(), 0, "the unfinished session was cancelled");
+    assert!(graph.files().is_empty(), "nothing half-written is at the path");
+}
+
+#[test]
 fn a_changed_byte_on_the_drive_is_caught_and_repaired() {
     let servers = servers();
     let graph = GraphStandIn::start();
@@ -195,6 +230,56 @@ fn modification_times_travel_so_newer_sees_a_later_edit() {
     assert_eq!(paths_with(&report, "copied"), expected, "{report:?}");
     let report = case.run_ok("unchanged", documents, &[]);
     assert_eq!(paths_with(&report, "skipped").len(), 4, "{report:?}");
+}
+
+/// A binding whose secret is Transit-encrypted: the rotated refresh token is written back
+/// encrypted under the same key, and decrypts to the token the next run started from.
+#[test]
+fn a_rotated_refresh_token_is_written_back_encrypted_with_transit() {
+    use base64::Engine;
+    let servers = servers();
+    let graph = GraphStandIn::start();
+    let key = ferry_e2e::unique("drive").to_lowercase();
+    let _ = servers.vault_post_allowing_failure("sys/mounts/transit", r#"{"type":"transit"}"#);
+    servers.vault_post(&format!("transit/keys/{key}"), "{}");
+    let encrypt = |plaintext: &str| {
+        let encoded = base64::engine::general_purpose::STANDARD.encode(plaintext);
+        let response =
+            servers.vault_post(&format!("transit/encrypt/{key}"), &format!("{{\"plaintext\":\"{encoded}\"}}"));
+        serde_json::from_str::<serde_json::Value>(&response).unwrap()["data"]["ciphertext"].as_str().unwrap().to_owned()
+    };
+    let path = format!("tenants/test/{}", ferry_e2e::unique("drive-transit"));
+    servers.put_secret(
+        &path,
+        &[
+            ("clientId", &encrypt("ferry-test")),
+            ("clientSecret", &encrypt("ferry-test-secret")),
+            ("refreshToken", &encrypt("refresh-transit")),
+        ],
+    );
+    let binding = format!(
+        "apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: drive}}\nspec:\n  provider: onedrive\n  \
+         onedrive: {{apiEndpoint: \"{}\", tokenEndpoint: \"{}\"}}\n  vault: {{path: {path}, transitKey: {key}}}\n",
+        graph.api_endpoint(),
+        token_endpoint()
+    );
+    let case = Case::new();
+    let source = case.path("source");
+    write_small_files(&source, 2, 100);
+    let documents = vec![job(("local", ""), ("drive", "in/"), ""), fs_binding("local", &source), binding];
+    case.run_ok("first", documents.clone(), &[]);
+
+    let (fields, _) = servers.read_secret(&path);
+    let stored = fields["refreshToken"].as_str().unwrap().to_owned();
+    assert!(stored.starts_with("vault:v1:"), "the rotated token is stored encrypted: {stored}");
+    let response = servers.vault_post(&format!("transit/decrypt/{key}"), &format!("{{\"ciphertext\":\"{stored}\"}}"));
+    let plaintext =
+        serde_json::from_str::<serde_json::Value>(&response).unwrap()["data"]["plaintext"].as_str().unwrap().to_owned();
+    let token = String::from_utf8(base64::engine::general_purpose::STANDARD.decode(plaintext).unwrap()).unwrap();
+    assert_ne!(token, "refresh-transit", "the token endpoint rotated it");
+    // The next run reads and decrypts the rotated token, and works.
+    let report = case.run_ok("second", documents, &[]);
+    assert_eq!(paths_with(&report, "skipped").len(), 2, "{report:?}");
 }
 
 #[test]

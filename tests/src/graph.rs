@@ -101,6 +101,11 @@ impl GraphStandIn {
         self.with(|drive| drive.throttle = count);
     }
 
+    /// How many upload sessions are open (started, neither finished nor cancelled).
+    pub fn open_sessions(&self) -> usize {
+        self.with(|drive| drive.sessions.len())
+    }
+
     /// How many requests were answered 401 and 429.
     pub fn refusals(&self) -> (u32, u32) {
         self.with(|drive| (drive.rejected, drive.throttled))
@@ -173,6 +178,12 @@ async fn handle(
         return download(&drive, &decode(encoded), &headers);
     }
     if let Some(id) = path.strip_prefix("/upload/") {
+        if method == Method::DELETE {
+            return match drive.sessions.remove(id) {
+                Some(_) => StatusCode::NO_CONTENT.into_response(),
+                None => error(StatusCode::NOT_FOUND, "itemNotFound"),
+            };
+        }
         return fragment(&mut drive, id, &headers, body);
     }
     let Some(item) = path.strip_prefix("/v1.0/me/drive/") else {

@@ -340,6 +340,17 @@ impl Graph {
         }
     }
 
+    /// Cancels an upload session, so its fragments are not kept until it expires.
+    pub async fn cancel_session(&self, upload_url: &str) -> Result<(), Error> {
+        let response =
+            self.http.delete(upload_url).send().await.map_err(|error| request_error("cancelling an upload", error))?;
+        match response.status().as_u16() {
+            404 => Ok(()),
+            _ if response.status().is_success() => Ok(()),
+            _ => Err(failure("cancelling an upload", response).await),
+        }
+    }
+
     /// Removes the item at `path`; one that is not there is fine.
     pub async fn delete(&self, path: &str) -> Result<(), Error> {
         let url = self.item_url(path, "");

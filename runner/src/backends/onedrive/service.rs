@@ -273,11 +273,13 @@ impl oio::Write for DriveWriter {
         Ok(self.uploaded.as_ref().map_or_else(|| MetadataBuilder::file(expected).build(), metadata))
     }
 
+    /// Nothing is at the path until a session completes; cancelling it frees what arrived.
     async fn abort(&mut self) -> Result<()> {
-        // An unfinished session expires by itself; nothing is at the path until it completes.
-        self.session = None;
         self.buffer.clear();
-        Ok(())
+        match self.session.take() {
+            Some(url) => self.graph.cancel_session(&url).await,
+            None => Ok(()),
+        }
     }
 }
 
