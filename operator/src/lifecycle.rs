@@ -231,6 +231,14 @@ fn launch(
     }
 }
 
+/// The reason of the first shard that failed in this way.
+fn failure_of_kind(shards: &[ShardState], wanted: FailureKind) -> Option<String> {
+    shards.iter().find_map(|shard| match shard {
+        ShardState::Failed { kind, reason, .. } if *kind == wanted => Some(reason.clone()),
+        _ => None,
+    })
+}
+
 /// Judges a launched attempt from its shards.
 fn judge_attempt(
     spec: &MigrationJobSpec,
@@ -240,18 +248,12 @@ fn judge_attempt(
     objects_failed: u64,
 ) -> (Phase, String, String, Action) {
     let attempt = next.attempts;
-    if let Some(reason) = shards.iter().find_map(|s| match s {
-        ShardState::Failed { kind: FailureKind::Security, reason, .. } => Some(reason.clone()),
-        _ => None,
-    }) {
+    if let Some(reason) = failure_of_kind(shards, FailureKind::Security) {
         let message = format!("attempt {attempt} refused its credentials: {reason}; not retried");
         next.failed_attempts += 1;
         return (Phase::Failed, "SecurityViolation".to_owned(), message, Action::StopRunners);
     }
-    if let Some(reason) = shards.iter().find_map(|s| match s {
-        ShardState::Failed { kind: FailureKind::CredentialsRevoked, reason, .. } => Some(reason.clone()),
-        _ => None,
-    }) {
+    if let Some(reason) = failure_of_kind(shards, FailureKind::CredentialsRevoked) {
         // Every retry would be refused the same way: stop, and say what brings it back.
         let message = format!("attempt {attempt}: {reason}; not retried");
         next.failed_attempts += 1;

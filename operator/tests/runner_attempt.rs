@@ -53,6 +53,41 @@ fn planned(mut binding: PlannedBinding, wrapped: &WrappedCredentials) -> Planned
     binding
 }
 
+/// A bucket holding `count` small files under `data/`, their local copy, and the binding
+/// `old` for it.
+fn s3_source(servers: &Servers, work: &Path, prefix: &str, count: usize) -> (PathBuf, PlannedBinding) {
+    let bucket = servers.bucket(prefix);
+    let local = work.join("data");
+    write_small_files(&local, count, 900);
+    servers.rclone(&["copy", &local.to_string_lossy(), &servers.s3_remote(&format!("{bucket}/data"))]);
+    (local, binding(servers, "old", &bucket, &servers.s3_credentials_in_vault()))
+}
+
+/// The destination binding `new`, from its spec in YAML.
+fn destination(spec: &str) -> PlannedBinding {
+    PlannedBinding {
+        name: "new".into(),
+        spec: serde_yaml::from_str(spec).unwrap(),
+        secret_creation_path: None,
+        secret_fields: vec![],
+    }
+}
+
+/// Runs the attempt and asserts it verified all `objects`; returns the final report.
+async fn run_to_success(pod: &Pod, objects: u64) -> ProgressReport {
+    assert_eq!(run(pod.options.clone()).await, ExitStatus::Success);
+    let last = pod.last_report();
+    assert_eq!(last.outcome, Some(Outcome::Succeeded));
+    assert_eq!((last.progress.objects_total, last.progress.objects_verified), (objects, objects));
+    last
+}
+
+/// rclone reads every byte of both sides (Ferry's reports aside) and finds them equal.
+fn assert_same_bytes(servers: &Servers, local: &Path, remote: &str) {
+    let output = servers.rclone(&["check", "--download", "--exclude", ".ferry/**", &local.to_string_lossy(), remote]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+}
+
 /// What the runner pod of shard 0 would be given (plan, its digest, wrapped tokens), written
 /// under a test's directory, and the progress API it reports to.
 struct Pod {
@@ -199,43 +234,21 @@ async fn an_attempt_unwraps_copies_verifies_and_reports_then_its_tokens_are_spen
 async fn an_attempt_moves_s3_to_azure_blob_with_wrapped_credentials() {
     let servers = servers();
     let work = tempfile::tempdir().unwrap();
-    let source_bucket = servers.bucket("attempt-az-src");
-    let local = work.path().join("data");
-    write_small_files(&local, 25, 900);
-    servers.rclone(&["copy", &local.to_string_lossy(), &servers.s3_remote(&format!("{source_bucket}/data"))]);
+    let (local, source) = s3_source(&servers, work.path(), "attempt-az-src", 25);
     let azure = servers.azure().clone();
     let container = servers.azure_container("attempt");
     let azure_path = servers.secret_in_vault("azure", &[("accountKey", &azure.key)]);
-    let source = binding(&servers, "old", &source_bucket, &servers.s3_credentials_in_vault());
-    let destination_spec = serde_yaml::from_str(&format!(
+    let destination = destination(&format!(
         "provider: azblob\nazblob: {{endpoint: \"{}\", account: {}, container: {container}}}\nvault: {{path: {azure_path}}}",
         azure.endpoint, azure.account
-    ))
-    .unwrap();
-    let destination = PlannedBinding {
-        name: "new".into(),
-        spec: destination_spec,
-        secret_creation_path: None,
-        secret_fields: vec![],
-    };
+    ));
     let pod = prepare(&servers, work.path(), source, destination).await;
 
-    assert_eq!(run(pod.options.clone()).await, ExitStatus::Success);
-    let last = pod.last_report();
-    assert_eq!(last.outcome, Some(Outcome::Succeeded));
-    assert_eq!((last.progress.objects_total, last.progress.objects_verified), (25, 25));
+    let last = run_to_success(&pod, 25).await;
     assert_eq!(last.report_objects, Some(25));
     let reported = pod.hub.latest(&pod.identity.uid).unwrap();
     assert_eq!(reported.shards[&0].progress.objects_verified, 25, "the operator has the final counts");
-    let output = servers.rclone(&[
-        "check",
-        "--download",
-        "--exclude",
-        ".ferry/**",
-        &local.to_string_lossy(),
-        &servers.azure_remote(&format!("{container}/moved")),
-    ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_same_bytes(&servers, &local, &servers.azure_remote(&format!("{container}/moved")));
     let _ = pod.stop.send(());
 }
 
@@ -247,44 +260,22 @@ async fn an_attempt_moves_s3_to_sftp_with_a_wrapped_private_key() {
     let servers = servers();
     let sftp = servers.sftp().clone();
     let work = tempfile::tempdir().unwrap();
-    let source_bucket = servers.bucket("attempt-sftp-src");
-    let local = work.path().join("data");
-    write_small_files(&local, 12, 700);
-    servers.rclone(&["copy", &local.to_string_lossy(), &servers.s3_remote(&format!("{source_bucket}/data"))]);
+    let (local, source) = s3_source(&servers, work.path(), "attempt-sftp-src", 12);
     let directory = servers.sftp_directory("attempt");
     let key = std::fs::read_to_string(&sftp.key_file).unwrap();
     let sftp_path = servers.secret_in_vault("sftp", &[("privateKey", &key)]);
-    let source = binding(&servers, "old", &source_bucket, &servers.s3_credentials_in_vault());
-    let destination_spec = serde_yaml::from_str(&format!(
+    let destination = destination(&format!(
         "provider: sftp\nsftp: {{host: \"{}\", port: {}, user: {}, root: \"{}/{directory}\", knownHosts: \"{}\"}}\nvault: {{path: {sftp_path}}}",
         sftp.host,
         sftp.port,
         sftp.user,
         sftp.root,
         sftp.known_hosts_line(&sftp.host, sftp.port)
-    ))
-    .unwrap();
-    let destination = PlannedBinding {
-        name: "new".into(),
-        spec: destination_spec,
-        secret_creation_path: None,
-        secret_fields: vec![],
-    };
+    ));
     let pod = prepare(&servers, work.path(), source, destination).await;
 
-    assert_eq!(run(pod.options.clone()).await, ExitStatus::Success);
-    let last = pod.last_report();
-    assert_eq!(last.outcome, Some(Outcome::Succeeded));
-    assert_eq!((last.progress.objects_total, last.progress.objects_verified), (12, 12));
-    let output = servers.rclone(&[
-        "check",
-        "--download",
-        "--exclude",
-        ".ferry/**",
-        &local.to_string_lossy(),
-        &servers.sftp_remote(&format!("{directory}/moved")),
-    ]);
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    run_to_success(&pod, 12).await;
+    assert_same_bytes(&servers, &local, &servers.sftp_remote(&format!("{directory}/moved")));
     let _ = pod.stop.send(());
 }
 
@@ -296,33 +287,19 @@ async fn an_attempt_moves_s3_to_onedrive_with_a_wrapped_refresh_token() {
     let servers = servers();
     let graph = ferry_e2e::graph::GraphStandIn::start();
     let work = tempfile::tempdir().unwrap();
-    let source_bucket = servers.bucket("attempt-drive-src");
-    let local = work.path().join("data");
-    write_small_files(&local, 9, 700);
-    servers.rclone(&["copy", &local.to_string_lossy(), &servers.s3_remote(&format!("{source_bucket}/data"))]);
+    let (local, source) = s3_source(&servers, work.path(), "attempt-drive-src", 9);
     let drive_path = servers.secret_in_vault(
         "onedrive",
         &[("clientId", "ferry-test"), ("clientSecret", "ferry-test-secret"), ("refreshToken", "attempt-refresh")],
     );
     let token_endpoint = std::env::var("FERRY_TEST_OAUTH_TOKEN_ENDPOINT").expect("FERRY_TEST_OAUTH_TOKEN_ENDPOINT");
-    let source = binding(&servers, "old", &source_bucket, &servers.s3_credentials_in_vault());
-    let destination_spec = serde_yaml::from_str(&format!(
+    let destination = destination(&format!(
         "provider: onedrive\nonedrive: {{apiEndpoint: \"{}\", tokenEndpoint: \"{token_endpoint}\"}}\nvault: {{path: {drive_path}}}",
         graph.api_endpoint()
-    ))
-    .unwrap();
-    let destination = PlannedBinding {
-        name: "new".into(),
-        spec: destination_spec,
-        secret_creation_path: None,
-        secret_fields: vec![],
-    };
+    ));
     let pod = prepare(&servers, work.path(), source, destination).await;
 
-    assert_eq!(run(pod.options.clone()).await, ExitStatus::Success);
-    let last = pod.last_report();
-    assert_eq!(last.outcome, Some(Outcome::Succeeded));
-    assert_eq!((last.progress.objects_total, last.progress.objects_verified), (9, 9));
+    run_to_success(&pod, 9).await;
     let local_files = ferry_e2e::tree_hashes(&local);
     let mut drive_files: std::collections::BTreeMap<String, String> = graph
         .files()

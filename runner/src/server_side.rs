@@ -58,13 +58,8 @@ impl Transfers {
         };
         let etag = copied.checksum;
         let listed = Digests { blake3: None, md5: None, multipart_etag: None, quickxor: None, length: object.size };
-        let proof = |verified_by, source: Digests, destination_blake3| Copied {
-            source,
-            destination_etag: etag.clone(),
-            destination_blake3,
-            verified_by,
-            attempts: 0,
-            awaiting_flush: false,
+        let proof = |verified_by, source: Digests, destination_blake3| {
+            Copied::proven(source, etag.clone(), verified_by, destination_blake3)
         };
         match self.verify {
             VerifyMode::Size => {

@@ -112,6 +112,18 @@ pub struct Copied {
     pub awaiting_flush: bool,
 }
 
+impl Copied {
+    /// A copy proven by `verified_by`, before its attempts are counted, needing no flush.
+    pub fn proven(
+        source: Digests,
+        destination_etag: Option<String>,
+        verified_by: VerifiedBy,
+        destination_blake3: Option<String>,
+    ) -> Self {
+        Self { source, destination_etag, destination_blake3, verified_by, attempts: 0, awaiting_flush: false }
+    }
+}
+
 /// Why an object could not be moved.
 #[derive(Debug, thiserror::Error)]
 pub enum TransferError {
@@ -625,13 +637,8 @@ impl Transfers {
             ReportedChecksum::ContentMd5 { .. } => VerifiedBy::ContentMd5,
             _ => VerifiedBy::Md5Etag,
         };
-        let copied = |verified_by, destination_blake3| Copied {
-            source: source.clone(),
-            destination_etag: etag.clone(),
-            destination_blake3,
-            verified_by,
-            attempts: 0,
-            awaiting_flush: false,
+        let copied = |verified_by, destination_blake3| {
+            Copied::proven(source.clone(), etag.clone(), verified_by, destination_blake3)
         };
         match self.verify {
             VerifyMode::Size => {

@@ -9,7 +9,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqsign_azure_storage::{Credential, RequestSigner, StaticCredentialProvider};
 use reqsign_core::{Context, Signer};
 
-use super::server_side_copy::{CopiedOnServer, CopyError};
+use super::server_side_copy::{CopiedOnServer, CopyError, send_signed};
 
 /// The storage API version the requests speak.
 const API_VERSION: &str = "2023-11-03";
@@ -69,14 +69,7 @@ impl AzblobAccount {
     }
 
     async fn send(&self, request: http::Request<()>) -> Result<reqwest::Response, CopyError> {
-        let (mut parts, ()) = request.into_parts();
-        self.signer.sign(&mut parts, None).await.map_err(|error| CopyError::Failed(error.to_string()))?;
-        self.client
-            .request(parts.method, parts.uri.to_string())
-            .headers(parts.headers)
-            .send()
-            .await
-            .map_err(|error| CopyError::Failed(error.without_url().to_string()))
+        send_signed(&self.signer, &self.client, request).await
     }
 
     fn request(&self, method: http::Method, name: &str) -> http::request::Builder {

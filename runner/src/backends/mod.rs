@@ -182,6 +182,29 @@ pub const REGISTRY: [(Provider, Build); 7] = [
     (Provider::Onedrive, onedrive::build),
 ];
 
+/// An operator over a service Ferry implements itself (SFTP, OneDrive), with OpenDAL's own
+/// layers on top, as `Operator::new` gives every service it builds from a configuration.
+pub fn operator_over<S: opendal::raw::Service>(service: S) -> opendal::Result<Operator> {
+    Operator::new(Prebuilt(Some(service)))
+}
+
+/// OpenDAL builds operators from a builder: this one hands over a service already made.
+struct Prebuilt<S>(Option<S>);
+
+impl<S> Default for Prebuilt<S> {
+    fn default() -> Self {
+        Self(None)
+    }
+}
+
+impl<S: opendal::raw::Service> opendal::Builder for Prebuilt<S> {
+    type Config = ();
+
+    fn build(self) -> opendal::Result<impl opendal::raw::Service> {
+        self.0.ok_or_else(|| opendal::Error::new(opendal::ErrorKind::ConfigInvalid, "the service was not configured"))
+    }
+}
+
 /// Builds the backend for a binding.
 pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
     let provider = input.spec.provider;

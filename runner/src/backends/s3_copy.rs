@@ -8,7 +8,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 use reqsign_aws_v4::{Credential, RequestSigner, StaticCredentialProvider};
 use reqsign_core::{Context, Signer};
 
-use super::server_side_copy::{CopiedOnServer, CopyError};
+use super::server_side_copy::{CopiedOnServer, CopyError, send_signed};
 
 /// The largest object one `CopyObject` takes; larger ones are streamed.
 pub const MAX_COPY_BYTES: u64 = 5 << 30;
@@ -100,15 +100,7 @@ impl S3Account {
             .header("x-amz-metadata-directive", "COPY")
             .body(())
             .map_err(|error| CopyError::Failed(error.to_string()))?;
-        let (mut parts, ()) = request.into_parts();
-        self.signer.sign(&mut parts, None).await.map_err(|error| CopyError::Failed(error.to_string()))?;
-        let response = self
-            .client
-            .put(parts.uri.to_string())
-            .headers(parts.headers)
-            .send()
-            .await
-            .map_err(|error| CopyError::Failed(error.without_url().to_string()))?;
+        let response = send_signed(&self.signer, &self.client, request).await?;
         let status = response.status();
         let body = response.text().await.map_err(|error| CopyError::Failed(error.without_url().to_string()))?;
         // CopyObject may answer 200 and still fail: the error is in the body.

@@ -36,6 +36,22 @@ pub enum CopyError {
     Failed(String),
 }
 
+/// Signs `request` (no body) with `signer` and sends it with `client`.
+pub async fn send_signed<K: reqsign_core::SigningCredential>(
+    signer: &reqsign_core::Signer<K>,
+    client: &reqwest::Client,
+    request: http::Request<()>,
+) -> Result<reqwest::Response, CopyError> {
+    let (mut parts, ()) = request.into_parts();
+    signer.sign(&mut parts, None).await.map_err(|error| CopyError::Failed(error.to_string()))?;
+    client
+        .request(parts.method, parts.uri.to_string())
+        .headers(parts.headers)
+        .send()
+        .await
+        .map_err(|error| CopyError::Failed(error.without_url().to_string()))
+}
+
 impl ServerSideAccount {
     /// Whether this (destination) account can copy from `source` on the server.
     pub fn reaches(&self, source: &ServerSideAccount) -> bool {

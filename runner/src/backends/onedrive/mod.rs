@@ -13,7 +13,7 @@ use super::oauth::{Client, Tokens};
 use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
 use crate::storage::StorageError;
 use graph::Graph;
-use service::{DriveBuilder, DriveService};
+use service::DriveService;
 
 /// Microsoft's token endpoint for work, school and personal accounts.
 const TOKEN_ENDPOINT: &str = "https://login.microsoftonline.com/common/oauth2/v2.0/token";
@@ -54,7 +54,6 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         Graph::new(drive.api_endpoint.as_deref(), drive.drive_id.as_deref(), drive.root.as_deref(), tokens).map_err(
             |error| StorageError::InvalidSettings { binding: input.binding.to_owned(), message: error.to_string() },
         )?;
-    let operator = opendal::Operator::new(DriveBuilder { service: Some(DriveService::new(graph)) })
-        .map_err(|e| input.build_error(e))?;
+    let operator = super::operator_over(DriveService::new(graph)).map_err(|e| input.build_error(e))?;
     Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None, server_side_copy: None })
 }

@@ -20,27 +20,6 @@ const SMALL: usize = 4 << 20;
 /// One upload-session fragment: 32 × 320 KiB.
 const FRAGMENT: usize = 32 * 320 * 1024;
 
-/// Builds the service (OpenDAL builds operators from a builder).
-#[derive(Default)]
-pub struct DriveBuilder {
-    /// The service, once configured.
-    pub service: Option<DriveService>,
-}
-
-impl fmt::Debug for DriveBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("DriveBuilder").finish_non_exhaustive()
-    }
-}
-
-impl opendal::Builder for DriveBuilder {
-    type Config = ();
-
-    fn build(self) -> Result<impl Service> {
-        self.service.ok_or_else(|| Error::new(ErrorKind::ConfigInvalid, "onedrive: the service was not configured"))
-    }
-}
-
 /// One drive.
 #[derive(Clone)]
 pub struct DriveService {

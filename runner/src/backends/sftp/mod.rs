@@ -13,7 +13,7 @@ use zeroize::Zeroizing;
 use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
 use crate::storage::StorageError;
 use connection::{Connector, Links, Login};
-use service::{SftpBuilder, SftpService};
+use service::SftpService;
 
 /// SFTP lists one directory at a time, reports no checksum (copies are read back to be
 /// proven), streams uploads of any size and sets modification times (in whole seconds);
@@ -63,6 +63,6 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         login,
     };
     let service = SftpService::new(Links::new(connector, CONNECTIONS), sftp.root.as_deref());
-    let operator = opendal::Operator::new(SftpBuilder { service: Some(service) }).map_err(|e| input.build_error(e))?;
+    let operator = super::operator_over(service).map_err(|e| input.build_error(e))?;
     Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None, server_side_copy: None })
 }

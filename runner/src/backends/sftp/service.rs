@@ -25,27 +25,6 @@ use crate::storage::PARTIAL_DIRECTORY;
 /// The largest piece one read hands the engine.
 const READ_PIECE: usize = 1 << 20;
 
-/// Builds the service (OpenDAL builds operators from a builder).
-#[derive(Default)]
-pub struct SftpBuilder {
-    /// The service, once configured.
-    pub service: Option<SftpService>,
-}
-
-impl fmt::Debug for SftpBuilder {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("SftpBuilder").finish_non_exhaustive()
-    }
-}
-
-impl opendal::Builder for SftpBuilder {
-    type Config = ();
-
-    fn build(self) -> Result<impl Service> {
-        self.service.ok_or_else(|| Error::new(ErrorKind::ConfigInvalid, "sftp: the service was not configured"))
-    }
-}
-
 /// One SFTP server, under one root directory.
 #[derive(Clone)]
 pub struct SftpService {
