@@ -130,12 +130,6 @@ impl Provider {
         }
     }
 
-    /// Whether the runner can move data with this provider: the operator reports any other
-    /// binding as not ready, and the runner's backend registry holds exactly these.
-    pub fn runner_supports(self) -> bool {
-        matches!(self, Self::S3 | Self::Azblob | Self::Gcs | Self::Webdav | Self::Sftp | Self::Fs | Self::Onedrive)
-    }
-
     /// Every provider, in the order the API lists them.
     pub const ALL: [Self; 9] = [
         Self::S3,
@@ -337,7 +331,8 @@ pub fn is_plain_root(root: &str) -> bool {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq, Default)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DriveSettings {
-    /// The drive to use (a OneDrive/SharePoint drive id or a Google shared drive id).
+    /// The drive to use: a OneDrive/SharePoint drive id, a Google shared drive id, or a
+    /// Dropbox team space's namespace id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 256))]
     pub drive_id: Option<String>,

@@ -98,9 +98,7 @@ pub async fn reconcile(binding: Arc<CredentialBinding>, context: Arc<Context>) -
 /// Checks the binding: its root, Vault path, mounts and key are allowed, and the secret is there.
 /// Every allowance is checked before Vault is asked anything about the binding.
 async fn check(binding: &CredentialBinding, namespace: &str, context: &Context) -> Verdict {
-    let usable = bindings::check_provider(&binding.name_any(), &binding.spec)
-        .and_then(|()| tenancy::check_filesystem_root(&binding.name_any(), &binding.spec));
-    if let Err(blocker) = usable {
+    if let Err(blocker) = tenancy::check_filesystem_root(&binding.name_any(), &binding.spec) {
         return Verdict::NotReady(blocker.reason, blocker.message);
     }
     let Some(reference) = &binding.spec.vault else { return Verdict::Ready(None) };

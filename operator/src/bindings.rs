@@ -31,27 +31,8 @@ pub fn check_vault_path(template: &str, namespace: &str, reference: &VaultSecret
     })
 }
 
-/// Refuses a provider the runner cannot move data with: its binding is not Ready and jobs
-/// naming it wait, so nothing starts that would fail on its first request.
-pub fn check_provider(name: &str, spec: &CredentialBindingSpec) -> Result<(), Blocker> {
-    if spec.provider.runner_supports() {
-        return Ok(());
-    }
-    let supported: Vec<&str> = Provider::ALL.iter().filter(|p| p.runner_supports()).map(|p| p.as_str()).collect();
-    Err(Blocker {
-        reason: "UnsupportedProvider",
-        message: format!(
-            "CredentialBinding {name}: spec.provider {} is not supported by this runner yet (supported: {}); \
-             upgrade Ferry or use another provider",
-            spec.provider.as_str(),
-            supported.join(", ")
-        ),
-    })
-}
-
 /// Checks that a binding can be used by runner pods at all (before any Vault call).
 pub fn check_usable(name: &str, spec: &CredentialBindingSpec) -> Result<(), Blocker> {
-    check_provider(name, spec)?;
     if spec.provider == Provider::Fs && spec.fs.as_ref().is_none_or(|fs| fs.claim_name.is_none()) {
         return Err(Blocker {
             reason: "BindingNotUsable",
@@ -181,19 +162,7 @@ mod tests {
         assert!(blocked.message.contains("SecretNotFound"));
         let unchecked = binding("legacy-s3", S3, None);
         assert_eq!(resolve(&job, Some(&unchecked), Some(&ok_destination)).unwrap_err().reason, "BindingNotReady");
-        let drive = binding(
-            "archive",
-            "{provider: gdrive, gdrive: {driveId: d}, vault: {path: tenants/team-a/drive}}",
-            Some(("True", "Ok")),
-        );
         let ready_source = binding("legacy-s3", S3, Some(("True", "Ok")));
-        let unsupported = resolve(&job, Some(&ready_source), Some(&drive)).unwrap_err();
-        assert_eq!(unsupported.reason, "UnsupportedProvider");
-        assert!(
-            unsupported.message.contains("supported: s3, azblob, gcs, webdav, sftp, fs, onedrive"),
-            "{}",
-            unsupported.message
-        );
         let bare = binding("archive", "{provider: fs, fs: {root: /data}}", Some(("True", "Ok")));
         let unusable = resolve(&job, Some(&ready_source), Some(&bare)).unwrap_err();
         assert!(unusable.message.contains("spec.fs.claimName"));

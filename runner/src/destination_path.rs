@@ -65,6 +65,43 @@ const RESERVED_ON_DRIVES: &[&str] = &[
     "lpt1", "lpt2", "lpt3", "lpt4", "lpt5", "lpt6", "lpt7", "lpt8", "lpt9",
 ];
 
+/// The naming rules of a drive that compares names without case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriveNames {
+    /// OneDrive's and SharePoint's ([`check_drive_names`]).
+    OneDrive,
+    /// Dropbox's ([`check_dropbox_names`]).
+    Dropbox,
+}
+
+impl DriveNames {
+    /// `Err` says why `key` cannot be held on the drive.
+    pub fn check(self, key: &str) -> Result<(), String> {
+        match self {
+            Self::OneDrive => check_drive_names(key),
+            Self::Dropbox => check_dropbox_names(key),
+        }
+    }
+}
+
+/// Checks each name of `key` against Dropbox's rules (on top of [`check_key`]): no `\`, no
+/// DEL, no trailing space, as rclone's Dropbox backend also finds. Nothing is renamed.
+pub fn check_dropbox_names(key: &str) -> Result<(), String> {
+    for name in key.split('/') {
+        let what = if name.contains('\\') {
+            "contains '\\'"
+        } else if name.contains('\u{7f}') {
+            "contains DEL"
+        } else if name.ends_with(' ') {
+            "ends with a space"
+        } else {
+            continue;
+        };
+        return Err(format!("key {key:?} has the name {name:?}, which {what}; Dropbox cannot hold it"));
+    }
+    Ok(())
+}
+
 /// Checks each name of `key` against OneDrive's and SharePoint's rules (on top of
 /// [`check_key`]): no `" * : < > ? \ |`, no leading or trailing space, no trailing `.`, no
 /// reserved name, no `_vti_`, no `.lock` or `desktop.ini`, no `~$` prefix. Nothing is renamed:
@@ -203,6 +240,17 @@ mod tests {
         }
         for key in ["Contracts/2026/Q1 report.pdf", "a/b.c/d", "console.log", "naïve café.txt"] {
             assert_eq!(check_drive_names(key), Ok(()), "{key}");
+        }
+    }
+
+    #[test]
+    fn names_dropbox_cannot_hold_are_refused_with_the_reason() {
+        for (key, reason) in [("a\\b.txt", "'\\'"), ("dir /x", "ends with a space"), ("x\u{7f}", "DEL")] {
+            let refused = DriveNames::Dropbox.check(key).unwrap_err();
+            assert!(refused.contains(reason) && refused.contains("Dropbox"), "{key}: {refused}");
+        }
+        for key in ["a:b?c*.txt", " lead/trail.", "100% sure+plus#hash?query.txt"] {
+            assert_eq!(DriveNames::Dropbox.check(key), Ok(()), "{key}");
         }
     }
 

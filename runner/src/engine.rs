@@ -13,7 +13,7 @@ use tokio::task::JoinSet;
 
 use crate::accounting::Accounting;
 use crate::deletion_gate::DeletionGate;
-use crate::destination_path::{self, CaseFolded, Collisions};
+use crate::destination_path::{self, CaseFolded, Collisions, DriveNames};
 use crate::extraneous::{Extraneous, ExtraneousLog};
 use crate::filter::{FilterError, ObjectFilter};
 use crate::listing::{self, ListError};
@@ -124,7 +124,7 @@ pub async fn run(run: Run, accounting: Arc<Accounting>, report: ReportSink) -> R
     let mut paths = destination.capabilities.directory_tree.then(|| Paths {
         base: destination.base.clone(),
         collisions: Collisions::default(),
-        drive: destination.capabilities.drive_names.then(CaseFolded::default),
+        drive: destination.capabilities.drive_names.map(|rules| (rules, CaseFolded::default())),
     });
     let mut listing = true;
     'walk: while listing {
@@ -234,7 +234,7 @@ struct Paths {
     base: String,
     collisions: Collisions<(ObjectInfo, Option<ObjectInfo>)>,
     /// A drive's name rules and the names seen, where names are compared without case.
-    drive: Option<CaseFolded>,
+    drive: Option<(DriveNames, CaseFolded)>,
 }
 
 impl Paths {
@@ -243,8 +243,8 @@ impl Paths {
         if let Err(reason) = destination_path::check_key(&self.base, &object.key) {
             return vec![(object, existing, Some(reason))];
         }
-        if let Some(folded) = &mut self.drive {
-            let checked = destination_path::check_drive_names(&object.key).and_then(|()| folded.check(&object.key));
+        if let Some((rules, folded)) = &mut self.drive {
+            let checked = rules.check(&object.key).and_then(|()| folded.check(&object.key));
             if let Err(reason) = checked {
                 return vec![(object, existing, Some(reason))];
             }

@@ -25,9 +25,11 @@ impl ObjectInfo {
         self.checksum.as_deref().filter(|etag| etag.len() == 32 && etag.bytes().all(|b| b.is_ascii_hexdigit()))
     }
 
-    /// OneDrive's QuickXorHash of the content (40 hex digits), when that is the checksum.
-    pub fn quickxor(&self) -> Option<&str> {
-        self.checksum.as_deref().filter(|hash| hash.len() == 40 && hash.bytes().all(|b| b.is_ascii_hexdigit()))
+    /// A drive's own hash of the content, when that is the checksum: its kind is told by its
+    /// length, as no two kinds (nor MD5) share one.
+    pub fn drive_hash(&self) -> Option<(DriveHash, &str)> {
+        let hash = self.checksum.as_deref().filter(|hash| hash.bytes().all(|b| b.is_ascii_hexdigit()))?;
+        DriveHash::ALL.into_iter().find(|kind| kind.hex_length() == hash.len()).map(|kind| (kind, hash))
     }
 
     /// The number of parts of a multipart ETag (`<md5>-N`).
@@ -47,8 +49,8 @@ pub fn reported_checksum(metadata: &opendal::Metadata, kind: ReportedChecksum) -
             let decoded = base64::engine::general_purpose::STANDARD.decode(metadata.content_md5()?).ok()?;
             (decoded.len() == 16).then(|| hex::encode(decoded))
         }
-        // The OneDrive service puts the item's QuickXorHash, as hex, where an ETag would go.
-        ReportedChecksum::QuickXor => metadata.etag().map(str::to_ascii_lowercase),
+        // The drive services put the item's hash, as hex, where an ETag would go.
+        ReportedChecksum::DriveHash(_) => metadata.etag().map(str::to_ascii_lowercase),
         ReportedChecksum::None => None,
     }
 }
@@ -56,6 +58,105 @@ pub fn reported_checksum(metadata: &opendal::Metadata, kind: ReportedChecksum) -
 /// Strips the quotes S3 puts around ETags.
 pub fn unquote(etag: &str) -> String {
     etag.trim_matches('"').to_ascii_lowercase()
+}
+
+/// A hash a cloud drive computes over every file, in a form of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DriveHash {
+    /// OneDrive's QuickXorHash (160 bits).
+    QuickXor,
+    /// Dropbox's content hash: SHA-256 over the SHA-256 of every 4 MiB block.
+    DropboxContent,
+}
+
+impl DriveHash {
+    /// Every kind.
+    pub const ALL: [Self; 2] = [Self::QuickXor, Self::DropboxContent];
+
+    /// The name used in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::QuickXor => "QuickXorHash",
+            Self::DropboxContent => "Dropbox content hash",
+        }
+    }
+
+    /// Hex digits in the hash.
+    pub fn hex_length(self) -> usize {
+        match self {
+            Self::QuickXor => 40,
+            Self::DropboxContent => 64,
+        }
+    }
+}
+
+/// A [`DriveHash`] being computed.
+enum DriveHasher {
+    QuickXor(quickxorhash::QuickXorHash),
+    DropboxContent(Box<DropboxContentHasher>),
+}
+
+impl DriveHasher {
+    fn new(kind: DriveHash) -> Self {
+        match kind {
+            DriveHash::QuickXor => Self::QuickXor(quickxorhash::QuickXorHash::new()),
+            DriveHash::DropboxContent => Self::DropboxContent(Box::default()),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        match self {
+            Self::QuickXor(hasher) => hasher.update(data),
+            Self::DropboxContent(hasher) => hasher.update(data),
+        }
+    }
+
+    fn finish(self) -> String {
+        match self {
+            Self::QuickXor(mut hasher) => hex::encode(hasher.finalize()),
+            Self::DropboxContent(hasher) => hasher.finish(),
+        }
+    }
+}
+
+/// Dropbox's content hash, as its reference implementation computes it: the SHA-256 of each
+/// 4 MiB block, then the SHA-256 of those digests in order. (No maintained crate offers it.)
+#[derive(Default)]
+pub struct DropboxContentHasher {
+    overall: sha2::Sha256,
+    block: sha2::Sha256,
+    block_filled: usize,
+}
+
+impl DropboxContentHasher {
+    /// Dropbox's block size.
+    const BLOCK: usize = 4 << 20;
+
+    /// Hashes the next bytes.
+    pub fn update(&mut self, mut data: &[u8]) {
+        use sha2::Digest as _;
+        while !data.is_empty() {
+            let take = (Self::BLOCK - self.block_filled).min(data.len());
+            self.block.update(&data[..take]);
+            self.block_filled += take;
+            data = &data[take..];
+            if self.block_filled == Self::BLOCK {
+                let block = std::mem::take(&mut self.block).finalize();
+                self.overall.update(block);
+                self.block_filled = 0;
+            }
+        }
+    }
+
+    /// The hash, hex.
+    pub fn finish(mut self) -> String {
+        use sha2::Digest as _;
+        if self.block_filled > 0 {
+            let block = self.block.finalize();
+            self.overall.update(block);
+        }
+        hex::encode(self.overall.finalize())
+    }
 }
 
 /// Which digests to compute while bytes stream past.
@@ -67,17 +168,20 @@ pub struct DigestSet {
     pub md5: bool,
     /// MD5 per part of this size, for multipart ETags.
     pub part_size: Option<u64>,
-    /// OneDrive's QuickXorHash.
-    pub quickxor: bool,
+    /// A drive's own hash.
+    pub drive_hash: Option<DriveHash>,
 }
 
 impl DigestSet {
     /// BLAKE3 alone.
-    pub const BLAKE3: Self = Self { blake3: true, md5: false, part_size: None, quickxor: false };
+    pub const BLAKE3: Self = Self { blake3: true, md5: false, part_size: None, drive_hash: None };
     /// Only the MD5 of the whole object.
-    pub const MD5: Self = Self { blake3: false, md5: true, part_size: None, quickxor: false };
-    /// Only OneDrive's QuickXorHash.
-    pub const QUICKXOR: Self = Self { blake3: false, md5: false, part_size: None, quickxor: true };
+    pub const MD5: Self = Self { blake3: false, md5: true, part_size: None, drive_hash: None };
+
+    /// Only a drive's hash.
+    pub const fn drive(kind: DriveHash) -> Self {
+        Self { blake3: false, md5: false, part_size: None, drive_hash: Some(kind) }
+    }
 }
 
 /// Digests of a byte stream: those a [`DigestSet`] asks for.
@@ -88,7 +192,7 @@ pub struct Hasher {
     part: Md5,
     part_filled: u64,
     part_digests: Vec<[u8; 16]>,
-    quickxor: Option<quickxorhash::QuickXorHash>,
+    drive_hash: Option<DriveHasher>,
     length: u64,
 }
 
@@ -102,8 +206,8 @@ pub struct Digests {
     /// The multipart ETag (`md5-of-part-md5s-N`) for the part size, when computed and the
     /// content spans more than one part.
     pub multipart_etag: Option<String>,
-    /// OneDrive's QuickXorHash, hex, when computed.
-    pub quickxor: Option<String>,
+    /// A drive's hash, hex, when computed.
+    pub drive_hash: Option<String>,
     /// Bytes hashed.
     pub length: u64,
 }
@@ -118,7 +222,7 @@ impl Hasher {
             part: Md5::new(),
             part_filled: 0,
             part_digests: Vec::new(),
-            quickxor: set.quickxor.then(quickxorhash::QuickXorHash::new),
+            drive_hash: set.drive_hash.map(DriveHasher::new),
             length: 0,
         }
     }
@@ -132,8 +236,8 @@ impl Hasher {
         if let Some(md5) = &mut self.md5 {
             md5.update(data);
         }
-        if let Some(quickxor) = &mut self.quickxor {
-            quickxor.update(data);
+        if let Some(drive_hash) = &mut self.drive_hash {
+            drive_hash.update(data);
         }
         if let Some(part_size) = self.part_size {
             while !data.is_empty() {
@@ -165,7 +269,7 @@ impl Hasher {
             blake3: self.blake3.map(|blake3| blake3.finalize().to_hex().to_string()),
             md5: self.md5.map(|md5| hex::encode(md5.finalize())),
             multipart_etag,
-            quickxor: self.quickxor.as_mut().map(|quickxor| hex::encode(quickxor.finalize())),
+            drive_hash: self.drive_hash.map(DriveHasher::finish),
             length: self.length,
         }
     }
@@ -193,7 +297,7 @@ mod tests {
     #[test]
     fn multipart_etag_matches_the_s3_formula() {
         let data: Vec<u8> = (0..25u32).map(|i| i as u8).collect();
-        let mut hasher = Hasher::new(DigestSet { blake3: true, md5: true, part_size: Some(10), quickxor: false });
+        let mut hasher = Hasher::new(DigestSet { blake3: true, md5: true, part_size: Some(10), drive_hash: None });
         hasher.update(&data[..7]);
         hasher.update(&data[7..]);
         let digests = hasher.finish();
@@ -206,5 +310,25 @@ mod tests {
         assert_eq!(digests.md5, Some(hex::encode(Md5::digest(&data))));
         assert_eq!(digests.blake3, Some(blake3::hash(&data).to_hex().to_string()));
         assert_eq!(digests.length, 25);
+    }
+
+    #[test]
+    fn dropbox_content_hash_hashes_the_block_hashes() {
+        use sha2::{Digest as _, Sha256};
+        let data: Vec<u8> = (0..(10 << 20) + 123).map(|i: u32| (i % 251) as u8).collect();
+        let mut hasher = DropboxContentHasher::default();
+        for chunk in data.chunks(1_000_003) {
+            hasher.update(chunk);
+        }
+        let mut blocks = Sha256::new();
+        for block in data.chunks(4 << 20) {
+            blocks.update(Sha256::digest(block));
+        }
+        assert_eq!(hasher.finish(), hex::encode(blocks.finalize()));
+        // No blocks at all: the hash of nothing.
+        assert_eq!(
+            DropboxContentHasher::default().finish(),
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
     }
 }

@@ -2,7 +2,7 @@
 
 use ferry_api::{Conflict, VerifyMode};
 
-use crate::object::ObjectInfo;
+use crate::object::{DriveHash, ObjectInfo};
 
 /// What the engine does with one source object.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -40,8 +40,9 @@ pub enum SkipReason {
     /// Identical by multipart ETag from both listings: the same number of parts with the
     /// same MD5s (a copy made on the server keeps its source's).
     SameMultipartEtag,
-    /// Identical by OneDrive's QuickXorHash from both listings.
-    SameQuickXorHash,
+    /// Identical by a drive's own hash (QuickXorHash, Dropbox's content hash) from both
+    /// listings.
+    SameDriveHash,
     /// Identical by a content hash computed now.
     SameContent,
     /// `conflict: newer` and the destination is not older.
@@ -67,10 +68,13 @@ pub enum ContentCheck {
         /// The part size that produces `expected`'s part count.
         part_size: u64,
     },
-    /// Hash one side with QuickXorHash and compare with the hash the other (a drive) reports.
-    QuickXor {
+    /// Hash one side with a drive's hash and compare with the hash the other (the drive)
+    /// reports.
+    DriveHash {
         /// Which side to read.
         read: Side,
+        /// The drive's kind of hash.
+        kind: DriveHash,
         /// The hash the other side reports.
         expected: String,
     },
@@ -135,8 +139,8 @@ pub fn decide(source: &ObjectInfo, destination: Option<&ObjectInfo>, policy: &Po
     if let (Some(a), Some(b)) = (source.md5(), destination.md5()) {
         return if a == b { Decision::Skip(SkipReason::SameMd5) } else { Decision::Copy(CopyReason::Changed) };
     }
-    if let (Some(a), Some(b)) = (source.quickxor(), destination.quickxor()) {
-        return if a == b { Decision::Skip(SkipReason::SameQuickXorHash) } else { Decision::Copy(CopyReason::Changed) };
+    if let (Some(a), Some(b)) = (source.drive_hash(), destination.drive_hash()) {
+        return if a == b { Decision::Skip(SkipReason::SameDriveHash) } else { Decision::Copy(CopyReason::Changed) };
     }
     // Unequal multipart ETags prove nothing (other part sizes); equal ones prove the parts.
     if source.multipart_parts().is_some() && source.checksum == destination.checksum {
@@ -159,8 +163,8 @@ fn content_check(source: &ObjectInfo, destination: &ObjectInfo, policy: &Policy)
     if let Some(md5) = remote.md5() {
         return Some(ContentCheck::Md5 { read, expected: md5.to_owned() });
     }
-    if let Some(hash) = remote.quickxor() {
-        return Some(ContentCheck::QuickXor { read, expected: hash.to_owned() });
+    if let Some((kind, hash)) = remote.drive_hash() {
+        return Some(ContentCheck::DriveHash { read, kind, expected: hash.to_owned() });
     }
     // Only Ferry's own part size can reproduce the ETag; other uploaders' parts are unknown.
     if let (Some(parts), Some(expected)) = (remote.multipart_parts(), remote.checksum.clone())
@@ -248,12 +252,16 @@ mod tests {
         );
         let drive = |hash: &str| ObjectInfo { checksum: Some(hash.to_owned()), ..object(1, None, T1) };
         let (qx_a, qx_b) = ("6828031bd8f00610dce10d726b03190000000000", "7828031bd8f00610dce10d726b03190000000000");
-        assert_eq!(decide(&drive(qx_a), Some(&drive(qx_a)), &s3_to_s3), Decision::Skip(SkipReason::SameQuickXorHash));
+        assert_eq!(decide(&drive(qx_a), Some(&drive(qx_a)), &s3_to_s3), Decision::Skip(SkipReason::SameDriveHash));
         assert_eq!(decide(&drive(qx_a), Some(&drive(qx_b)), &s3_to_s3), Decision::Copy(CopyReason::Changed));
         let to_drive = policy(Conflict::SkipIdentical, VerifyMode::Checksum, true, false);
         assert_eq!(
             decide(&object(1, None, T1), Some(&drive(qx_a)), &to_drive),
-            Decision::CompareContent(ContentCheck::QuickXor { read: Side::Source, expected: qx_a.into() })
+            Decision::CompareContent(ContentCheck::DriveHash {
+                read: Side::Source,
+                kind: DriveHash::QuickXor,
+                expected: qx_a.into()
+            })
         );
         let multipart = |etag: &str| ObjectInfo { checksum: Some(etag.to_owned()), ..object(1, None, T1) };
         assert_eq!(

@@ -57,7 +57,7 @@ impl Transfers {
             Err(error @ CopyError::Failed(_)) => return Err(TransferError::ServerSide(error.to_string())),
         };
         let etag = copied.checksum;
-        let listed = Digests { blake3: None, md5: None, multipart_etag: None, quickxor: None, length: object.size };
+        let listed = Digests { blake3: None, md5: None, multipart_etag: None, drive_hash: None, length: object.size };
         let proof = |verified_by, source: Digests, destination_blake3| {
             Copied::proven(source, etag.clone(), verified_by, destination_blake3)
         };

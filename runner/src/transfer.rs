@@ -85,11 +85,11 @@ pub enum VerifiedBy {
     Md5Readback,
     /// As `Md5Readback`, for an object uploaded in parts: the per-part MD5s match.
     MultipartEtagReadback,
-    /// The QuickXorHash OneDrive computed over what it stored is the one Ferry computed while
-    /// reading the source.
-    QuickXorHash,
-    /// The destination was read back and its QuickXorHash matches the source's.
-    QuickXorReadback,
+    /// The hash a drive computed over what it stored (OneDrive's QuickXorHash, Dropbox's
+    /// content hash) is the one Ferry computed while reading the source.
+    DriveHash,
+    /// The destination was read back and its drive hash matches the source's.
+    DriveHashReadback,
     /// Copied on the server: the checksum the service gives the copy (the MD5 of what it
     /// stored, or S3's multipart form) equals the source's.
     ServerSideChecksum,
@@ -198,10 +198,10 @@ impl Transfers {
                 blake3: false,
                 md5: single_upload,
                 part_size: (!single_upload).then_some(self.part_size as u64),
-                quickxor: false,
+                drive_hash: None,
             },
             ReportedChecksum::ContentMd5 { any_size } if checksum && (any_size || single_upload) => DigestSet::MD5,
-            ReportedChecksum::QuickXor if checksum => DigestSet::QUICKXOR,
+            ReportedChecksum::DriveHash(kind) if checksum => DigestSet::drive(kind),
             _ => DigestSet::BLAKE3,
         }
     }
@@ -659,7 +659,7 @@ impl Transfers {
                     .as_ref()
                     .map(|md5| (md5, md5_measure))
                     .or_else(|| source.multipart_etag.as_ref().map(|etag| (etag, VerifiedBy::MultipartEtag)))
-                    .or_else(|| source.quickxor.as_ref().map(|hash| (hash, VerifiedBy::QuickXorHash)));
+                    .or_else(|| source.drive_hash.as_ref().map(|hash| (hash, VerifiedBy::DriveHash)));
                 if let (VerifyMode::Checksum, Some((expected, verified_by)), Some(actual)) =
                     (self.verify, expected, etag.as_ref())
                     && expected == actual
@@ -680,7 +680,10 @@ impl Transfers {
             blake3: source.blake3.is_some(),
             md5: source.md5.is_some(),
             part_size: source.multipart_etag.is_some().then_some(self.part_size as u64),
-            quickxor: source.quickxor.is_some(),
+            drive_hash: match self.destination.capabilities.checksum {
+                ReportedChecksum::DriveHash(kind) if source.drive_hash.is_some() => Some(kind),
+                _ => None,
+            },
         };
         let back = hash_object(&self.destination, &self.destination_path(key), set)
             .await
@@ -689,8 +692,8 @@ impl Transfers {
             ("blake3 read-back", VerifiedBy::Blake3Readback, &source.blake3, &back.blake3)
         } else if source.md5.is_some() {
             ("md5 read-back", VerifiedBy::Md5Readback, &source.md5, &back.md5)
-        } else if source.quickxor.is_some() {
-            ("QuickXorHash read-back", VerifiedBy::QuickXorReadback, &source.quickxor, &back.quickxor)
+        } else if source.drive_hash.is_some() {
+            ("drive hash read-back", VerifiedBy::DriveHashReadback, &source.drive_hash, &back.drive_hash)
         } else {
             (
                 "multipart ETag read-back",
@@ -731,8 +734,8 @@ impl Transfers {
             ContentCheck::Md5 { read: side, expected } => {
                 read(*side, DigestSet::MD5).await?.md5.as_deref() == Some(expected.as_str())
             }
-            ContentCheck::QuickXor { read: side, expected } => {
-                read(*side, DigestSet::QUICKXOR).await?.quickxor.as_deref() == Some(expected.as_str())
+            ContentCheck::DriveHash { read: side, kind, expected } => {
+                read(*side, DigestSet::drive(*kind)).await?.drive_hash.as_deref() == Some(expected.as_str())
             }
             ContentCheck::MultipartEtag { read: side, expected, part_size } => {
                 let set = DigestSet { part_size: Some(*part_size), ..DigestSet::MD5 };

@@ -97,7 +97,7 @@ fn a_round_trip_through_pages_and_upload_sessions() {
     assert_eq!(paths_with(&report, "copied").len(), objects, "{report:?}");
     // Each copy is proven by the QuickXorHash the drive computed against Ferry's of the source.
     let copied = report.iter().filter(|r| r["action"] == "copied");
-    assert!(copied.clone().all(|r| r["verifiedBy"] == "quickXorHash"), "{report:?}");
+    assert!(copied.clone().all(|r| r["verifiedBy"] == "driveHash"), "{report:?}");
     assert_eq!(drive_hashes(&graph, "in"), expected);
 
     let back = case.path("back");
@@ -123,16 +123,16 @@ fn a_round_trip_through_pages_and_upload_sessions() {
 
 #[test]
 fn ferrys_quickxorhash_agrees_with_rclones() {
-    use ferry_runner::object::{DigestSet, Hasher};
+    use ferry_runner::object::{DigestSet, DriveHash, Hasher};
     let servers = servers();
     let case = Case::new();
     for size in [0usize, 1, 159, 160, 161, 1000, (1 << 20) + 7] {
         let content: Vec<u8> = (0..size).map(|i| (i * 31 % 251) as u8).collect();
         let file = case.path(&format!("{size}.bin"));
         std::fs::write(&file, &content).unwrap();
-        let mut hasher = Hasher::new(DigestSet::QUICKXOR);
+        let mut hasher = Hasher::new(DigestSet::drive(DriveHash::QuickXor));
         hasher.update(&content);
-        let ours = hasher.finish().quickxor.unwrap();
+        let ours = hasher.finish().drive_hash.unwrap();
         let output = servers.rclone(&["hashsum", "quickxor", &file.to_string_lossy()]);
         let theirs = String::from_utf8_lossy(&output.stdout).split_whitespace().next().unwrap_or_default().to_owned();
         assert_eq!(ours, theirs, "{size} bytes");

@@ -10,6 +10,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use sha2::{Digest, Sha256};
 
+pub mod dropbox;
+pub mod gdrive;
 pub mod graph;
 pub mod proxy;
 

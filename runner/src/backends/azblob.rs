@@ -19,7 +19,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     max_key: Some(KeyLimit::Characters(1024)),
     directory_tree: false,
     upload_needs_size: false,
-    drive_names: false,
+    drive_names: None,
 };
 
 /// Builds the operator from `spec.azblob` and the account key or SAS token.

@@ -16,7 +16,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     max_key: None,
     directory_tree: true,
     upload_needs_size: false,
-    drive_names: false,
+    drive_names: None,
 };
 
 /// Builds the operator for reads; writes go through `safe_fs`, since OpenDAL's filesystem

@@ -18,7 +18,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     max_key: Some(KeyLimit::Bytes(1024)),
     directory_tree: false,
     upload_needs_size: false,
-    drive_names: false,
+    drive_names: None,
 };
 
 /// Builds the operator from `spec.gcs` and the service account's JSON key or an access

@@ -21,7 +21,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     max_key: None,
     directory_tree: true,
     upload_needs_size: false,
-    drive_names: false,
+    drive_names: None,
 };
 
 /// Builds the operator from `spec.webdav` and a user name and password, or a bearer token,

@@ -1,22 +1,16 @@
 //! The Microsoft Graph requests a drive needs: items by path, children page by page,
-//! downloads, small uploads and upload sessions, deletes. Every call carries a current
-//! access token, is sent once more with a fresh one after a 401, and waits out 429 and
-//! 503 answers for as long as their `Retry-After` says.
+//! downloads, small uploads and upload sessions, deletes, each sent through [`Authorized`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use opendal::{Error, ErrorKind};
+use opendal::Error;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
-use super::super::oauth::{TokenError, Tokens};
+use super::super::authorized::Authorized;
+use super::super::oauth::Tokens;
 
 /// A path inside the drive in a URL: segments escaped, `/` kept.
 const PATH: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
-/// Throttled answers waited out per request before it fails (the retry layer may try again).
-const THROTTLED_TRIES: u32 = 8;
-/// The longest wait a `Retry-After` is granted.
-const LONGEST_WAIT: Duration = Duration::from_secs(120);
 
 /// What Graph says about a file or folder.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -106,40 +100,18 @@ pub struct Graph {
     drive: String,
     /// `""` or a folder path ending in `/`.
     root: String,
-    tokens: Arc<Tokens>,
-    http: reqwest::Client,
+    http: Authorized,
 }
 
-fn token_error(error: TokenError) -> Error {
-    let kind = if error.temporary() { ErrorKind::Unexpected } else { ErrorKind::PermissionDenied };
-    let converted = Error::new(kind, error.to_string());
-    if error.temporary() { converted.set_temporary() } else { converted }
-}
-
-fn request_error(doing: &str, error: reqwest::Error) -> Error {
-    Error::new(ErrorKind::Unexpected, format!("onedrive: {doing}: {}", error.without_url())).set_temporary()
-}
-
-/// An answer Graph gave that is not a success, as OpenDAL's error.
-async fn failure(doing: &str, response: reqwest::Response) -> Error {
+/// Graph's name for a failure (`error.code`).
+async fn failure(http: &Authorized, doing: &str, response: reqwest::Response) -> Error {
     let status = response.status();
     let body = response.text().await.unwrap_or_default();
     let code = serde_json::from_str::<serde_json::Value>(&body)
         .ok()
         .and_then(|value| value["error"]["code"].as_str().map(str::to_owned))
         .unwrap_or_default();
-    let kind = match status.as_u16() {
-        404 => ErrorKind::NotFound,
-        401 | 403 => ErrorKind::PermissionDenied,
-        _ => ErrorKind::Unexpected,
-    };
-    let error = Error::new(kind, format!("onedrive: {doing}: {status} {code}"));
-    if status.is_server_error() || status.as_u16() == 429 { error.set_temporary() } else { error }
-}
-
-fn retry_after(response: &reqwest::Response) -> Duration {
-    let seconds = response.headers().get("retry-after").and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
-    Duration::from_secs(seconds.unwrap_or(5)).min(LONGEST_WAIT)
+    http.failure(doing, status, &code)
 }
 
 impl Graph {
@@ -156,8 +128,7 @@ impl Graph {
             drive: drive_id
                 .map_or_else(|| "me/drive".to_owned(), |id| format!("drives/{}", utf8_percent_encode(id, PATH))),
             root: root.map(|root| format!("{root}/")).unwrap_or_default(),
-            tokens,
-            http: reqwest::Client::builder().timeout(Duration::from_secs(10 * 60)).build()?,
+            http: Authorized::new("onedrive", tokens)?,
         })
     }
 
@@ -177,45 +148,16 @@ impl Graph {
         }
     }
 
-    /// Sends what `build` makes with a bearer token: again with a fresh one after a 401,
-    /// and again after waiting out throttling.
-    async fn send(
-        &self,
-        doing: &str,
-        build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
-    ) -> Result<reqwest::Response, Error> {
-        let mut rejected_once = false;
-        let mut throttled = 0;
-        loop {
-            let token = self.tokens.bearer().await.map_err(token_error)?;
-            let response =
-                build(&self.http, token.as_str()).send().await.map_err(|error| request_error(doing, error))?;
-            match response.status().as_u16() {
-                401 if !rejected_once => {
-                    rejected_once = true;
-                    self.tokens.rejected(&token).await;
-                }
-                429 | 503 if throttled < THROTTLED_TRIES => {
-                    throttled += 1;
-                    let wait = retry_after(&response);
-                    tracing::info!(doing, seconds = wait.as_secs(), "the drive asked to slow down");
-                    tokio::time::sleep(wait).await;
-                }
-                _ => return Ok(response),
-            }
-        }
-    }
-
     /// The item at `path`, or `None`.
     pub async fn item(&self, path: &str) -> Result<Option<DriveItem>, Error> {
         let url = self.item_url(path, "");
-        let response = self.send("reading an item", |http, token| http.get(&url).bearer_auth(token)).await?;
+        let response = self.http.send("reading an item", |http, token| http.get(&url).bearer_auth(token)).await?;
         match response.status().as_u16() {
             404 => Ok(None),
             _ if response.status().is_success() => {
-                response.json().await.map(Some).map_err(|error| request_error("reading an item", error))
+                response.json().await.map(Some).map_err(|error| self.http.request_error("reading an item", error))
             }
-            _ => Err(failure("reading an item", response).await),
+            _ => Err(failure(&self.http, "reading an item", response).await),
         }
     }
 
@@ -224,14 +166,15 @@ impl Graph {
         let mut items = Vec::new();
         let mut next = Some(format!("{}?$top=1000", self.item_url(path, "/children")));
         while let Some(url) = next.take() {
-            let response = self.send("listing a folder", |http, token| http.get(&url).bearer_auth(token)).await?;
+            let response = self.http.send("listing a folder", |http, token| http.get(&url).bearer_auth(token)).await?;
             if response.status().as_u16() == 404 && items.is_empty() {
                 return Ok(items);
             }
             if !response.status().is_success() {
-                return Err(failure("listing a folder", response).await);
+                return Err(failure(&self.http, "listing a folder", response).await);
             }
-            let page: Children = response.json().await.map_err(|error| request_error("listing a folder", error))?;
+            let page: Children =
+                response.json().await.map_err(|error| self.http.request_error("listing a folder", error))?;
             items.extend(page.value);
             next = page.next_link;
         }
@@ -247,6 +190,7 @@ impl Graph {
             _ => None,
         };
         let response = self
+            .http
             .send("downloading", |http, token| {
                 let request = http.get(&url).bearer_auth(token);
                 match &range {
@@ -256,7 +200,7 @@ impl Graph {
             })
             .await?;
         if !response.status().is_success() {
-            return Err(failure("downloading", response).await);
+            return Err(failure(&self.http, "downloading", response).await);
         }
         Ok(response)
     }
@@ -271,21 +215,22 @@ impl Graph {
     ) -> Result<DriveItem, Error> {
         let url = self.item_url(path, "/content");
         let response =
-            self.send("uploading", |http, token| http.put(&url).bearer_auth(token).body(content.clone())).await?;
+            self.http.send("uploading", |http, token| http.put(&url).bearer_auth(token).body(content.clone())).await?;
         if !response.status().is_success() {
-            return Err(failure("uploading", response).await);
+            return Err(failure(&self.http, "uploading", response).await);
         }
-        let uploaded: DriveItem = response.json().await.map_err(|error| request_error("uploading", error))?;
+        let uploaded: DriveItem = response.json().await.map_err(|error| self.http.request_error("uploading", error))?;
         let Some(modified) = modified else { return Ok(uploaded) };
         let url = self.item_url(path, "");
         let body = serde_json::json!({"fileSystemInfo": {"lastModifiedDateTime": modified}});
         let response = self
+            .http
             .send("setting the modification time", |http, token| http.patch(&url).bearer_auth(token).json(&body))
             .await?;
         if !response.status().is_success() {
-            return Err(failure("setting the modification time", response).await);
+            return Err(failure(&self.http, "setting the modification time", response).await);
         }
-        response.json().await.map_err(|error| request_error("setting the modification time", error))
+        response.json().await.map_err(|error| self.http.request_error("setting the modification time", error))
     }
 
     /// Starts an upload session replacing whatever is at `path`, with the file's
@@ -298,13 +243,14 @@ impl Graph {
         }
         let body = serde_json::json!({"item": item});
         let response = self
+            .http
             .send("starting an upload session", |http, token| http.post(&url).bearer_auth(token).json(&body))
             .await?;
         if !response.status().is_success() {
-            return Err(failure("starting an upload session", response).await);
+            return Err(failure(&self.http, "starting an upload session", response).await);
         }
         let session: Session =
-            response.json().await.map_err(|error| request_error("starting an upload session", error))?;
+            response.json().await.map_err(|error| self.http.request_error("starting an upload session", error))?;
         Ok(session.upload_url)
     }
 
@@ -318,47 +264,39 @@ impl Graph {
         total: u64,
     ) -> Result<Option<DriveItem>, Error> {
         let end = start + fragment.len() as u64 - 1;
-        let mut throttled = 0;
-        loop {
-            let response = self
-                .http
-                .put(upload_url)
-                .header("content-range", format!("bytes {start}-{end}/{total}"))
-                .body(fragment.clone())
-                .send()
-                .await
-                .map_err(|error| request_error("uploading a fragment", error))?;
-            match response.status().as_u16() {
-                429 | 503 if throttled < THROTTLED_TRIES => {
-                    throttled += 1;
-                    tokio::time::sleep(retry_after(&response)).await;
-                }
-                200 | 201 => return Ok(response.json().await.ok()),
-                _ if response.status().is_success() => return Ok(None),
-                _ => return Err(failure("uploading a fragment", response).await),
-            }
+        let response = self
+            .http
+            .send_presigned("uploading a fragment", |http| {
+                http.put(upload_url)
+                    .header("content-range", format!("bytes {start}-{end}/{total}"))
+                    .body(fragment.clone())
+            })
+            .await?;
+        match response.status().as_u16() {
+            200 | 201 => Ok(response.json().await.ok()),
+            _ if response.status().is_success() => Ok(None),
+            _ => Err(failure(&self.http, "uploading a fragment", response).await),
         }
     }
 
     /// Cancels an upload session, so its fragments are not kept until it expires.
     pub async fn cancel_session(&self, upload_url: &str) -> Result<(), Error> {
-        let response =
-            self.http.delete(upload_url).send().await.map_err(|error| request_error("cancelling an upload", error))?;
+        let response = self.http.send_presigned("cancelling an upload", |http| http.delete(upload_url)).await?;
         match response.status().as_u16() {
             404 => Ok(()),
             _ if response.status().is_success() => Ok(()),
-            _ => Err(failure("cancelling an upload", response).await),
+            _ => Err(failure(&self.http, "cancelling an upload", response).await),
         }
     }
 
     /// Removes the item at `path`; one that is not there is fine.
     pub async fn delete(&self, path: &str) -> Result<(), Error> {
         let url = self.item_url(path, "");
-        let response = self.send("deleting", |http, token| http.delete(&url).bearer_auth(token)).await?;
+        let response = self.http.send("deleting", |http, token| http.delete(&url).bearer_auth(token)).await?;
         match response.status().as_u16() {
             404 => Ok(()),
             _ if response.status().is_success() => Ok(()),
-            _ => Err(failure("deleting", response).await),
+            _ => Err(failure(&self.http, "deleting", response).await),
         }
     }
 }

@@ -11,6 +11,8 @@ use zeroize::Zeroizing;
 
 use super::oauth::{Client, Tokens};
 use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
+use crate::destination_path::DriveNames;
+use crate::object::DriveHash;
 use crate::storage::StorageError;
 use graph::Graph;
 use service::DriveService;
@@ -27,14 +29,14 @@ const SCOPE: &str = "offline_access Files.ReadWrite.All";
 pub const CAPABILITIES: Capabilities = Capabilities {
     local: false,
     sorted_listing: false,
-    checksum: ReportedChecksum::QuickXor,
+    checksum: ReportedChecksum::DriveHash(DriveHash::QuickXor),
     uploads_in_parts: true,
     sets_modified_time: true,
     whole_second_times: true,
     max_key: None,
     directory_tree: true,
     upload_needs_size: true,
-    drive_names: true,
+    drive_names: Some(DriveNames::OneDrive),
 };
 
 /// Builds the operator from `spec.onedrive` and the application's client ID and secret and

@@ -5,14 +5,16 @@
 use std::fmt;
 use std::sync::Arc;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use opendal::raw::{
     OpCopy, OpCreateDir, OpDelete, OpList, OpPresign, OpRead, OpRename, OpStat, OpWrite, RpCreateDir, RpPresign,
     RpRead, RpRename, RpStat, Service, ServiceInfo, Timestamp, oio,
 };
-use opendal::{Buffer, BytesRange, Capability, Error, ErrorKind, Metadata, MetadataBuilder, OperationContext, Result};
+use opendal::{BytesRange, Capability, Error, ErrorKind, Metadata, MetadataBuilder, OperationContext, Result};
 
 use super::graph::{DriveItem, Graph};
+use crate::backends::authorized::ResponseStream;
+use crate::backends::session_writer::{SessionWriter, Upload};
 use crate::backends::{MODIFIED_METADATA, SIZE_METADATA};
 
 /// The largest file sent in one request.
@@ -53,7 +55,7 @@ fn metadata(item: &DriveItem) -> Metadata {
 
 impl Service for DriveService {
     type Reader = oio::StreamReader<DriveReader>;
-    type Writer = DriveWriter;
+    type Writer = SessionWriter<DriveUpload>;
     type Lister = DriveLister;
     type Deleter = oio::OneShotDeleter<DriveDeleter>;
     type Copier = ();
@@ -104,16 +106,15 @@ impl Service for DriveService {
             .and_then(|seconds| seconds.parse::<i64>().ok())
             .and_then(|seconds| Timestamp::from_second(seconds).ok())
             .map(|time| time.to_string());
-        Ok(DriveWriter {
+        let upload = DriveUpload {
             graph: self.graph.clone(),
             path: path.to_owned(),
             total,
             modified,
-            buffer: BytesMut::new(),
             session: None,
-            sent: 0,
             uploaded: None,
-        })
+        };
+        Ok(SessionWriter::new(upload, SMALL, FRAGMENT))
     }
 
     fn delete(&self, _: &OperationContext) -> Result<Self::Deleter> {
@@ -147,114 +148,75 @@ pub struct DriveReader {
 impl oio::StreamRead for DriveReader {
     async fn open(&self, range: BytesRange) -> Result<(RpRead, Box<dyn oio::ReadStreamDyn>)> {
         let response = self.graph.download(&self.path, range.offset(), range.size()).await?;
-        Ok((RpRead::default(), Box::new(DriveReadStream { response }) as Box<dyn oio::ReadStreamDyn>))
+        let stream = ResponseStream { provider: "onedrive", response };
+        Ok((RpRead::default(), Box::new(stream) as Box<dyn oio::ReadStreamDyn>))
     }
 }
 
-struct DriveReadStream {
-    response: reqwest::Response,
-}
-
-impl oio::ReadStream for DriveReadStream {
-    async fn read(&mut self) -> Result<Buffer> {
-        let chunk = self.response.chunk().await.map_err(|error| {
-            Error::new(ErrorKind::Unexpected, format!("onedrive: downloading: {}", error.without_url())).set_temporary()
-        })?;
-        Ok(chunk.map(Buffer::from).unwrap_or_default())
-    }
-}
-
-/// Uploads a file: in one request when small, else in an upload session.
-pub struct DriveWriter {
+/// Uploads one file: in one request when small, else in an upload session.
+pub struct DriveUpload {
     graph: Arc<Graph>,
     path: String,
     /// The file's size, which every fragment of a session must state.
     total: Option<u64>,
     /// The source's modification time, RFC 3339, to keep on the drive.
     modified: Option<String>,
-    buffer: BytesMut,
     session: Option<String>,
-    sent: u64,
     /// The item the last fragment's answer described.
     uploaded: Option<DriveItem>,
 }
 
-impl DriveWriter {
-    /// Sends the first `length` buffered bytes; they leave the buffer only once sent, so a
-    /// failed fragment can be sent again.
-    async fn send_fragment(&mut self, length: usize) -> Result<()> {
-        let (Some(url), Some(total)) = (self.session.clone(), self.total) else {
-            return Err(Error::new(ErrorKind::Unexpected, "onedrive: no upload session"));
-        };
-        let fragment = Bytes::copy_from_slice(&self.buffer[..length]);
-        let item = self.graph.upload_fragment(&url, fragment, self.sent, total).await?;
-        self.buffer.advance(length);
-        self.sent += length as u64;
-        self.uploaded = item.or(self.uploaded.take());
-        Ok(())
+impl DriveUpload {
+    fn total(&self) -> Result<u64> {
+        self.total.ok_or_else(|| {
+            Error::new(
+                ErrorKind::Unexpected,
+                "onedrive: a file over 4 MiB goes in an upload session, which needs its size up front",
+            )
+        })
     }
 
-    /// Starts the session once the file is too large for one request, and sends every
-    /// whole fragment buffered. The buffer holds less than a fragment between calls and a
-    /// call adds at most one part (8 MiB), so one call sends at most one fragment.
-    async fn send_whole_fragments(&mut self) -> Result<()> {
-        if self.session.is_none() && self.buffer.len() > SMALL {
-            if self.total.is_none() {
-                return Err(Error::new(
-                    ErrorKind::Unexpected,
-                    "onedrive: a file over 4 MiB goes in an upload session, which needs its size up front",
-                ));
+    async fn send(&mut self, offset: u64, fragment: Bytes) -> Result<()> {
+        let total = self.total()?;
+        let url = match &self.session {
+            Some(url) => url.clone(),
+            None => {
+                let url = self.graph.upload_session(&self.path, self.modified.as_deref()).await?;
+                self.session.insert(url).clone()
             }
-            self.session = Some(self.graph.upload_session(&self.path, self.modified.as_deref()).await?);
-        }
-        while self.session.is_some() && self.buffer.len() >= FRAGMENT {
-            self.send_fragment(FRAGMENT).await?;
-        }
+        };
+        let item = self.graph.upload_fragment(&url, fragment, offset, total).await?;
+        self.uploaded = item.or(self.uploaded.take());
         Ok(())
     }
 }
 
-impl oio::Write for DriveWriter {
-    /// A failed call leaves the writer as it was, so the retry layer can repeat it.
-    async fn write(&mut self, buffer: Buffer) -> Result<()> {
-        let before = self.buffer.len();
-        for chunk in buffer {
-            self.buffer.extend_from_slice(&chunk);
-        }
-        let added = self.buffer.len() - before;
-        let sent = self.sent;
-        let result = self.send_whole_fragments().await;
-        if result.is_err() && self.sent == sent {
-            self.buffer.truncate(self.buffer.len() - added);
-        }
-        result
+impl Upload for DriveUpload {
+    async fn whole(&mut self, content: Bytes) -> Result<Metadata> {
+        Ok(metadata(&self.graph.upload_small(&self.path, content, self.modified.as_deref()).await?))
     }
 
-    async fn close(&mut self) -> Result<Metadata> {
-        if self.session.is_none() {
-            let content = std::mem::take(&mut self.buffer).freeze();
-            let item = self.graph.upload_small(&self.path, content, self.modified.as_deref()).await?;
-            return Ok(metadata(&item));
-        }
-        let expected = self.total.unwrap_or_default();
-        if self.sent + self.buffer.len() as u64 != expected {
+    async fn chunk(&mut self, offset: u64, chunk: Bytes) -> Result<()> {
+        self.send(offset, chunk).await
+    }
+
+    async fn finish(&mut self, offset: u64, last: Bytes) -> Result<Metadata> {
+        let expected = self.total()?;
+        let arrived = offset + last.len() as u64;
+        if arrived != expected {
             return Err(Error::new(
                 ErrorKind::Unexpected,
-                format!(
-                    "onedrive: the file was announced as {expected} bytes but {} arrived",
-                    self.sent + self.buffer.len() as u64
-                ),
+                format!("onedrive: the file was announced as {expected} bytes but {arrived} arrived"),
             ));
         }
-        if !self.buffer.is_empty() {
-            self.send_fragment(self.buffer.len()).await?;
+        if !last.is_empty() {
+            self.send(offset, last).await?;
         }
         Ok(self.uploaded.as_ref().map_or_else(|| MetadataBuilder::file(expected).build(), metadata))
     }
 
     /// Nothing is at the path until a session completes; cancelling it frees what arrived.
-    async fn abort(&mut self) -> Result<()> {
-        self.buffer.clear();
+    async fn cancel(&mut self) -> Result<()> {
         match self.session.take() {
             Some(url) => self.graph.cancel_session(&url).await,
             None => Ok(()),

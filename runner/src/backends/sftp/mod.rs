@@ -28,7 +28,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
     max_key: None,
     directory_tree: true,
     upload_needs_size: false,
-    drive_names: false,
+    drive_names: None,
 };
 
 /// Connections to one server shared by a run's transfers: enough to keep a few windows

@@ -1,0 +1,61 @@
+//! Dropbox, through its API v2, with OAuth 2.0 refresh-token credentials from Vault.
+
+mod api;
+mod service;
+
+use std::sync::Arc;
+
+use ferry_api::binding::secret_field::{CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN};
+use zeroize::Zeroizing;
+
+use super::authorized::Authorized;
+use super::oauth::{Client, Tokens};
+use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
+use crate::destination_path::DriveNames;
+use crate::object::DriveHash;
+use crate::storage::StorageError;
+use api::DropboxApi;
+use service::DropboxService;
+
+pub use api::ascii_json;
+
+/// Dropbox's token endpoint.
+const TOKEN_ENDPOINT: &str = "https://api.dropboxapi.com/oauth2/token";
+
+/// Dropbox is a folder tree, listed recursively in one paged call, that reports its content
+/// hash of every file, keeps the modification time a client sets (whole seconds), and
+/// compares names without case.
+pub const CAPABILITIES: Capabilities = Capabilities {
+    local: false,
+    sorted_listing: false,
+    checksum: ReportedChecksum::DriveHash(DriveHash::DropboxContent),
+    uploads_in_parts: true,
+    sets_modified_time: true,
+    whole_second_times: true,
+    max_key: None,
+    directory_tree: true,
+    upload_needs_size: false,
+    drive_names: Some(DriveNames::Dropbox),
+};
+
+/// Builds the operator from `spec.dropbox` (`driveId` names a team space's namespace) and
+/// the application's client ID and secret and the user's refresh token.
+pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
+    let settings = input.settings(input.spec.dropbox.as_ref())?;
+    let client = Client {
+        binding: input.binding.to_owned(),
+        token_endpoint: settings.token_endpoint.clone().unwrap_or_else(|| TOKEN_ENDPOINT.to_owned()),
+        client_id: input.required(CLIENT_ID)?.to_owned(),
+        client_secret: Zeroizing::new(input.required(CLIENT_SECRET)?.to_owned()),
+        scope: None,
+    };
+    let refresh_token = Zeroizing::new(input.required(REFRESH_TOKEN)?.to_owned());
+    let tokens = Arc::new(Tokens::new(client, refresh_token, input.rotation.clone()));
+    let invalid = |message: String| StorageError::InvalidSettings { binding: input.binding.to_owned(), message };
+    let http = Authorized::new("dropbox", tokens).map_err(|error| invalid(error.to_string()))?;
+    let api =
+        DropboxApi::new(settings.api_endpoint.as_deref(), settings.drive_id.as_deref(), settings.root.as_deref(), http)
+            .map_err(|error| invalid(error.to_string()))?;
+    let operator = super::operator_over(DropboxService::new(api)).map_err(|e| input.build_error(e))?;
+    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None, server_side_copy: None })
+}
