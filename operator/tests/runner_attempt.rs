@@ -315,3 +315,42 @@ async fn an_attempt_moves_s3_to_onedrive_with_a_wrapped_refresh_token() {
     assert_eq!(drive_files, local_files);
     let _ = pod.stop.send(());
 }
+
+/// Google Drive to Dropbox in a cluster: both bindings' OAuth clients and refresh tokens
+/// wrapped in OpenBao, each unwrapped once by the runner; files are read from a stand-in of
+/// the Drive API and proven at a stand-in of Dropbox's by its content hash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_moves_google_drive_to_dropbox_with_wrapped_refresh_tokens() {
+    let servers = servers();
+    let drive = ferry_e2e::gdrive::DriveStandIn::start();
+    let dropbox = ferry_e2e::dropbox::DropboxStandIn::start();
+    let work = tempfile::tempdir().unwrap();
+    let mut expected = std::collections::BTreeMap::new();
+    for index in 0..7 {
+        let content = format!("file {index}\n").repeat(100 + index);
+        drive.put(&format!("data/d{index}/f{index}.txt"), content.as_bytes());
+        expected.insert(format!("moved/d{index}/f{index}.txt"), ferry_e2e::content_hash(content.as_bytes()));
+    }
+    let token_endpoint = std::env::var("FERRY_TEST_OAUTH_TOKEN_ENDPOINT").expect("FERRY_TEST_OAUTH_TOKEN_ENDPOINT");
+    let oauth_binding = |provider: &str, api: String| {
+        let path = servers.secret_in_vault(
+            provider,
+            &[("clientId", "ferry-test"), ("clientSecret", "ferry-test-secret"), ("refreshToken", "attempt-refresh")],
+        );
+        destination(&format!(
+            "provider: {provider}\n{provider}: {{apiEndpoint: \"{api}\", tokenEndpoint: \"{token_endpoint}\"}}\nvault: {{path: {path}}}"
+        ))
+    };
+    let source = PlannedBinding { name: "old".into(), ..oauth_binding("gdrive", drive.api_endpoint()) };
+    let pod = prepare(&servers, work.path(), source, oauth_binding("dropbox", dropbox.api_endpoint())).await;
+
+    run_to_success(&pod, 7).await;
+    let moved: std::collections::BTreeMap<String, String> = dropbox
+        .files()
+        .into_iter()
+        .filter(|(path, _)| !path.starts_with("moved/.ferry/"))
+        .map(|(path, content)| (path, ferry_e2e::content_hash(&content)))
+        .collect();
+    assert_eq!(moved, expected);
+    let _ = pod.stop.send(());
+}
