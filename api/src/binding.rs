@@ -130,6 +130,12 @@ impl Provider {
         }
     }
 
+    /// Whether the provider may hand out a new refresh token with each access token, which
+    /// must then be stored for the next run (Microsoft's identity platform does).
+    pub fn rotates_refresh_tokens(self) -> bool {
+        matches!(self, Self::Onedrive)
+    }
+
     /// Every provider, in the order the API lists them.
     pub const ALL: [Self; 9] = [
         Self::S3,

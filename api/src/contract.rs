@@ -11,6 +11,11 @@ use crate::status::{ObjectFailure, Progress};
 pub const SOURCE_TOKEN_FILE: &str = "source-token";
 /// The file holding the destination binding's wrapping token (this shard's own).
 pub const DESTINATION_TOKEN_FILE: &str = "destination-token";
+/// The file holding the wrapped write token for a rotated refresh token of the source
+/// binding (providers that rotate them; [`PlannedBinding::rotation_creation_path`]).
+pub const SOURCE_ROTATION_TOKEN_FILE: &str = "source-rotation-token";
+/// Likewise for the destination binding.
+pub const DESTINATION_ROTATION_TOKEN_FILE: &str = "destination-rotation-token";
 /// The file holding this shard's progress token.
 pub const PROGRESS_TOKEN_FILE: &str = "progress-token";
 /// The file holding the hex SHA-256 of this shard's plan file, as the operator wrote it: the
@@ -18,8 +23,14 @@ pub const PROGRESS_TOKEN_FILE: &str = "progress-token";
 /// people may be able to edit than the Secret beside the tokens).
 pub const PLAN_DIGEST_FILE: &str = "plan-digest";
 /// Every file a runner's credentials directory may hold.
-pub const CREDENTIAL_FILES: [&str; 4] =
-    [SOURCE_TOKEN_FILE, DESTINATION_TOKEN_FILE, PROGRESS_TOKEN_FILE, PLAN_DIGEST_FILE];
+pub const CREDENTIAL_FILES: [&str; 6] = [
+    SOURCE_TOKEN_FILE,
+    DESTINATION_TOKEN_FILE,
+    SOURCE_ROTATION_TOKEN_FILE,
+    DESTINATION_ROTATION_TOKEN_FILE,
+    PROGRESS_TOKEN_FILE,
+    PLAN_DIGEST_FILE,
+];
 
 /// The hex SHA-256 of a plan file's bytes, as [`PLAN_DIGEST_FILE`] holds it.
 pub fn plan_digest(plan: &[u8]) -> String {
@@ -116,6 +127,11 @@ pub struct PlannedBinding {
     /// whose response the wrapping token holds.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub secret_fields: Vec<String>,
+    /// For a provider that rotates refresh tokens: the Vault path the wrapped write token
+    /// must have been created by (`auth/token/create/<role>`); the runner stores a rotated
+    /// refresh token with it. Absent: a rotated token serves the run only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rotation_creation_path: Option<String>,
 }
 
 /// A cumulative, sequence-numbered report of one attempt of one shard. Reports are

@@ -51,6 +51,10 @@ pub struct Config {
     /// How long a wrapping token lives (seconds): enough for a runner pod to start.
     #[arg(long, env = "FERRY_WRAP_TTL", default_value_t = 300, value_parser = clap::value_parser!(u64).range(5..=86400))]
     pub wrap_ttl: u64,
+    /// The Vault token role write tokens for rotated OAuth refresh tokens are minted through
+    /// (empty: none are minted, and a rotated token serves its run only).
+    #[arg(long, env = "FERRY_VAULT_ROTATION_ROLE", default_value = "ferry-rotation")]
+    pub vault_rotation_role: String,
     /// The Vault address runners unwrap at (defaults to VAULT_ADDR).
     #[arg(long, env = "FERRY_RUNNER_VAULT_ADDR")]
     pub runner_vault_addr: Option<url::Url>,

@@ -28,6 +28,9 @@ pub struct Context {
     pub wrap_ttl: Duration,
     /// The Vault path prefix template (`{namespace}` is replaced).
     pub vault_path_prefix: String,
+    /// The Vault token role write tokens for rotated refresh tokens are minted through;
+    /// `None`: none are, and a rotated token serves its run only.
+    pub rotation_role: Option<String>,
     /// What each namespace may name besides paths: Vault mounts, Transit keys, runner images.
     pub tenancy: TenancyPolicy,
     /// Publishes Kubernetes Events.
@@ -58,6 +61,7 @@ impl Context {
             environment,
             wrap_ttl,
             vault_path_prefix,
+            rotation_role: None,
             tenancy: TenancyPolicy::default(),
             metrics,
             failures: Mutex::default(),
@@ -67,6 +71,12 @@ impl Context {
     /// The same context with these allowances instead of the defaults.
     pub fn with_tenancy(mut self, tenancy: TenancyPolicy) -> Self {
         self.tenancy = tenancy;
+        self
+    }
+
+    /// The same context minting write tokens through the token role `role`.
+    pub fn with_rotation_role(mut self, role: Option<String>) -> Self {
+        self.rotation_role = role.filter(|role| !role.is_empty());
         self
     }
 

@@ -16,6 +16,7 @@ use kube::runtime::finalizer::{Event as FinalizerEvent, finalizer};
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use zeroize::Zeroizing;
 
 use crate::children::credentials::{ShardTokens, accessors_of, secret};
 use crate::children::{Attempt, network_policy, plan, pod};
@@ -246,19 +247,24 @@ async fn launch(
     context: &Context,
 ) -> Result<(), Error> {
     let names = [job.spec.source.binding.clone(), job.spec.destination.binding.clone()];
-    let wraps = wrap_shards([&source, &destination], &names, job.spec.shards.max(1), context).await?;
-    let accessors: Vec<String> = wraps.iter().flatten().flatten().map(|w| w.accessor.clone()).collect();
+    let now = Time(jiff::Timestamp::now());
+    let deadline_seconds = lifecycle::deadline_remaining(&job.spec, status, &now);
+    // A write token lives as long as the attempt may, a day when the job sets no deadline.
+    let lifetime = Duration::from_secs(deadline_seconds.map_or(86_400, |seconds| seconds.max(60) as u64));
+    let wraps = wrap_shards([&source, &destination], &names, job.spec.shards.max(1), lifetime, context).await?;
+    let accessors: Vec<String> =
+        wraps.iter().flatten().flatten().flat_map(Issued::all).map(|w| w.accessor.clone()).collect();
     let planned = |side: usize, spec: CredentialBindingSpec| {
         let first = wraps.first().and_then(|shard| shard[side].as_ref());
         PlannedBinding {
             name: names[side].clone(),
             spec,
-            secret_creation_path: first.map(|w| w.creation_path.clone()),
-            secret_fields: first.map(|w| w.fields.clone()).unwrap_or_default(),
+            secret_creation_path: first.map(|issued| issued.read.creation_path.clone()),
+            secret_fields: first.map(|issued| issued.read.fields.clone()).unwrap_or_default(),
+            rotation_creation_path: first.and_then(|issued| issued.write.as_ref()).map(|w| w.creation_path.clone()),
         }
     };
-    let expires = wraps.iter().flatten().flatten().map(|w| w.expires_at).min();
-    let now = Time(jiff::Timestamp::now());
+    let expires = wraps.iter().flatten().flatten().flat_map(Issued::all).map(|w| w.expires_at).min();
     let attempt = Attempt {
         job,
         identity: identity.clone(),
@@ -266,7 +272,7 @@ async fn launch(
         source: planned(0, source),
         destination: planned(1, destination),
         credentials_expire_at: expires.map(|t| t.to_string()),
-        deadline_seconds: lifecycle::deadline_remaining(&job.spec, status, &now),
+        deadline_seconds,
     };
     apply_attempt(&attempt, wraps, &accessors, context).await
 }
@@ -276,7 +282,7 @@ async fn launch(
 /// after it, a pod may already hold them, and a revoked token would look stolen to it.
 async fn apply_attempt(
     attempt: &Attempt<'_>,
-    wraps: Vec<[Option<WrappedCredentials>; 2]>,
+    wraps: Vec<[Option<Issued>; 2]>,
     accessors: &[String],
     context: &Context,
 ) -> Result<(), Error> {
@@ -287,9 +293,13 @@ async fn apply_attempt(
             plan::plan_documents(attempt, environment).map_err(|e| Error::Serialize("the runner plan", e))?;
         let mut shards = Vec::with_capacity(wraps.len());
         for ([source, destination], document) in wraps.into_iter().zip(&documents) {
+            let (source, source_write) = Issued::tokens(source);
+            let (destination, destination_write) = Issued::tokens(destination);
             shards.push(ShardTokens {
-                source: source.map(|w| w.token),
-                destination: destination.map(|w| w.token),
+                source,
+                destination,
+                source_write,
+                destination_write,
                 progress: new_attempt_token()?,
                 plan_digest: plan_digest(document.as_bytes()),
             });
@@ -313,44 +323,86 @@ async fn apply_attempt(
     Ok(())
 }
 
-/// One wrapped read per binding that keeps credentials in Vault, per shard
-/// (`result[shard][0]` the source's, `[1]` the destination's), `WRAPS_IN_FLIGHT` at a time.
-/// If any read fails, every token issued is revoked and nothing is launched.
+/// What Vault issued for one binding of one shard: the wrapped read of its credentials, and
+/// for a provider that rotates refresh tokens, the wrapped write token to store one with.
+pub struct Issued {
+    read: WrappedCredentials,
+    write: Option<WrappedCredentials>,
+}
+
+impl Issued {
+    fn all(&self) -> impl Iterator<Item = &WrappedCredentials> {
+        std::iter::once(&self.read).chain(self.write.as_ref())
+    }
+
+    /// The wrapping tokens, for the attempt's Secret.
+    fn tokens(issued: Option<Issued>) -> (Option<Zeroizing<String>>, Option<Zeroizing<String>>) {
+        match issued {
+            Some(Issued { read, write }) => (Some(read.token), write.map(|w| w.token)),
+            None => (None, None),
+        }
+    }
+}
+
+/// One wrapped read per binding that keeps credentials in Vault, per shard, and a wrapped
+/// write token beside it where the provider rotates refresh tokens (`result[shard][0]` the
+/// source's, `[1]` the destination's), `WRAPS_IN_FLIGHT` at a time. If any request fails,
+/// every token issued is revoked and nothing is launched.
 async fn wrap_shards(
     specs: [&CredentialBindingSpec; 2],
     names: &[String; 2],
     shard_count: u32,
+    lifetime: Duration,
     context: &Context,
-) -> Result<Vec<[Option<WrappedCredentials>; 2]>, Error> {
+) -> Result<Vec<[Option<Issued>; 2]>, Error> {
     use futures::StreamExt;
     let wrap_one = |side: usize| async move {
         if specs[side].vault.is_none() {
-            return Ok(None);
+            return (None, None);
         }
-        let vault = context.vault.as_ref().ok_or_else(|| Error::VaultNotConfigured(names[side].clone()))?;
+        let Some(vault) = context.vault.as_ref() else {
+            return (Some(Err(Error::VaultNotConfigured(names[side].clone()))), None);
+        };
         let wrapped = vault.wrap_credentials(specs[side], context.wrap_ttl).await;
         context.metrics.vault_call("wrap", wrapped.is_ok());
-        Ok::<_, Error>(Some(wrapped?))
+        let role = context.rotation_role.as_deref().filter(|_| specs[side].provider.rotates_refresh_tokens());
+        let write = match role {
+            Some(role) => {
+                let minted = vault.mint_write_token(specs[side], role, lifetime, context.wrap_ttl).await;
+                context.metrics.vault_call("mint_write_token", minted.is_ok());
+                Some(minted.map_err(Error::from))
+            }
+            None => None,
+        };
+        (Some(wrapped.map_err(Error::from)), write)
     };
-    // Every read runs to its end, even after one failed: a token Vault issued must be known
-    // here to be revoked.
-    let results: Vec<Result<Option<WrappedCredentials>, Error>> =
-        futures::stream::iter((0..shard_count).flat_map(|_| [0, 1]))
-            .map(wrap_one)
-            .buffered(WRAPS_IN_FLIGHT)
-            .collect()
-            .await;
-    let mut issued: Vec<Option<WrappedCredentials>> = Vec::with_capacity(results.len());
+    // Every request runs to its end, even after one failed: a token Vault issued must be
+    // known here to be revoked.
+    let results: Vec<_> = futures::stream::iter((0..shard_count).flat_map(|_| [0, 1]))
+        .map(wrap_one)
+        .buffered(WRAPS_IN_FLIGHT)
+        .collect()
+        .await;
+    let mut issued: Vec<Option<Issued>> = Vec::with_capacity(results.len());
+    let mut accessors = Vec::new();
     let mut failure = None;
-    for result in results {
-        match result {
-            Ok(wrapped) => issued.push(wrapped),
-            Err(error) => failure = failure.or(Some(error)),
-        }
+    for (read, write) in results {
+        let mut keep = |result: Option<Result<WrappedCredentials, Error>>| match result {
+            Some(Ok(wrapped)) => {
+                accessors.push(wrapped.accessor.clone());
+                Some(wrapped)
+            }
+            Some(Err(error)) => {
+                failure = failure.take().or(Some(error));
+                None
+            }
+            None => None,
+        };
+        let (read, write) = (keep(read), keep(write));
+        issued.push(read.map(|read| Issued { read, write }));
     }
     let failure = failure.or_else(|| fields_differ(&issued));
     if let Some(error) = failure {
-        let accessors: Vec<String> = issued.iter().flatten().map(|w| w.accessor.clone()).collect();
         revoke_accessors(&accessors, context).await;
         return Err(error);
     }
@@ -364,9 +416,9 @@ async fn wrap_shards(
 
 /// Every shard's plan names one field order per binding: a Transit secret whose fields changed
 /// between two shards' reads must be launched again.
-fn fields_differ(issued: &[Option<WrappedCredentials>]) -> Option<Error> {
+fn fields_differ(issued: &[Option<Issued>]) -> Option<Error> {
     for side in 0..2 {
-        let mut orders = issued.iter().skip(side).step_by(2).flatten().map(|w| &w.fields);
+        let mut orders = issued.iter().skip(side).step_by(2).flatten().map(|issued| &issued.read.fields);
         if let Some(first) = orders.next()
             && orders.any(|other| other != first)
         {

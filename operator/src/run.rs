@@ -95,7 +95,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             config.vault_path_prefix.clone(),
             metrics,
         )
-        .with_tenancy(config.tenancy()),
+        .with_tenancy(config.tenancy())
+        .with_rotation_role(Some(config.vault_rotation_role.clone())),
     );
     tokio::spawn(async move {
         wait_for_signal().await;

@@ -216,6 +216,37 @@ async fn two_shards_move_an_s3_bucket_to_sftp_with_a_wrapped_private_key() {
     scenario.delete_job_and_wait_until_gone(JOB, &uid).await;
 }
 
+/// OneDrive in a cluster: two shards write to a Microsoft Graph stand-in with the refresh
+/// token wrapped in Vault. The token endpoint rotates it, and each runner stores the new one
+/// with its own wrapped write token (minted through the token role, reaching only that
+/// secret), so the operator never holds it and the next run starts from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_move_s3_to_onedrive_and_store_the_rotated_refresh_token() {
+    let Some(mut scenario) = Scenario::start("onedrive").await else { return };
+    let data = quick_data(&scenario);
+    let (graph, drive_path) = scenario.s3_to_onedrive(&data).await;
+    let uid = scenario.apply_job(&scenario.job_manifest(JOB, 2, json!({}))).await;
+
+    let job = scenario.wait_complete(JOB).await;
+    assert_succeeded(&job, data.objects());
+    let record = scenario.kubelet.record();
+    assert_runners_succeeded(&record, &record.started);
+    let mut files: BTreeMap<String, String> = graph
+        .files()
+        .into_iter()
+        .filter_map(|(path, content)| Some((path.strip_prefix("e2e/")?.to_owned(), ferry_e2e::content_hash(&content))))
+        .collect();
+    files.retain(|key, _| !ferry_api::reports::is_reserved(key));
+    assert_eq!(files, data.hashes);
+    let (fields, _) = scenario.servers.read_secret(&drive_path);
+    assert_ne!(fields["refreshToken"], "e2e-refresh", "the rotated refresh token was not stored");
+    assert_eq!(fields["clientSecret"], "ferry-test-secret", "the other fields are kept");
+    assert_mounted_secrets_clean(&scenario, &record, 2);
+    let problems = scenario.credential_problems_now(&uid, 2).await;
+    assert!(problems.is_empty(), "after the job: {problems:?}");
+    scenario.delete_job_and_wait_until_gone(JOB, &uid).await;
+}
+
 /// Three shards, and each side's credentials in its own Vault secret at its own path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_shards_with_separate_vault_secrets_on_both_sides() {

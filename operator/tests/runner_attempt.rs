@@ -16,7 +16,7 @@ use ferry_api::contract::plan_digest;
 use ferry_api::contract::{JobIdentity, Outcome, PlannedBinding, ProgressReport};
 use ferry_e2e::{Servers, servers, unique, write_small_files};
 use ferry_operator::children::credentials::{
-    DESTINATION_TOKEN_FILE, PLAN_DIGEST_FILE, PROGRESS_TOKEN_FILE, SOURCE_TOKEN_FILE,
+    DESTINATION_ROTATION_TOKEN_FILE, DESTINATION_TOKEN_FILE, PLAN_DIGEST_FILE, PROGRESS_TOKEN_FILE, SOURCE_TOKEN_FILE,
 };
 use ferry_operator::children::{Attempt, RunnerEnvironment, plan};
 use ferry_operator::progress::{ProgressHub, TlsFiles, new_attempt_token, serve, token_hash};
@@ -44,7 +44,13 @@ fn binding(servers: &Servers, name: &str, bucket: &str, vault_path: &str) -> Pla
         servers.s3_endpoint
     ))
     .unwrap();
-    PlannedBinding { name: name.into(), spec, secret_creation_path: None, secret_fields: vec![] }
+    PlannedBinding {
+        name: name.into(),
+        spec,
+        secret_creation_path: None,
+        secret_fields: vec![],
+        rotation_creation_path: None,
+    }
 }
 
 fn planned(mut binding: PlannedBinding, wrapped: &WrappedCredentials) -> PlannedBinding {
@@ -70,6 +76,7 @@ fn destination(spec: &str) -> PlannedBinding {
         spec: serde_yaml::from_str(spec).unwrap(),
         secret_creation_path: None,
         secret_fields: vec![],
+        rotation_creation_path: None,
     }
 }
 
@@ -107,6 +114,14 @@ impl Pod {
     }
 }
 
+/// The token role write tokens are minted through, as an administrator sets it up: only
+/// `ferry-rotate-*` policies, orphan tokens that cannot be renewed.
+fn rotation_role(servers: &Servers) -> String {
+    let body = r#"{"allowed_policies_glob":["ferry-rotate-*"],"orphan":true,"renewable":false}"#;
+    servers.vault_post("auth/token/roles/ferry-rotation", body);
+    "ferry-rotation".to_owned()
+}
+
 /// Wraps both bindings' credentials in OpenBao as the operator does, plans the attempt,
 /// starts the progress API and writes the pod's files.
 async fn prepare(servers: &Servers, work: &Path, source: PlannedBinding, destination: PlannedBinding) -> Pod {
@@ -120,6 +135,12 @@ async fn prepare(servers: &Servers, work: &Path, source: PlannedBinding, destina
     let ttl = Duration::from_secs(120);
     let source_wrapped = vault.wrap_credentials(&source.spec, ttl).await.unwrap();
     let destination_wrapped = vault.wrap_credentials(&destination.spec, ttl).await.unwrap();
+    // A destination whose provider rotates refresh tokens also gets a write token, minted
+    // through the token role the operator is configured with.
+    let write_token = match destination.spec.provider.rotates_refresh_tokens() {
+        true => Some(vault.mint_write_token(&destination.spec, &rotation_role(servers), ttl, ttl).await.unwrap()),
+        false => None,
+    };
 
     let tls = self_signed(work);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -140,7 +161,10 @@ async fn prepare(servers: &Servers, work: &Path, source: PlannedBinding, destina
         identity: identity.clone(),
         attempt: 1,
         source: planned(source, &source_wrapped),
-        destination: planned(destination, &destination_wrapped),
+        destination: PlannedBinding {
+            rotation_creation_path: write_token.as_ref().map(|w| w.creation_path.clone()),
+            ..planned(destination, &destination_wrapped)
+        },
         credentials_expire_at: Some(source_wrapped.expires_at.min(destination_wrapped.expires_at).to_string()),
         deadline_seconds: None,
     };
@@ -156,6 +180,9 @@ async fn prepare(servers: &Servers, work: &Path, source: PlannedBinding, destina
     std::fs::create_dir(&credentials).unwrap();
     std::fs::write(credentials.join(SOURCE_TOKEN_FILE), source_wrapped.token.as_bytes()).unwrap();
     std::fs::write(credentials.join(DESTINATION_TOKEN_FILE), destination_wrapped.token.as_bytes()).unwrap();
+    if let Some(write_token) = &write_token {
+        std::fs::write(credentials.join(DESTINATION_ROTATION_TOKEN_FILE), write_token.token.as_bytes()).unwrap();
+    }
     std::fs::write(credentials.join(PROGRESS_TOKEN_FILE), progress_token.as_bytes()).unwrap();
     std::fs::write(credentials.join(PLAN_DIGEST_FILE), plan_digest(documents[0].as_bytes())).unwrap();
     let spool = work.join("spool");
@@ -313,6 +340,12 @@ async fn an_attempt_moves_s3_to_onedrive_with_a_wrapped_refresh_token() {
     assert_eq!(reports, 1, "{drive_files:?}");
     drive_files.retain(|path, _| !path.starts_with(".ferry/"));
     assert_eq!(drive_files, local_files);
+    // The token endpoint rotated the refresh token; the runner stored it with its write
+    // token, keeping the other fields, and the operator never saw it.
+    let (fields, version) = servers.read_secret(&drive_path);
+    assert_ne!(fields["refreshToken"], "attempt-refresh", "{fields}");
+    assert_eq!(fields["clientSecret"], "ferry-test-secret");
+    assert!(version >= 2, "{version}");
     let _ = pod.stop.send(());
 }
 

@@ -50,6 +50,7 @@ fn planned(name: &str, spec: &CredentialBindingSpec, wrapped: &WrappedCredential
         spec: spec.clone(),
         secret_creation_path: Some(wrapped.creation_path.clone()),
         secret_fields: wrapped.fields.clone(),
+        rotation_creation_path: None,
     }
 }
 
@@ -456,4 +457,61 @@ async fn kubernetes_login_reads_with_the_roles_policy() {
     assert!(!error.to_string().contains(&jwt), "{error}");
     let error = login("no-such-role", jwt_file).await.unwrap_err();
     assert_eq!(error.reason(), "PermissionDenied", "{error}");
+}
+
+/// A OneDrive binding's spec whose credentials are at `secret/<path>`.
+fn drive_spec(path: &str) -> CredentialBindingSpec {
+    serde_json::from_value(json!({ "provider": "onedrive", "onedrive": {}, "vault": { "path": path } })).unwrap()
+}
+
+/// The write token for a rotated refresh token reaches the binding's own secret and nothing
+/// else, is unwrapped once, and the runner's store writes the new token with it.
+#[tokio::test]
+async fn a_write_token_writes_its_one_secret_and_nothing_else() {
+    use ferry_runner::backends::oauth::RotationStore;
+    let servers = servers();
+    let role_body = r#"{"allowed_policies_glob":["ferry-rotate-*"],"orphan":true,"renewable":false}"#;
+    servers.vault_post("auth/token/roles/ferry-rotation", role_body);
+    let (mine, other) = (secret_path("rotating"), secret_path("neighbour"));
+    let fields = [("clientId", "c"), ("clientSecret", "s"), ("refreshToken", "old-refresh")];
+    servers.put_secret(&mine, &fields);
+    servers.put_secret(&other, &fields);
+    let spec = drive_spec(&mine);
+    let ttl = Duration::from_secs(120);
+    let minted = root(&servers).await.mint_write_token(&spec, "ferry-rotation", ttl, ttl).await.unwrap();
+    assert_eq!(minted.creation_path, "auth/token/create/ferry-rotation");
+    let binding = PlannedBinding {
+        rotation_creation_path: Some(minted.creation_path.clone()),
+        ..planned("drive", &spec, &minted)
+    };
+    let token = Zeroizing::new(minted.token.to_string());
+    let write_token =
+        ferry_runner::unwrap::unwrap_write_token(&servers.vault_address, None, &binding, token, None).await.unwrap();
+    // Once only.
+    let again = Zeroizing::new(minted.token.to_string());
+    let error = ferry_runner::unwrap::unwrap_write_token(&servers.vault_address, None, &binding, again, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(error, UnwrapError::InvalidToken { .. } | UnwrapError::AlreadyUsed { .. }), "{error:?}");
+
+    let client = ferry_runner::vault::client_with_token(&servers.vault_address, &write_token, None).unwrap();
+    let store = ferry_runner::vault::RotatedTokenToVault::new(client, "drive", spec.vault.as_ref().unwrap());
+    store.store("new-refresh").await.unwrap();
+    let (stored, _) = servers.read_secret(&mine);
+    assert_eq!(stored["refreshToken"], "new-refresh");
+    assert_eq!(stored["clientSecret"], "s", "the other fields are kept");
+
+    // Another binding's secret is out of reach, for reading and for writing.
+    let client = ferry_runner::vault::client_with_token(&servers.vault_address, &write_token, None).unwrap();
+    let neighbour = drive_spec(&other);
+    let read = vaultrs::kv2::read::<serde_json::Value>(&client, "secret", &other).await;
+    assert!(read.is_err(), "the write token read another secret");
+    let elsewhere = ferry_runner::vault::RotatedTokenToVault::new(client, "other", neighbour.vault.as_ref().unwrap());
+    assert!(elsewhere.store("stolen").await.is_err());
+    assert_eq!(servers.read_secret(&other).0["refreshToken"], "old-refresh");
+
+    // Revoked at the end of the attempt: then it writes nothing more.
+    store.revoke().await;
+    assert!(store.store("after-the-end").await.is_err());
+    assert_eq!(servers.read_secret(&mine).0["refreshToken"], "new-refresh");
 }

@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use ferry_api::Progress;
 use ferry_api::contract::{
-    DESTINATION_TOKEN_FILE, Outcome, PLAN_DIGEST_FILE, PROGRESS_TOKEN_FILE, PendingDeletions, PlannedBinding,
-    ProgressReport, RunnerPlan, SOURCE_TOKEN_FILE, Stage, plan_digest,
+    DESTINATION_ROTATION_TOKEN_FILE, DESTINATION_TOKEN_FILE, Outcome, PLAN_DIGEST_FILE, PROGRESS_TOKEN_FILE,
+    PendingDeletions, PlannedBinding, ProgressReport, RunnerPlan, SOURCE_ROTATION_TOKEN_FILE, SOURCE_TOKEN_FILE, Stage,
+    plan_digest,
 };
 use ferry_api::reports::report_key;
 use zeroize::Zeroizing;
@@ -22,7 +23,8 @@ use crate::progress_client::ProgressPoster;
 use crate::run::{self, Execution, ExitStatus};
 use crate::secrets::SecretFields;
 use crate::storage;
-use crate::unwrap::unwrap_credentials;
+use crate::unwrap::{unwrap_credentials, unwrap_write_token};
+use crate::vault::RotatedTokenToVault;
 
 /// Kubernetes keeps at most this much of a termination message.
 const TERMINATION_MESSAGE_LIMIT: usize = 4096;
@@ -178,11 +180,16 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
     let secrets = match unwrap_both(&plan, &options).await {
         Ok(secrets) => secrets,
         Err((status, outcome)) => {
-            let reason = match &outcome {
-                Outcome::Aborted { reason } | Outcome::SecurityViolation { reason } => reason.clone(),
-                _ => String::new(),
-            };
-            eprintln!("ferry-runner: {reason}");
+            eprintln!("ferry-runner: {}", outcome_reason(&outcome));
+            let report = reporter.report(Stage::Finished, Progress::default(), None, Some(outcome));
+            reporter.finish(report, options.termination_log.as_deref()).await;
+            return status;
+        }
+    };
+    let writers = match write_tokens(&plan, &options).await {
+        Ok(writers) => writers,
+        Err((status, outcome)) => {
+            eprintln!("ferry-runner: {}", outcome_reason(&outcome));
             let report = reporter.report(Stage::Finished, Progress::default(), None, Some(outcome));
             reporter.finish(report, options.termination_log.as_deref()).await;
             return status;
@@ -190,17 +197,17 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
     };
     let spec = plan.spec.clone();
     let mut stores = Vec::new();
-    for (endpoint, binding, secret) in
-        [(&spec.source, &plan.source, &secrets.0), (&spec.destination, &plan.destination, &secrets.1)]
-    {
+    for (endpoint, binding, secret, writer) in [
+        (&spec.source, &plan.source, &secrets.0, &writers[0]),
+        (&spec.destination, &plan.destination, &secrets.1, &writers[1]),
+    ] {
+        let rotation = writer.clone().map(|writer| writer as Arc<dyn crate::backends::oauth::RotationStore>);
         match storage::open(
             &binding.name,
             &binding.spec,
             secret.as_ref(),
             None,
-            // The operator does not hand out a path-scoped write token yet (docs/design.md,
-            // "OAuth drives"): a rotated refresh token serves this run only.
-            None,
+            rotation,
             &endpoint.path,
             run::store_options(&spec),
         ) {
@@ -270,6 +277,9 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
         }
     };
     reporter.finish(report, options.termination_log.as_deref()).await;
+    for writer in writers.iter().flatten() {
+        writer.revoke().await;
+    }
     status
 }
 
@@ -341,6 +351,61 @@ fn ask_operator(reporter: Arc<Reporter>, accounting: Arc<Accounting>) -> Deletio
             poster.ask(&report).await.map(|answer| answer.deletion)
         })
     }))
+}
+
+fn outcome_reason(outcome: &Outcome) -> &str {
+    match outcome {
+        Outcome::Aborted { reason } | Outcome::SecurityViolation { reason } => reason,
+        _ => "",
+    }
+}
+
+/// Each binding's store for a rotated refresh token, where the plan hands it a write token:
+/// unwrapped once, checked like the reads. A token that cannot be trusted stops the attempt;
+/// one that merely cannot be had leaves a rotated token to serve this run only, said loudly.
+async fn write_tokens(
+    plan: &RunnerPlan,
+    options: &ClusterOptions,
+) -> Result<[Option<Arc<RotatedTokenToVault>>; 2], (ExitStatus, Outcome)> {
+    let expires_at = plan.credentials_expire_at.as_deref().and_then(|text| text.parse::<jiff::Timestamp>().ok());
+    let mut writers = [None, None];
+    for (slot, binding, file) in
+        [(0, &plan.source, SOURCE_ROTATION_TOKEN_FILE), (1, &plan.destination, DESTINATION_ROTATION_TOKEN_FILE)]
+    {
+        let (Some(_), Some(reference), Some(vault)) =
+            (&binding.rotation_creation_path, &binding.spec.vault, plan.vault_address.as_deref())
+        else {
+            continue;
+        };
+        let unwrapped = match read_token(&options.credentials, file) {
+            Ok(token) => unwrap_write_token(vault, options.vault_ca.as_deref(), binding, token, expires_at).await,
+            Err(message) => {
+                eprintln!(
+                    "ferry-runner: binding {}: no write token ({message}); a rotated refresh token serves this run only",
+                    binding.name
+                );
+                continue;
+            }
+        };
+        let token = match unwrapped {
+            Ok(token) => token,
+            Err(error) if error.is_security_violation() => {
+                return Err((ExitStatus::SecurityViolation, Outcome::SecurityViolation { reason: error.to_string() }));
+            }
+            Err(error) => {
+                eprintln!("ferry-runner: {error}; a rotated refresh token serves this run only");
+                continue;
+            }
+        };
+        match crate::vault::client_with_token(vault, &token, options.vault_ca.as_deref()) {
+            Ok(client) => writers[slot] = Some(Arc::new(RotatedTokenToVault::new(client, &binding.name, reference))),
+            Err(error) => eprintln!(
+                "ferry-runner: binding {}: {error}; a rotated refresh token serves this run only",
+                binding.name
+            ),
+        }
+    }
+    Ok(writers)
 }
 
 fn read_token(directory: &Path, name: &str) -> Result<Zeroizing<String>, String> {

@@ -148,22 +148,7 @@ pub async fn unwrap_credentials(
             });
         }
     };
-    let client =
-        client(vault_address, ca_file).map_err(|detail| UnwrapError::Client { binding: name.clone(), detail })?;
-    let info = match vaultrs::sys::wrapping::lookup(&client, &token).await {
-        Ok(info) => info,
-        Err(error) if is_unknown_token(&error) => return Err(gone(vault_address, ca_file, &name, expires_at).await),
-        Err(error) => {
-            return Err(UnwrapError::Vault { binding: name, operation: "looking up", detail: describe(&error) });
-        }
-    };
-    if info.creation_path != expected {
-        return Err(UnwrapError::WrongCreationPath {
-            binding: name,
-            expected: expected.to_owned(),
-            actual: info.creation_path,
-        });
-    }
+    let client = checked_client(vault_address, ca_file, &name, expected, &token, expires_at).await?;
 
     // Unwrapping authenticates with the wrapping token itself (a token in the body would need
     // a token of the runner's own). Someone may unwrap it between the lookup and here: that
@@ -186,6 +171,94 @@ pub async fn unwrap_credentials(
     };
     zeroize_json(&mut response);
     fields
+}
+
+/// A client for `vault_address`, once the wrapping `token` is known to Vault and was created
+/// by `expected`, the request the plan names.
+async fn checked_client(
+    vault_address: &str,
+    ca_file: Option<&Path>,
+    name: &str,
+    expected: &str,
+    token: &str,
+    expires_at: Option<jiff::Timestamp>,
+) -> Result<VaultClient, UnwrapError> {
+    let client =
+        client(vault_address, ca_file).map_err(|detail| UnwrapError::Client { binding: name.to_owned(), detail })?;
+    let info = match vaultrs::sys::wrapping::lookup(&client, token).await {
+        Ok(info) => info,
+        Err(error) if is_unknown_token(&error) => return Err(gone(vault_address, ca_file, name, expires_at).await),
+        Err(error) => {
+            let detail = describe(&error);
+            return Err(UnwrapError::Vault { binding: name.to_owned(), operation: "looking up", detail });
+        }
+    };
+    if info.creation_path != expected {
+        return Err(UnwrapError::WrongCreationPath {
+            binding: name.to_owned(),
+            expected: expected.to_owned(),
+            actual: info.creation_path,
+        });
+    }
+    Ok(client)
+}
+
+/// Looks up, checks and unwraps a binding's wrapped write token (for a rotated refresh
+/// token): a token creation by the plan's `rotationCreationPath` (`auth/token/create/<role>`).
+/// Returns the token it holds. vaultrs hands over only an answer's `data`, and a creation's
+/// token is in `auth`, so the unwrap is sent here.
+pub async fn unwrap_write_token(
+    vault_address: &str,
+    ca_file: Option<&Path>,
+    binding: &PlannedBinding,
+    token: Zeroizing<String>,
+    expires_at: Option<jiff::Timestamp>,
+) -> Result<Zeroizing<String>, UnwrapError> {
+    let name = binding.name.clone();
+    let expected = match binding.rotation_creation_path.as_deref() {
+        Some(planned) if planned.starts_with("auth/token/create/") => planned,
+        planned => {
+            return Err(UnwrapError::PlanMismatch {
+                binding: name,
+                planned: planned.unwrap_or("(none)").to_owned(),
+                derived: "auth/token/create/<role>".to_owned(),
+            });
+        }
+    };
+    checked_client(vault_address, ca_file, &name, expected, &token, expires_at).await?;
+    let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+    if let Some(path) = ca_file {
+        let roots = crate::progress_client::read_ca(path)
+            .map_err(|detail| UnwrapError::Client { binding: name.clone(), detail: detail.to_string() })?;
+        builder = builder.tls_certs_only(roots);
+    }
+    let failed = |detail: String| UnwrapError::Vault { binding: name.clone(), operation: "unwrapping", detail };
+    let http = builder.build().map_err(|error| failed(error.without_url().to_string()))?;
+    let response = http
+        .post(format!("{}/v1/sys/wrapping/unwrap", vault_address.trim_end_matches('/')))
+        .header("x-vault-token", token.as_str())
+        .send()
+        .await
+        .map_err(|error| failed(error.without_url().to_string()))?;
+    drop(token);
+    if response.status().as_u16() == 400 {
+        return Err(gone(vault_address, ca_file, &name, expires_at).await);
+    }
+    if !response.status().is_success() {
+        return Err(failed(format!("HTTP {}", response.status())));
+    }
+    let body =
+        Zeroizing::new(response.bytes().await.map_err(|error| failed(error.without_url().to_string()))?.to_vec());
+    let mut answer: Value =
+        serde_json::from_slice(&body).map_err(|_| malformed(&name, expected, "the answer is not JSON"))?;
+    let written = match answer.pointer_mut("/auth/client_token") {
+        Some(Value::String(client_token)) if !client_token.is_empty() => {
+            Ok(Zeroizing::new(std::mem::take(client_token)))
+        }
+        _ => Err(malformed(&name, expected, "no auth.client_token (a token creation was expected)")),
+    };
+    zeroize_json(&mut answer);
+    written
 }
 
 /// Why Vault no longer knows a token, judged by Vault's own clock: before the token's expiry

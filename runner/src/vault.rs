@@ -85,6 +85,35 @@ pub fn client_from_environment(binding: &str) -> Result<VaultClient, VaultError>
     VaultClient::new(settings).map_err(|error| VaultError::Client(error.to_string()))
 }
 
+/// A client for `address` with `token` (a write token unwrapped in a cluster), trusting only
+/// the CAs in `ca_file` when one is given.
+pub fn client_with_token(
+    address: &str,
+    token: &str,
+    ca_file: Option<&std::path::Path>,
+) -> Result<VaultClient, VaultError> {
+    let parsed = url::Url::parse(address).map_err(|_| VaultError::BadAddress(address.to_owned()))?;
+    if !matches!(parsed.scheme(), "http" | "https") {
+        return Err(VaultError::BadAddress(address.to_owned()));
+    }
+    let ca_certs = match ca_file {
+        Some(path) => {
+            vec![path.to_str().ok_or_else(|| VaultError::Client("the CA file path is not UTF-8".into()))?.to_owned()]
+        }
+        None => Vec::new(),
+    };
+    // Every setting is explicit: vaultrs would otherwise fill gaps from VAULT_* variables.
+    let settings = VaultClientSettingsBuilder::default()
+        .address(parsed.as_str())
+        .token(token)
+        .ca_certs(ca_certs)
+        .identity(None)
+        .verify(true)
+        .build()
+        .map_err(|error| VaultError::Client(error.to_string()))?;
+    VaultClient::new(settings).map_err(|error| VaultError::Client(error.to_string()))
+}
+
 fn classify(binding: &str, what: String, error: ClientError, not_found: impl FnOnce() -> VaultError) -> VaultError {
     let code = match &error {
         ClientError::APIError { code, .. } => Some(*code),
@@ -205,6 +234,23 @@ impl RotatedTokenToVault {
             }
         }
         written.map(|_| ()).map_err(|e| format!("{mount}/{path} ({}): {e}", self.binding))
+    }
+}
+
+impl RotatedTokenToVault {
+    /// Revokes the client's token (a cluster's write token, at the end of the attempt).
+    pub async fn revoke(&self) {
+        if let Err(error) = vaultrs::token::revoke_self(&self.client).await {
+            tracing::warn!(binding = %self.binding, %error, "could not revoke the write token; it expires at its TTL");
+        }
+    }
+}
+
+impl Drop for RotatedTokenToVault {
+    /// vaultrs keeps the client's token in plain `String`s: wipe them.
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.client.settings.token);
+        zeroize::Zeroize::zeroize(&mut self.client.middle.token);
     }
 }
 

@@ -15,7 +15,10 @@ use zeroize::Zeroizing;
 use super::Attempt;
 use crate::names;
 
-pub use ferry_api::contract::{DESTINATION_TOKEN_FILE, PLAN_DIGEST_FILE, PROGRESS_TOKEN_FILE, SOURCE_TOKEN_FILE};
+pub use ferry_api::contract::{
+    DESTINATION_ROTATION_TOKEN_FILE, DESTINATION_TOKEN_FILE, PLAN_DIGEST_FILE, PROGRESS_TOKEN_FILE,
+    SOURCE_ROTATION_TOKEN_FILE, SOURCE_TOKEN_FILE,
+};
 
 /// The Secret key listing the Vault accessors of the attempt's wrapping tokens, one a line.
 /// Never mounted into a pod: an accessor is of use only to a token allowed to revoke by it.
@@ -32,6 +35,10 @@ pub struct ShardTokens {
     pub source: Option<Zeroizing<String>>,
     /// The destination's wrapping token, likewise.
     pub destination: Option<Zeroizing<String>>,
+    /// The source's wrapped write token, for a provider that rotates refresh tokens.
+    pub source_write: Option<Zeroizing<String>>,
+    /// The destination's wrapped write token, likewise.
+    pub destination_write: Option<Zeroizing<String>>,
     /// The token this shard authenticates progress reports with.
     pub progress: Zeroizing<String>,
     /// The hex SHA-256 of this shard's plan file.
@@ -43,6 +50,8 @@ impl std::fmt::Debug for ShardTokens {
         f.debug_struct("ShardTokens")
             .field("source", &self.source.as_ref().map(|_| "<wrapped>"))
             .field("destination", &self.destination.as_ref().map(|_| "<wrapped>"))
+            .field("source_write", &self.source_write.as_ref().map(|_| "<wrapped>"))
+            .field("destination_write", &self.destination_write.as_ref().map(|_| "<wrapped>"))
             .field("progress", &"<redacted>")
             .field("plan_digest", &self.plan_digest)
             .finish()
@@ -61,6 +70,12 @@ pub fn secret(attempt: &Attempt<'_>, shards: &[ShardTokens], accessors: &[String
         }
         if let Some(token) = &tokens.destination {
             put(DESTINATION_TOKEN_FILE, token.as_bytes());
+        }
+        if let Some(token) = &tokens.source_write {
+            put(SOURCE_ROTATION_TOKEN_FILE, token.as_bytes());
+        }
+        if let Some(token) = &tokens.destination_write {
+            put(DESTINATION_ROTATION_TOKEN_FILE, token.as_bytes());
         }
         put(PROGRESS_TOKEN_FILE, tokens.progress.as_bytes());
         put(PLAN_DIGEST_FILE, tokens.plan_digest.as_bytes());
@@ -86,6 +101,12 @@ pub fn shard_items(attempt: &Attempt<'_>, index: u32) -> Vec<KeyToPath> {
     }
     if attempt.destination.secret_creation_path.is_some() {
         files.push(DESTINATION_TOKEN_FILE);
+    }
+    if attempt.source.rotation_creation_path.is_some() {
+        files.push(SOURCE_ROTATION_TOKEN_FILE);
+    }
+    if attempt.destination.rotation_creation_path.is_some() {
+        files.push(DESTINATION_ROTATION_TOKEN_FILE);
     }
     files.extend([PROGRESS_TOKEN_FILE, PLAN_DIGEST_FILE]);
     files.into_iter().map(|file| KeyToPath { key: shard_key(index, file), path: file.to_owned(), mode: None }).collect()
@@ -114,6 +135,8 @@ mod tests {
         ShardTokens {
             source: source.then(|| Zeroizing::new(format!("hvs.wrapping-{shard}"))),
             destination: None,
+            source_write: None,
+            destination_write: None,
             progress: Zeroizing::new(format!("progress-{shard}")),
             plan_digest: format!("digest-{shard}"),
         }

@@ -128,7 +128,13 @@ pub(crate) mod fixtures {
     pub fn binding(name: &str, yaml_spec: &str) -> PlannedBinding {
         let spec: CredentialBindingSpec = serde_yaml::from_str(yaml_spec).unwrap();
         let secret_creation_path = spec.vault.as_ref().map(|v| format!("{}/data/{}", v.mount, v.path));
-        PlannedBinding { name: name.to_owned(), spec, secret_creation_path, secret_fields: Vec::new() }
+        PlannedBinding {
+            name: name.to_owned(),
+            spec,
+            secret_creation_path,
+            secret_fields: Vec::new(),
+            rotation_creation_path: None,
+        }
     }
 
     pub const S3_TO_PVC: &str = "  source: {binding: legacy-s3, path: exports}\n  destination: {binding: archive, path: in}\n  shards: 2\n  runner: {spoolSize: 2Gi}\n";

@@ -9,6 +9,7 @@
 mod binding_check;
 mod error;
 mod revoke;
+mod rotation;
 mod session;
 mod transport;
 mod wrap;
@@ -25,6 +26,7 @@ use zeroize::Zeroizing;
 pub use binding_check::SecretCheck;
 pub use error::VaultError;
 pub use revoke::Revocation;
+pub use rotation::{policy as write_token_policy, policy_name as write_token_policy_name};
 pub use wrap::WrappedCredentials;
 
 use crate::error::error_chain;

@@ -66,30 +66,43 @@ impl Vault {
             }
             Some(key) => self.wrap_transit(&context, spec, reference, key, wrap_ttl).await?,
         };
-        let creation_path = reference.creation_path();
-        let parsed: WrappedAnswer = serde_json::from_slice(&body).map_err(|error| VaultError::Malformed {
-            context: context.clone(),
-            path: creation_path.clone(),
-            detail: json_problem(&error),
-        })?;
+        let mut wrapped = self.wrapped(&context, &reference.creation_path(), &body)?;
+        wrapped.fields = fields;
+        Ok(wrapped)
+    }
+
+    /// The wrapping token in Vault's answer `body`, checked to come from `creation_path`.
+    pub(super) fn wrapped(
+        &self,
+        context: &str,
+        creation_path: &str,
+        body: &[u8],
+    ) -> Result<WrappedCredentials, VaultError> {
+        let malformed = |detail: String| VaultError::Malformed {
+            context: context.to_owned(),
+            path: creation_path.to_owned(),
+            detail,
+        };
+        let parsed: WrappedAnswer = serde_json::from_slice(body).map_err(|error| malformed(json_problem(&error)))?;
         // Without wrap_info the body held the plaintext itself: it is wiped, never used.
-        let info = parsed.wrap_info.ok_or_else(|| VaultError::Malformed {
-            context: context.clone(),
-            path: creation_path.clone(),
-            detail: "Vault did not wrap the response".to_owned(),
-        })?;
+        let info = parsed.wrap_info.ok_or_else(|| malformed("Vault did not wrap the response".to_owned()))?;
         if info.creation_path != creation_path {
-            return Err(VaultError::Malformed {
-                context,
-                path: creation_path.clone(),
-                detail: format!("the wrapping token was created by {}, not {creation_path}", info.creation_path),
-            });
+            return Err(malformed(format!(
+                "the wrapping token was created by {}, not {creation_path}",
+                info.creation_path
+            )));
         }
         let granted = jiff::SignedDuration::from_secs(i64::try_from(info.ttl).unwrap_or(i64::MAX));
         // Vault's clock decides when the token dies; fall back to ours if its time is odd.
         let created = info.creation_time.parse::<jiff::Timestamp>().unwrap_or_else(|_| jiff::Timestamp::now());
         let expires_at = created.checked_add(granted).unwrap_or(jiff::Timestamp::MAX);
-        Ok(WrappedCredentials { token: info.token, creation_path, expires_at, fields, accessor: info.accessor })
+        Ok(WrappedCredentials {
+            token: info.token,
+            creation_path: creation_path.to_owned(),
+            expires_at,
+            fields: Vec::new(),
+            accessor: info.accessor,
+        })
     }
 
     /// Reads the KV ciphertext (safe to see) and sends one wrapped batch decryption of it.

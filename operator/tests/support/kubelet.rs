@@ -766,6 +766,7 @@ mod tests {
             spec: serde_yaml::from_str(spec).unwrap(),
             secret_creation_path: Some(format!("secret/data/tenants/e2e/{name}")),
             secret_fields: Vec::new(),
+            rotation_creation_path: None,
         }
     }
 
@@ -804,6 +805,8 @@ mod tests {
             .map(|(index, document)| ShardTokens {
                 source: Some(Zeroizing::new(format!("s.source-{index}"))),
                 destination: Some(Zeroizing::new(format!("s.destination-{index}"))),
+                source_write: None,
+                destination_write: None,
                 progress: Zeroizing::new(format!("progress-{index}")),
                 plan_digest: ferry_api::contract::plan_digest(document.as_bytes()),
             })

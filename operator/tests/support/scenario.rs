@@ -389,6 +389,33 @@ impl Scenario {
         directory
     }
 
+    /// An S3 bucket holding `data` and a OneDrive (the Microsoft Graph stand-in, with the
+    /// token endpoint of the test servers) as the destination, its OAuth client and refresh
+    /// token in Vault; the token role write tokens are minted through, as an administrator
+    /// sets it up. Returns the drive and the Vault path of its secret.
+    pub async fn s3_to_onedrive(&self, data: &SourceData) -> (ferry_e2e::graph::GraphStandIn, String) {
+        let source_bucket = self.servers.bucket("e2e-src");
+        self.servers.rclone(&["copy", &data.tree.to_string_lossy(), &self.servers.s3_remote(&source_bucket)]);
+        let role = r#"{"allowed_policies_glob":["ferry-rotate-*"],"orphan":true,"renewable":false}"#;
+        self.servers.vault_post("auth/token/roles/ferry-rotation", role);
+        let graph = ferry_e2e::graph::GraphStandIn::start();
+        let drive_path = self.vault_path("drive");
+        let fields =
+            [("clientId", "ferry-test"), ("clientSecret", "ferry-test-secret"), ("refreshToken", "e2e-refresh")];
+        self.servers.put_secret(&drive_path, &fields);
+        let s3_path = self.store_s3_credentials("s3");
+        let bindings: Api<CredentialBinding> = Api::namespaced(self.client.clone(), &self.namespace);
+        let source =
+            cluster::s3_binding(SOURCE_BINDING, &self.namespace, &self.servers.s3_endpoint, &source_bucket, &s3_path);
+        apply(&bindings, &source.unwrap_or_else(|e| panic!("{e}"))).await;
+        let token_endpoint = std::env::var("FERRY_TEST_OAUTH_TOKEN_ENDPOINT")
+            .unwrap_or_else(|_| panic!("FERRY_TEST_OAUTH_TOKEN_ENDPOINT is not set: start the test servers"));
+        let destination =
+            cluster::onedrive_binding(DESTINATION_BINDING, &self.namespace, &graph, &token_endpoint, &drive_path);
+        apply(&bindings, &destination).await;
+        (graph, drive_path)
+    }
+
     /// The SFTP directory holds exactly `data` (Ferry's own reports aside).
     pub fn assert_sftp_directory_holds(&self, directory: &str, data: &SourceData) {
         let downloaded = self.work.path().join(format!("download-{directory}"));
