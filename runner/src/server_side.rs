@@ -27,9 +27,9 @@ impl ServerSide {
         destination.reaches(&source).then(|| Self { source, destination, refused: AtomicBool::new(false) })
     }
 
-    /// Whether this object goes through the server (a single `CopyObject` takes 5 GiB).
-    pub fn takes(&self, object: &ObjectInfo) -> bool {
-        object.size <= self.destination.max_bytes() && !self.refused.load(Ordering::Relaxed)
+    /// Whether objects still go through the server (it has not refused a copy).
+    pub fn open(&self) -> bool {
+        !self.refused.load(Ordering::Relaxed)
     }
 }
 
@@ -46,7 +46,7 @@ impl Transfers {
         }
         let (from, to) =
             (format!("{}{}", self.source.base, object.key), format!("{}{}", self.destination.base, object.key));
-        let copied = match server_side.destination.copy_from(&server_side.source, &from, &to).await {
+        let copied = match server_side.destination.copy_from(&server_side.source, &from, &to, object.size).await {
             Ok(copied) => copied,
             Err(CopyError::Refused(reason)) => {
                 if !server_side.refused.swap(true, Ordering::Relaxed) {

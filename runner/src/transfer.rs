@@ -256,7 +256,7 @@ impl Transfers {
             return self.attempt_to_filesystem(object, spooled, root).await;
         }
         if let Some(server_side) = &self.server_side
-            && server_side.takes(object)
+            && server_side.open()
             && let Some(copied) = self.copy_on_server(server_side, object).await?
         {
             return Ok(copied);

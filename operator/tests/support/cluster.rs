@@ -266,9 +266,8 @@ impl SecretView {
 pub fn credential_problems(secrets: &[SecretView], credential: &[u8], shards: u32) -> Vec<String> {
     let expected = attempt_secret_keys(shards);
     // A binding whose provider rotates refresh tokens adds its wrapped write token.
-    let optional: BTreeSet<String> = (0..shards)
-        .flat_map(|i| ROTATION_SHARD_KEYS.iter().map(move |key| format!("shard-{i}-{key}")))
-        .collect();
+    let optional: BTreeSet<String> =
+        (0..shards).flat_map(|i| ROTATION_SHARD_KEYS.iter().map(move |key| format!("shard-{i}-{key}"))).collect();
     let mut problems = Vec::new();
     for secret in secrets {
         for (key, value) in &secret.data {

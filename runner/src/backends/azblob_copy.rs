@@ -68,7 +68,7 @@ impl AzblobAccount {
         format!("{}/{}/{}", self.endpoint, self.container, utf8_percent_encode(name, NAME))
     }
 
-    async fn send(&self, request: http::Request<()>) -> Result<reqwest::Response, CopyError> {
+    async fn send(&self, request: http::Request<bytes::Bytes>) -> Result<reqwest::Response, CopyError> {
         send_signed(&self.signer, &self.client, request).await
     }
 
@@ -93,7 +93,7 @@ impl AzblobAccount {
             .request(http::Method::PUT, name)
             .header("x-ms-copy-source", source.blob_url(source_name))
             .header("content-length", "0")
-            .body(())
+            .body(bytes::Bytes::new())
             .map_err(|error| CopyError::Failed(error.to_string()))?;
         let response = self.send(request).await?;
         let status = response.status();
@@ -108,7 +108,7 @@ impl AzblobAccount {
         loop {
             let request = self
                 .request(http::Method::HEAD, name)
-                .body(())
+                .body(bytes::Bytes::new())
                 .map_err(|error| CopyError::Failed(error.to_string()))?;
             let properties = self.send(request).await?;
             if !properties.status().is_success() {

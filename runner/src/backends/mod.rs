@@ -22,6 +22,7 @@ pub mod oauth;
 pub mod onedrive;
 pub mod s3;
 pub mod s3_copy;
+pub mod s3_part_copy;
 pub mod server_side_copy;
 pub mod session_writer;
 pub mod sftp;

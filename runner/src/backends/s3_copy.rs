@@ -16,13 +16,13 @@ pub const MAX_COPY_BYTES: u64 = 5 << 30;
 /// One S3 bucket and the credential that reaches it.
 pub struct S3Account {
     /// `scheme://host[:port]` of the service (AWS's regional endpoint when none is set).
-    endpoint: String,
+    pub(super) endpoint: String,
     region: String,
     path_style: bool,
-    bucket: String,
+    pub(super) bucket: String,
     access_key_id: String,
-    signer: Signer<Credential>,
-    client: reqwest::Client,
+    pub(super) signer: Signer<Credential>,
+    pub(super) client: reqwest::Client,
 }
 
 impl std::fmt::Debug for S3Account {
@@ -36,7 +36,7 @@ impl std::fmt::Debug for S3Account {
 }
 
 /// S3's rule for a key in a path: every byte but unreserved characters and `/` is escaped.
-const KEY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
+pub(super) const KEY: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
 
 impl S3Account {
     /// An account for `bucket` at `endpoint` (`None`: AWS in `region`).
@@ -76,7 +76,7 @@ impl S3Account {
             && self.access_key_id == source.access_key_id
     }
 
-    fn object_url(&self, key: &str) -> String {
+    pub(super) fn object_url(&self, key: &str) -> String {
         let key = utf8_percent_encode(key, KEY);
         if self.path_style {
             return format!("{}/{}/{key}", self.endpoint, self.bucket);
@@ -98,7 +98,7 @@ impl S3Account {
         let request = http::Request::put(self.object_url(key))
             .header("x-amz-copy-source", copy_source)
             .header("x-amz-metadata-directive", "COPY")
-            .body(())
+            .body(bytes::Bytes::new())
             .map_err(|error| CopyError::Failed(error.to_string()))?;
         let response = send_signed(&self.signer, &self.client, request).await?;
         let status = response.status();
@@ -117,7 +117,7 @@ impl S3Account {
 }
 
 /// The text of the first `<name>` element, with the XML entities S3 uses decoded.
-fn element(xml: &str, name: &str) -> Option<String> {
+pub(super) fn element(xml: &str, name: &str) -> Option<String> {
     let start = xml.find(&format!("<{name}>"))? + name.len() + 2;
     let end = start + xml[start..].find(&format!("</{name}>"))?;
     Some(xml[start..end].replace("&quot;", "\"").replace("&#34;", "\"").replace("&amp;", "&"))

@@ -36,17 +36,19 @@ pub enum CopyError {
     Failed(String),
 }
 
-/// Signs `request` (no body) with `signer` and sends it with `client`.
+/// Signs `request` with `signer` and sends it with `client`. A body's hash, where the
+/// service wants one signed, is the caller's header to set.
 pub async fn send_signed<K: reqsign_core::SigningCredential>(
     signer: &reqsign_core::Signer<K>,
     client: &reqwest::Client,
-    request: http::Request<()>,
+    request: http::Request<bytes::Bytes>,
 ) -> Result<reqwest::Response, CopyError> {
-    let (mut parts, ()) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     signer.sign(&mut parts, None).await.map_err(|error| CopyError::Failed(error.to_string()))?;
     client
         .request(parts.method, parts.uri.to_string())
         .headers(parts.headers)
+        .body(body)
         .send()
         .await
         .map_err(|error| CopyError::Failed(error.without_url().to_string()))
@@ -63,22 +65,20 @@ impl ServerSideAccount {
         }
     }
 
-    /// The largest object one copy takes (S3's `CopyObject` stops at 5 GiB).
-    pub fn max_bytes(&self) -> u64 {
-        match self {
-            Self::S3(_) => super::s3_copy::MAX_COPY_BYTES,
-            Self::Azblob(_) | Self::Gcs(_) => u64::MAX,
-        }
-    }
-
-    /// Copies `source_key` of `source` to `key` here.
+    /// Copies `source_key` of `source` (`size` bytes) to `key` here.
     pub async fn copy_from(
         &self,
         source: &ServerSideAccount,
         source_key: &str,
         key: &str,
+        size: u64,
     ) -> Result<CopiedOnServer, CopyError> {
         match (self, source) {
+            // One `CopyObject` takes 5 GiB; a larger object is copied part by part.
+            (Self::S3(here), Self::S3(there)) if size > super::s3_copy::MAX_COPY_BYTES => {
+                let layout = here.source_layout(there, source_key).await;
+                here.copy_in_parts(there, source_key, key, size, &layout).await
+            }
             (Self::S3(here), Self::S3(there)) => here.copy_from(there, source_key, key).await,
             (Self::Azblob(here), Self::Azblob(there)) => here.copy_from(there, source_key, key).await,
             (Self::Gcs(here), Self::Gcs(there)) => here.copy_from(there, source_key, key).await,
