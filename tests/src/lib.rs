@@ -15,6 +15,37 @@ pub mod gdrive;
 pub mod graph;
 pub mod proxy;
 
+/// A local stand-in of a drive's REST API, as the conformance suite uses one: where a binding
+/// reaches it, and what it holds (instead of an rclone remote, which cannot reach it).
+pub trait StandIn: Send + Sync {
+    /// The API root a binding names (`apiEndpoint`).
+    fn api_endpoint(&self) -> String;
+    /// Every file and its content, by path from the drive's root (no leading `/`).
+    fn files(&self) -> BTreeMap<String, Vec<u8>>;
+    /// Puts a file, as another client of the drive would.
+    fn put(&self, path: &str, content: &[u8]);
+}
+
+macro_rules! stand_in {
+    ($type:ty) => {
+        impl StandIn for $type {
+            fn api_endpoint(&self) -> String {
+                <$type>::api_endpoint(self)
+            }
+            fn files(&self) -> BTreeMap<String, Vec<u8>> {
+                <$type>::files(self)
+            }
+            fn put(&self, path: &str, content: &[u8]) {
+                <$type>::put(self, path, content)
+            }
+        }
+    };
+}
+
+stand_in!(graph::GraphStandIn);
+stand_in!(dropbox::DropboxStandIn);
+stand_in!(gdrive::DriveStandIn);
+
 /// The shared servers, from the environment `scripts/test-servers.sh start` prints.
 #[derive(Clone, Debug)]
 pub struct Servers {
