@@ -13,6 +13,7 @@ use crate::storage::StorageError;
 pub mod authorized;
 pub mod azblob;
 pub mod azblob_copy;
+pub mod drive_service;
 pub mod dropbox;
 pub mod fs;
 pub mod gcs;

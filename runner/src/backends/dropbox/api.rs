@@ -272,7 +272,7 @@ impl DropboxApi {
     }
 
     /// Uploads a file in one request (Dropbox takes up to 150 MiB this way).
-    pub async fn upload(&self, path: &str, content: Bytes, modified: Option<&str>) -> Result<Entry, Error> {
+    pub async fn upload_whole(&self, path: &str, content: Bytes, modified: Option<&str>) -> Result<Entry, Error> {
         let doing = "uploading";
         match self.content(doing, "files/upload", &self.commit(path, modified), content).await? {
             Ok(value) => self.entry(doing, value),

@@ -9,13 +9,13 @@ use ferry_api::binding::secret_field::{CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN};
 use zeroize::Zeroizing;
 
 use super::authorized::Authorized;
+use super::drive_service::DriveService;
 use super::oauth::{Client, Tokens};
 use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
 use crate::destination_path::DriveNames;
 use crate::object::DriveHash;
 use crate::storage::StorageError;
 use api::DropboxApi;
-use service::DropboxService;
 
 pub use api::ascii_json;
 
@@ -56,6 +56,6 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
     let api =
         DropboxApi::new(settings.api_endpoint.as_deref(), settings.drive_id.as_deref(), settings.root.as_deref(), http)
             .map_err(|error| invalid(error.to_string()))?;
-    let operator = super::operator_over(DropboxService::new(api)).map_err(|e| input.build_error(e))?;
+    let operator = super::operator_over(DriveService::new(api)).map_err(|e| input.build_error(e))?;
     Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None, server_side_copy: None })
 }

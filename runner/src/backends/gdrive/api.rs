@@ -335,7 +335,12 @@ impl DriveApi {
     }
 
     /// Uploads a whole file in one `multipart/related` request.
-    pub async fn upload(&self, target: &UploadTarget, content: Bytes, modified: Option<&str>) -> Result<File, Error> {
+    pub async fn upload_whole(
+        &self,
+        target: &UploadTarget,
+        content: Bytes,
+        modified: Option<&str>,
+    ) -> Result<File, Error> {
         let doing = "uploading";
         let metadata = Self::upload_metadata(&target.name, target.new_in(), modified);
         let boundary = format!("ferry-{:016x}", getrandom::u64().unwrap_or(0x5eed));

@@ -10,11 +10,11 @@ use ferry_api::binding::secret_field::{CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN};
 use zeroize::Zeroizing;
 
 use super::authorized::Authorized;
+use super::drive_service::DriveService;
 use super::oauth::{Client, Tokens};
 use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
 use crate::storage::StorageError;
 use api::DriveApi;
-use service::GdriveService;
 
 /// Google's token endpoint.
 const TOKEN_ENDPOINT: &str = "https://oauth2.googleapis.com/token";
@@ -54,6 +54,6 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
     })?;
     let api =
         DriveApi::new(settings.api_endpoint.as_deref(), settings.drive_id.as_deref(), settings.root.as_deref(), http);
-    let operator = super::operator_over(GdriveService::new(api)).map_err(|e| input.build_error(e))?;
+    let operator = super::operator_over(DriveService::new(api)).map_err(|e| input.build_error(e))?;
     Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None, server_side_copy: None })
 }

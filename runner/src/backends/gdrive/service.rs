@@ -1,46 +1,16 @@
-//! A Google Drive (My Drive or a shared drive) as an OpenDAL service, so the engine and every
-//! layer treat it like any other store. Files up to 4 MiB go in one `multipart` request
-//! (Drive takes up to 5 MB so); larger ones in a resumable session of 8 MiB chunks (a
-//! multiple of the 256 KiB Drive asks for).
+//! A Google Drive (My Drive or a shared drive) as a [`Drive`]. Files up to 4 MiB go in one
+//! `multipart` request (Drive takes up to 5 MB so); larger ones in a resumable session of
+//! 8 MiB chunks (a multiple of the 256 KiB Drive asks for).
 
-use std::fmt;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use opendal::raw::{
-    OpCopy, OpCreateDir, OpDelete, OpList, OpPresign, OpRead, OpRename, OpStat, OpWrite, RpCreateDir, RpPresign,
-    RpRead, RpRename, RpStat, Service, ServiceInfo, Timestamp, oio,
-};
-use opendal::{BytesRange, Capability, Error, ErrorKind, Metadata, MetadataBuilder, OperationContext, Result};
+use opendal::raw::{OpWrite, Timestamp, oio};
+use opendal::{BytesRange, Error, ErrorKind, Metadata, MetadataBuilder, Result};
 
 use super::api::{DriveApi, File, UploadTarget};
-use crate::backends::MODIFIED_METADATA;
-use crate::backends::authorized::ResponseStream;
-use crate::backends::session_writer::{SessionWriter, Upload};
-
-/// The largest file sent in one request.
-const WHOLE: usize = 4 << 20;
-/// One resumable-upload chunk: 32 × 256 KiB.
-const CHUNK: usize = 32 * 256 * 1024;
-
-/// One drive.
-#[derive(Clone)]
-pub struct GdriveService {
-    api: Arc<DriveApi>,
-}
-
-impl fmt::Debug for GdriveService {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GdriveService").finish_non_exhaustive()
-    }
-}
-
-impl GdriveService {
-    /// A service over `api`.
-    pub fn new(api: DriveApi) -> Self {
-        Self { api: Arc::new(api) }
-    }
-}
+use crate::backends::drive_service::{Drive, modified_seconds};
+use crate::backends::session_writer::Upload;
 
 /// OpenDAL's metadata for a file: Drive's MD5 as `Content-MD5` (base64), as GCS gives it.
 fn metadata(file: &File) -> Metadata {
@@ -58,97 +28,50 @@ fn metadata(file: &File) -> Metadata {
     built.build()
 }
 
-impl Service for GdriveService {
-    type Reader = oio::StreamReader<GdriveReader>;
-    type Writer = SessionWriter<GdriveUpload>;
-    type Lister = GdriveLister;
-    type Deleter = oio::OneShotDeleter<GdriveDeleter>;
-    type Copier = ();
-    type Composer = ();
+impl Drive for DriveApi {
+    type Upload = GdriveUpload;
 
-    fn info(&self) -> ServiceInfo {
-        ServiceInfo::new("gdrive", "/", "")
+    const NAME: &'static str = "gdrive";
+    const WHOLE_LIMIT: usize = 4 << 20;
+    /// 32 × 256 KiB.
+    const CHUNK: usize = 32 * 256 * 1024;
+    const LISTS_RECURSIVELY: bool = false;
+
+    async fn stat(&self, path: &str) -> Result<Option<Metadata>> {
+        Ok(self.item(path).await?.as_ref().map(metadata))
     }
 
-    fn capability(&self) -> Capability {
-        Capability {
-            stat: true,
-            read: true,
-            write: true,
-            write_can_empty: true,
-            write_can_multi: true,
-            write_with_user_metadata: true,
-            delete: true,
-            list: true,
-            shared: true,
-            ..Capability::default()
-        }
+    async fn download(&self, path: &str, range: BytesRange) -> Result<reqwest::Response> {
+        let Some(file) = self.item(path).await? else {
+            return Err(Error::new(ErrorKind::NotFound, format!("gdrive: nothing at {path}")));
+        };
+        DriveApi::download(self, &file.id, range.offset(), range.size()).await
     }
 
-    async fn create_dir(&self, _: &OperationContext, path: &str, _: OpCreateDir) -> Result<RpCreateDir> {
-        self.api.folder(path, true).await?;
-        Ok(RpCreateDir::default())
-    }
-
-    async fn stat(&self, _: &OperationContext, path: &str, _: OpStat) -> Result<RpStat> {
-        match self.api.item(path).await? {
-            Some(file) => Ok(RpStat::new(metadata(&file))),
-            None => Err(Error::new(ErrorKind::NotFound, format!("gdrive: nothing at {path}"))),
-        }
-    }
-
-    fn read(&self, _: &OperationContext, path: &str, _: OpRead) -> Result<Self::Reader> {
-        Ok(oio::StreamReader::new(GdriveReader { api: self.api.clone(), path: path.to_owned() }))
-    }
-
-    fn write(&self, _: &OperationContext, path: &str, options: OpWrite) -> Result<Self::Writer> {
-        let modified = options
-            .user_metadata()
-            .and_then(|metadata| metadata.get(MODIFIED_METADATA))
-            .and_then(|seconds| seconds.parse::<i64>().ok())
+    fn upload(self: &Arc<Self>, path: &str, options: &OpWrite) -> GdriveUpload {
+        let modified = modified_seconds(options)
             .and_then(|seconds| jiff::Timestamp::from_second(seconds).ok())
             .map(|time| time.to_string());
-        let upload =
-            GdriveUpload { api: self.api.clone(), path: path.to_owned(), modified, target: None, session: None };
-        Ok(SessionWriter::new(upload, WHOLE, CHUNK))
+        GdriveUpload { api: self.clone(), path: path.to_owned(), modified, target: None, session: None }
     }
 
-    fn delete(&self, _: &OperationContext) -> Result<Self::Deleter> {
-        Ok(oio::OneShotDeleter::new(GdriveDeleter { api: self.api.clone() }))
+    async fn list(&self, path: &str, _recursive: bool) -> Result<Vec<oio::Entry>> {
+        let files = self.children(path).await?;
+        Ok(files
+            .iter()
+            .map(|file| {
+                let slash = if file.is_folder() { "/" } else { "" };
+                oio::Entry::new(&format!("{path}{}{slash}", file.name), metadata(file))
+            })
+            .collect())
     }
 
-    fn list(&self, _: &OperationContext, path: &str, _: OpList) -> Result<Self::Lister> {
-        let prefix = if path == "/" { String::new() } else { path.to_owned() };
-        Ok(GdriveLister { api: self.api.clone(), prefix, entries: None })
+    async fn delete(&self, path: &str) -> Result<()> {
+        DriveApi::delete(self, path).await
     }
 
-    fn copy(&self, _: &OperationContext, _: &str, _: &str, _: OpCopy) -> Result<Self::Copier> {
-        Err(Error::new(ErrorKind::Unsupported, "gdrive: copying on the server is not offered"))
-    }
-
-    async fn rename(&self, _: &OperationContext, _: &str, _: &str, _: OpRename) -> Result<RpRename> {
-        Err(Error::new(ErrorKind::Unsupported, "gdrive: rename is not offered"))
-    }
-
-    async fn presign(&self, _: &OperationContext, _: &str, _: OpPresign) -> Result<RpPresign> {
-        Err(Error::new(ErrorKind::Unsupported, "gdrive: presigned requests are not offered"))
-    }
-}
-
-/// Downloads a file from an offset.
-pub struct GdriveReader {
-    api: Arc<DriveApi>,
-    path: String,
-}
-
-impl oio::StreamRead for GdriveReader {
-    async fn open(&self, range: BytesRange) -> Result<(RpRead, Box<dyn oio::ReadStreamDyn>)> {
-        let Some(file) = self.api.item(&self.path).await? else {
-            return Err(Error::new(ErrorKind::NotFound, format!("gdrive: nothing at {}", self.path)));
-        };
-        let response = self.api.download(&file.id, range.offset(), range.size()).await?;
-        let stream = ResponseStream { provider: "gdrive", response };
-        Ok((RpRead::default(), Box::new(stream) as Box<dyn oio::ReadStreamDyn>))
+    async fn create_dir(&self, path: &str) -> Result<()> {
+        self.folder(path, true).await.map(|_| ())
     }
 }
 
@@ -180,7 +103,7 @@ impl Upload for GdriveUpload {
         let api = self.api.clone();
         let modified = self.modified.clone();
         let target = self.target().await?;
-        Ok(metadata(&api.upload(target, content, modified.as_deref()).await?))
+        Ok(metadata(&api.upload_whole(target, content, modified.as_deref()).await?))
     }
 
     async fn chunk(&mut self, offset: u64, chunk: Bytes) -> Result<()> {
@@ -208,43 +131,5 @@ impl Upload for GdriveUpload {
             Some(session) => self.api.cancel_session(&session).await,
             None => Ok(()),
         }
-    }
-}
-
-/// Lists one folder: files, and folders ending in `/`.
-pub struct GdriveLister {
-    api: Arc<DriveApi>,
-    prefix: String,
-    entries: Option<std::vec::IntoIter<oio::Entry>>,
-}
-
-impl oio::List for GdriveLister {
-    async fn next(&mut self) -> Result<Option<oio::Entry>> {
-        if self.entries.is_none() {
-            let files = self.api.children(&self.prefix).await?;
-            let entries: Vec<oio::Entry> = files
-                .iter()
-                .map(|file| {
-                    let path = match file.is_folder() {
-                        true => format!("{}{}/", self.prefix, file.name),
-                        false => format!("{}{}", self.prefix, file.name),
-                    };
-                    oio::Entry::new(&path, metadata(file))
-                })
-                .collect();
-            self.entries = Some(entries.into_iter());
-        }
-        Ok(self.entries.as_mut().and_then(Iterator::next))
-    }
-}
-
-/// Deletes files and folders.
-pub struct GdriveDeleter {
-    api: Arc<DriveApi>,
-}
-
-impl oio::OneShotDelete for GdriveDeleter {
-    async fn delete_once(&self, path: String, _: OpDelete) -> Result<()> {
-        self.api.delete(&path).await
     }
 }

@@ -9,13 +9,13 @@ use std::sync::Arc;
 use ferry_api::binding::secret_field::{CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN};
 use zeroize::Zeroizing;
 
+use super::drive_service::DriveService;
 use super::oauth::{Client, Tokens};
 use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
 use crate::destination_path::DriveNames;
 use crate::object::DriveHash;
 use crate::storage::StorageError;
 use graph::Graph;
-use service::DriveService;
 
 /// Microsoft's token endpoint for work, school and personal accounts.
 const TOKEN_ENDPOINT: &str = "https://login.microsoftonline.com/common/oauth2/v2.0/token";
