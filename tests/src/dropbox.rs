@@ -74,29 +74,14 @@ impl DropboxStandIn {
     /// start one too).
     pub fn start() -> Self {
         let account = Arc::new(Mutex::new(Account::default()));
-        let (ready, address) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shared = account.clone();
-        std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
-                let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-                // Above Dropbox's 150 MiB, so that its own refusal (`payload_too_large`) is heard.
-                let app = axum::Router::new()
-                    .fallback(handle)
-                    .layer(axum::extract::DefaultBodyLimit::max(160 << 20))
-                    .with_state(shared);
-                let _ = ready.send(address);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
+        let (address, stop) = crate::serve_on_own_thread("Dropbox", move |_| {
+            // Above Dropbox's 150 MiB, so that its own refusal (`payload_too_large`) is heard.
+            axum::Router::new()
+                .fallback(handle)
+                .layer(axum::extract::DefaultBodyLimit::max(160 << 20))
+                .with_state(shared)
         });
-        let address = address.recv().unwrap_or_else(|e| panic!("the Dropbox stand-in did not start: {e}"));
         Self { address, account, _stop: stop }
     }
 

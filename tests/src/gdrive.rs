@@ -201,29 +201,14 @@ impl DriveStandIn {
     /// start one too).
     pub fn start() -> Self {
         let drive = Arc::new(Mutex::new(Drive::new()));
-        let (ready, address) = std::sync::mpsc::channel();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let shared = drive.clone();
-        std::thread::spawn(move || {
-            let runtime =
-                tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
-            runtime.block_on(async move {
-                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
-                let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
-                // Multipart uploads and resumable chunks of a good size (Drive takes more).
-                let app = axum::Router::new()
-                    .fallback(handle)
-                    .layer(axum::extract::DefaultBodyLimit::max(80 << 20))
-                    .with_state((shared, address));
-                let _ = ready.send(address);
-                let _ = axum::serve(listener, app)
-                    .with_graceful_shutdown(async move {
-                        let _ = stopped.await;
-                    })
-                    .await;
-            });
+        let (address, stop) = crate::serve_on_own_thread("Drive", move |address| {
+            // Multipart uploads and resumable chunks of a good size (Drive takes more).
+            axum::Router::new()
+                .fallback(handle)
+                .layer(axum::extract::DefaultBodyLimit::max(80 << 20))
+                .with_state((shared, address))
         });
-        let address = address.recv().unwrap_or_else(|e| panic!("the Drive stand-in did not start: {e}"));
         Self { address, drive, _stop: stop }
     }
 

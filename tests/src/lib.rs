@@ -15,6 +15,34 @@ pub mod gdrive;
 pub mod graph;
 pub mod proxy;
 
+/// Serves the router `app` makes (given its own address) on a free loopback port, on a
+/// thread of its own so that async tests can start one too; it stops when the returned
+/// sender is dropped. `name` is for the panic if it cannot start.
+pub fn serve_on_own_thread(
+    name: &str,
+    app: impl FnOnce(std::net::SocketAddr) -> axum::Router + Send + 'static,
+) -> (std::net::SocketAddr, tokio::sync::oneshot::Sender<()>) {
+    let (ready, address) = std::sync::mpsc::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    std::thread::spawn(move || {
+        let runtime =
+            tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap_or_else(|e| panic!("{e}"));
+        runtime.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap_or_else(|e| panic!("{e}"));
+            let address = listener.local_addr().unwrap_or_else(|e| panic!("{e}"));
+            let app = app(address);
+            let _ = ready.send(address);
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+    });
+    let address = address.recv().unwrap_or_else(|e| panic!("the {name} stand-in did not start: {e}"));
+    (address, stop)
+}
+
 /// A local stand-in of a drive's REST API, as the conformance suite uses one: where a binding
 /// reaches it, and what it holds (instead of an rclone remote, which cannot reach it).
 pub trait StandIn: Send + Sync {

@@ -7,7 +7,13 @@ use std::time::Duration;
 
 use opendal::{Error, ErrorKind};
 
-use super::oauth::{TokenError, Tokens};
+use ferry_api::binding::DriveSettings;
+use ferry_api::binding::secret_field::{CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN};
+use zeroize::Zeroizing;
+
+use super::BackendInput;
+use super::oauth::{Client, TokenError, Tokens};
+use crate::storage::StorageError;
 
 /// Throttled answers waited out per request before it fails (the retry layer may try again).
 const THROTTLED_TRIES: u32 = 8;
@@ -28,6 +34,31 @@ impl Authorized {
     pub fn new(provider: &'static str, tokens: Arc<Tokens>) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder().timeout(Duration::from_secs(10 * 60)).build()?;
         Ok(Self { provider, tokens, http })
+    }
+
+    /// The client for a drive binding: the application's client ID and secret and the
+    /// user's refresh token from its secret, exchanged at `settings.tokenEndpoint` (else
+    /// `token_endpoint`) with `scope`; a rotated refresh token goes to the input's store.
+    pub fn for_binding(
+        provider: &'static str,
+        input: &BackendInput<'_>,
+        settings: &DriveSettings,
+        token_endpoint: &str,
+        scope: Option<&str>,
+    ) -> Result<Self, StorageError> {
+        let client = Client {
+            binding: input.binding.to_owned(),
+            token_endpoint: settings.token_endpoint.clone().unwrap_or_else(|| token_endpoint.to_owned()),
+            client_id: input.required(CLIENT_ID)?.to_owned(),
+            client_secret: Zeroizing::new(input.required(CLIENT_SECRET)?.to_owned()),
+            scope: scope.map(str::to_owned),
+        };
+        let refresh_token = Zeroizing::new(input.required(REFRESH_TOKEN)?.to_owned());
+        let tokens = Arc::new(Tokens::new(client, refresh_token, input.rotation.clone()));
+        Self::new(provider, tokens).map_err(|error| StorageError::InvalidSettings {
+            binding: input.binding.to_owned(),
+            message: error.to_string(),
+        })
     }
 
     /// Sends what `build` makes with a bearer token: again with a fresh one after a 401,
@@ -101,6 +132,15 @@ impl Authorized {
         };
         let error = Error::new(kind, format!("{}: {doing}: {status} {code}", self.provider));
         if status.is_server_error() || status.as_u16() == 429 { error.set_temporary() } else { error }
+    }
+}
+
+/// The `Range` header for `length` bytes from `offset` (`None`: to the end); none for all.
+pub fn range_header(offset: u64, length: Option<u64>) -> Option<String> {
+    match length {
+        Some(length) if length > 0 => Some(format!("bytes={offset}-{}", offset + length - 1)),
+        None if offset > 0 => Some(format!("bytes={offset}-")),
+        _ => None,
     }
 }
 

@@ -237,11 +237,7 @@ impl DropboxApi {
     pub async fn download(&self, path: &str, offset: u64, length: Option<u64>) -> Result<reqwest::Response, Error> {
         let url = format!("{}/2/files/download", self.content);
         let argument = ascii_json(&json!({"path": self.path(path)}));
-        let range = match length {
-            Some(length) if length > 0 => Some(format!("bytes={offset}-{}", offset + length - 1)),
-            None if offset > 0 => Some(format!("bytes={offset}-")),
-            _ => None,
-        };
+        let range = super::super::authorized::range_header(offset, length);
         let response = self
             .http
             .send("downloading", |http, token| {

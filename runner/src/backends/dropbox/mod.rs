@@ -3,14 +3,8 @@
 mod api;
 mod service;
 
-use std::sync::Arc;
-
-use ferry_api::binding::secret_field::{CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN};
-use zeroize::Zeroizing;
-
 use super::authorized::Authorized;
 use super::drive_service::DriveService;
-use super::oauth::{Client, Tokens};
 use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
 use crate::destination_path::DriveNames;
 use crate::object::DriveHash;
@@ -42,17 +36,8 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 /// the application's client ID and secret and the user's refresh token.
 pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
     let settings = input.settings(input.spec.dropbox.as_ref())?;
-    let client = Client {
-        binding: input.binding.to_owned(),
-        token_endpoint: settings.token_endpoint.clone().unwrap_or_else(|| TOKEN_ENDPOINT.to_owned()),
-        client_id: input.required(CLIENT_ID)?.to_owned(),
-        client_secret: Zeroizing::new(input.required(CLIENT_SECRET)?.to_owned()),
-        scope: None,
-    };
-    let refresh_token = Zeroizing::new(input.required(REFRESH_TOKEN)?.to_owned());
-    let tokens = Arc::new(Tokens::new(client, refresh_token, input.rotation.clone()));
+    let http = Authorized::for_binding("dropbox", input, settings, TOKEN_ENDPOINT, None)?;
     let invalid = |message: String| StorageError::InvalidSettings { binding: input.binding.to_owned(), message };
-    let http = Authorized::new("dropbox", tokens).map_err(|error| invalid(error.to_string()))?;
     let api =
         DropboxApi::new(settings.api_endpoint.as_deref(), settings.drive_id.as_deref(), settings.root.as_deref(), http)
             .map_err(|error| invalid(error.to_string()))?;

@@ -268,11 +268,7 @@ impl DriveApi {
             utf8_percent_encode(id, NON_ALPHANUMERIC),
             self.drive_parameters()
         );
-        let range = match length {
-            Some(length) if length > 0 => Some(format!("bytes={offset}-{}", offset + length - 1)),
-            None if offset > 0 => Some(format!("bytes={offset}-")),
-            _ => None,
-        };
+        let range = super::super::authorized::range_header(offset, length);
         let response = self
             .http
             .send("downloading", |http, bearer| {

@@ -4,14 +4,8 @@
 mod api;
 mod service;
 
-use std::sync::Arc;
-
-use ferry_api::binding::secret_field::{CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN};
-use zeroize::Zeroizing;
-
 use super::authorized::Authorized;
 use super::drive_service::DriveService;
-use super::oauth::{Client, Tokens};
 use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
 use crate::storage::StorageError;
 use api::DriveApi;
@@ -39,19 +33,7 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 /// application's client ID and secret and the user's refresh token.
 pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
     let settings = input.settings(input.spec.gdrive.as_ref())?;
-    let client = Client {
-        binding: input.binding.to_owned(),
-        token_endpoint: settings.token_endpoint.clone().unwrap_or_else(|| TOKEN_ENDPOINT.to_owned()),
-        client_id: input.required(CLIENT_ID)?.to_owned(),
-        client_secret: Zeroizing::new(input.required(CLIENT_SECRET)?.to_owned()),
-        scope: None,
-    };
-    let refresh_token = Zeroizing::new(input.required(REFRESH_TOKEN)?.to_owned());
-    let tokens = Arc::new(Tokens::new(client, refresh_token, input.rotation.clone()));
-    let http = Authorized::new("gdrive", tokens).map_err(|error| StorageError::InvalidSettings {
-        binding: input.binding.to_owned(),
-        message: error.to_string(),
-    })?;
+    let http = Authorized::for_binding("gdrive", input, settings, TOKEN_ENDPOINT, None)?;
     let api =
         DriveApi::new(settings.api_endpoint.as_deref(), settings.drive_id.as_deref(), settings.root.as_deref(), http);
     let operator = super::operator_over(DriveService::new(api)).map_err(|e| input.build_error(e))?;

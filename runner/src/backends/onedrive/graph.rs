@@ -1,13 +1,10 @@
 //! The Microsoft Graph requests a drive needs: items by path, children page by page,
 //! downloads, small uploads and upload sessions, deletes, each sent through [`Authorized`].
 
-use std::sync::Arc;
-
 use opendal::Error;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
 
 use super::super::authorized::Authorized;
-use super::super::oauth::Tokens;
 
 /// A path inside the drive in a URL: segments escaped, `/` kept.
 const PATH: &AsciiSet = &NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
@@ -116,20 +113,15 @@ async fn failure(http: &Authorized, doing: &str, response: reqwest::Response) ->
 
 impl Graph {
     /// A client for `drive_id` (`None`: the signed-in user's drive) with paths under `root`.
-    pub fn new(
-        api: Option<&str>,
-        drive_id: Option<&str>,
-        root: Option<&str>,
-        tokens: Arc<Tokens>,
-    ) -> Result<Self, reqwest::Error> {
+    pub fn new(api: Option<&str>, drive_id: Option<&str>, root: Option<&str>, http: Authorized) -> Self {
         let root = root.map(|root| root.trim_matches('/')).filter(|root| !root.is_empty());
-        Ok(Self {
+        Self {
             api: api.unwrap_or("https://graph.microsoft.com/v1.0").trim_end_matches('/').to_owned(),
             drive: drive_id
                 .map_or_else(|| "me/drive".to_owned(), |id| format!("drives/{}", utf8_percent_encode(id, PATH))),
             root: root.map(|root| format!("{root}/")).unwrap_or_default(),
-            http: Authorized::new("onedrive", tokens)?,
-        })
+            http,
+        }
     }
 
     /// The drive path of a service path (relative, folders ending in `/`).
@@ -184,11 +176,7 @@ impl Graph {
     /// The content of the file at `path`, from `offset`, `length` bytes (or to its end).
     pub async fn download(&self, path: &str, offset: u64, length: Option<u64>) -> Result<reqwest::Response, Error> {
         let url = self.item_url(path, "/content");
-        let range = match length {
-            Some(length) if length > 0 => Some(format!("bytes={offset}-{}", offset + length - 1)),
-            None if offset > 0 => Some(format!("bytes={offset}-")),
-            _ => None,
-        };
+        let range = super::super::authorized::range_header(offset, length);
         let response = self
             .http
             .send("downloading", |http, token| {
@@ -304,7 +292,9 @@ impl Graph {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::backends::oauth::Client;
+    use std::sync::Arc;
+
+    use crate::backends::oauth::{Client, Tokens};
     use zeroize::Zeroizing;
 
     fn graph(root: Option<&str>, drive: Option<&str>) -> Graph {
@@ -316,7 +306,7 @@ mod tests {
             scope: None,
         };
         let tokens = Arc::new(Tokens::new(client, Zeroizing::new("r".into()), None));
-        Graph::new(Some("http://graph.test/v1.0/"), drive, root, tokens).unwrap()
+        Graph::new(Some("http://graph.test/v1.0/"), drive, root, Authorized::new("onedrive", tokens).unwrap())
     }
 
     #[test]

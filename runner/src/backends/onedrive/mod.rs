@@ -4,13 +4,8 @@
 mod graph;
 mod service;
 
-use std::sync::Arc;
-
-use ferry_api::binding::secret_field::{CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN};
-use zeroize::Zeroizing;
-
+use super::authorized::Authorized;
 use super::drive_service::DriveService;
-use super::oauth::{Client, Tokens};
 use super::{Backend, BackendInput, Capabilities, ReportedChecksum};
 use crate::destination_path::DriveNames;
 use crate::object::DriveHash;
@@ -43,19 +38,8 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 /// the user's refresh token.
 pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
     let drive = input.settings(input.spec.onedrive.as_ref())?;
-    let client = Client {
-        binding: input.binding.to_owned(),
-        token_endpoint: drive.token_endpoint.clone().unwrap_or_else(|| TOKEN_ENDPOINT.to_owned()),
-        client_id: input.required(CLIENT_ID)?.to_owned(),
-        client_secret: Zeroizing::new(input.required(CLIENT_SECRET)?.to_owned()),
-        scope: Some(SCOPE.to_owned()),
-    };
-    let refresh_token = Zeroizing::new(input.required(REFRESH_TOKEN)?.to_owned());
-    let tokens = Arc::new(Tokens::new(client, refresh_token, input.rotation.clone()));
-    let graph =
-        Graph::new(drive.api_endpoint.as_deref(), drive.drive_id.as_deref(), drive.root.as_deref(), tokens).map_err(
-            |error| StorageError::InvalidSettings { binding: input.binding.to_owned(), message: error.to_string() },
-        )?;
+    let http = Authorized::for_binding("onedrive", input, drive, TOKEN_ENDPOINT, Some(SCOPE))?;
+    let graph = Graph::new(drive.api_endpoint.as_deref(), drive.drive_id.as_deref(), drive.root.as_deref(), http);
     let operator = super::operator_over(DriveService::new(graph)).map_err(|e| input.build_error(e))?;
     Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None, server_side_copy: None })
 }
