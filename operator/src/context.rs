@@ -9,10 +9,10 @@ use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
 
 use crate::children::RunnerEnvironment;
+use crate::health::Health;
 use crate::metrics::Metrics;
 use crate::progress::ProgressHub;
 use crate::tenancy::TenancyPolicy;
-use crate::health::Health;
 use crate::vault::Vault;
 
 /// Shared state of the controllers.

@@ -144,7 +144,8 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         health.lead(namespaces.len() * 2);
         let mut controllers = Vec::new();
         for namespace in namespaces {
-            controllers.push(run_job_controller(client.clone(), namespace.clone(), context.clone(), shutdown()).boxed());
+            controllers
+                .push(run_job_controller(client.clone(), namespace.clone(), context.clone(), shutdown()).boxed());
             controllers.push(run_binding_controller(client.clone(), namespace, context.clone(), shutdown()).boxed());
         }
         futures::future::join_all(controllers).await;

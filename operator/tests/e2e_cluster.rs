@@ -247,6 +247,43 @@ async fn two_shards_move_s3_to_onedrive_and_store_the_rotated_refresh_token() {
     scenario.delete_job_and_wait_until_gone(JOB, &uid).await;
 }
 
+/// Two operator replicas with leader election: the first holds the Lease and runs a job while
+/// the second waits (ready as a standby, never reconciling); the leader stops cleanly
+/// (SIGTERM), releasing the Lease, and the standby takes over at once and runs the next job.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_replicas_elect_one_leader_and_hand_over_when_it_stops() {
+    let Some(mut scenario) = Scenario::start("leader").await else { return };
+    let data = quick_data(&scenario);
+    scenario.s3_to_s3(&data, false).await;
+    let (standby, [metrics_a, metrics_b]) = scenario.start_replicas().await;
+    let waited = std::time::Instant::now();
+    while scenario.lease_holder("ferry-e2e").await.as_deref() != Some("replica-a") {
+        assert!(waited.elapsed() < std::time::Duration::from_secs(30), "replica a never took the Lease");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let uid = scenario.apply_job(&scenario.job_manifest(JOB, 1, json!({}))).await;
+    let job = scenario.wait_complete(JOB).await;
+    assert_succeeded(&job, data.objects());
+    assert_eq!(support::cluster::http_status(metrics_a, "/readyz"), 200, "the leader is ready");
+    assert_eq!(support::cluster::http_status(metrics_b, "/readyz"), 200, "a standby is ready to take over");
+    assert!(!scenario.replica_log().contains("leading"), "the standby led while the leader held the Lease");
+
+    scenario.terminate_operator();
+    let waited = std::time::Instant::now();
+    while scenario.lease_holder("ferry-e2e").await.as_deref() != Some("replica-b") {
+        // A released Lease is taken at once, well before it would have expired (15 s).
+        assert!(waited.elapsed() < std::time::Duration::from_secs(10), "replica b did not take over");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    scenario.adopt_operator(standby);
+    // The new leader finishes the first job's deletion and runs the next one.
+    scenario.delete_job_and_wait_until_gone(JOB, &uid).await;
+    let second = scenario.apply_job(&scenario.job_manifest("second", 1, json!({}))).await;
+    let job = scenario.wait_complete("second").await;
+    assert_succeeded(&job, data.objects());
+    scenario.delete_job_and_wait_until_gone("second", &second).await;
+}
+
 /// Three shards, and each side's credentials in its own Vault secret at its own path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_shards_with_separate_vault_secrets_on_both_sides() {

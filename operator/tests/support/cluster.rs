@@ -347,6 +347,30 @@ impl OperatorProcess {
     }
 }
 
+impl OperatorProcess {
+    /// Stops the process as a kubelet would: SIGTERM, then waits for it to exit.
+    pub fn terminate(&mut self) -> Result<std::process::ExitStatus, String> {
+        let id = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &id]).status().map_err(|e| e.to_string())?;
+        if !sent.success() {
+            return Err(format!("kill -TERM {id} failed"));
+        }
+        self.child.wait().map_err(|e| e.to_string())
+    }
+}
+
+/// `GET path` on a local HTTP port: the status code, or 0 when nothing answers.
+pub fn http_status(port: u16, path: &str) -> u16 {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else { return 0 };
+    let request = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    let mut answer = String::new();
+    if stream.write_all(request.as_bytes()).is_err() || stream.read_to_string(&mut answer).is_err() {
+        return 0;
+    }
+    answer.split_whitespace().nth(1).and_then(|code| code.parse().ok()).unwrap_or(0)
+}
+
 impl Drop for OperatorProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();

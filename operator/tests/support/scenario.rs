@@ -304,6 +304,63 @@ impl Scenario {
         self.restart_operator().await;
     }
 
+    /// Restarts the operator as replica `a` taking part in leader election (the Lease in the
+    /// scenario's namespace) and starts replica `b` beside it with ports of its own; returns
+    /// b's process and both metrics ports. Replica a starts first, so it leads.
+    pub async fn start_replicas(&mut self) -> (OperatorProcess, [u16; 2]) {
+        let election = [
+            ("FERRY_LEADER_ELECTION".to_owned(), "true".to_owned()),
+            ("FERRY_LEADER_ELECTION_NAMESPACE".to_owned(), self.namespace.clone()),
+            ("FERRY_LEADER_ELECTION_LEASE".to_owned(), "ferry-e2e".to_owned()),
+        ];
+        self.launch.env.extend(election.iter().cloned());
+        self.launch.env.push(("POD_NAME".to_owned(), "replica-a".to_owned()));
+        self.restart_operator().await;
+        let metrics_a = port_of(&self.launch.args, "--metrics-listen=").unwrap_or_else(|| panic!("no metrics port"));
+        let [progress, metrics] = free_ports(2).unwrap()[..] else { unreachable!() };
+        let args: Vec<String> = self
+            .launch
+            .args
+            .iter()
+            .map(|argument| match argument.split_once('=') {
+                Some(("--progress-listen", _)) => format!("--progress-listen=127.0.0.1:{progress}"),
+                Some(("--progress-url", _)) => format!("--progress-url=https://127.0.0.1:{progress}"),
+                Some(("--metrics-listen", _)) => format!("--metrics-listen=127.0.0.1:{metrics}"),
+                _ => argument.clone(),
+            })
+            .collect();
+        let env: Vec<(&str, &str)> = self
+            .launch
+            .env
+            .iter()
+            .map(|(k, v)| if k == "POD_NAME" { (k.as_str(), "replica-b") } else { (k.as_str(), v.as_str()) })
+            .collect();
+        let log = self.work.path().join("operator-replica-b.log");
+        let b = OperatorProcess::start(&self.launch.binary, &args, &env, log).unwrap_or_else(|e| panic!("{e}"));
+        (b, [metrics_a, metrics])
+    }
+
+    /// Stops the current operator with SIGTERM (a clean shutdown) and forgets it.
+    pub fn terminate_operator(&mut self) {
+        let mut operator = self.operator.take().unwrap_or_else(|| panic!("no operator runs"));
+        let status = operator.terminate().unwrap_or_else(|e| panic!("{e}"));
+        assert!(status.success(), "the operator stopped with {status}:\n{}", self.operator_log_tail(40));
+    }
+
+    /// Makes `process` (a replica started beside the first) the scenario's operator.
+    pub fn adopt_operator(&mut self, process: OperatorProcess) {
+        self.operator_logs.push(process.log.clone());
+        self.operator = Some(process);
+    }
+
+    /// Who holds the Lease `name` in the scenario's namespace.
+    pub async fn lease_holder(&self, name: &str) -> Option<String> {
+        let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
+            Api::namespaced(self.client.clone(), &self.namespace);
+        let lease = leases.get_opt(name).await.unwrap_or_else(|e| panic!("reading Lease {name}: {e}"))?;
+        lease.spec?.holder_identity
+    }
+
     fn assert_operator_runs(&mut self) {
         if let Some(exit) = self.operator.as_mut().and_then(OperatorProcess::exited) {
             panic!("the operator exited ({exit}); its log:\n{}", self.operator_log_tail(60));
@@ -312,6 +369,11 @@ impl Scenario {
 
     fn operator_log_tail(&self, lines: usize) -> String {
         self.operator_logs.last().map(|log| log_tail(log, lines)).unwrap_or_default()
+    }
+
+    /// Reads replica b's log, for messages.
+    pub fn replica_log(&self) -> String {
+        std::fs::read_to_string(self.work.path().join("operator-replica-b.log")).unwrap_or_default()
     }
 
     /// `tenants/<namespace>/<name>`: a Vault path the operator's default prefix allows.
@@ -699,4 +761,9 @@ pub fn credential_files(record: &KubeletRecord) -> BTreeMap<String, BTreeSet<Str
             (pod.clone(), names)
         })
         .collect()
+}
+
+/// The port in the argument that starts with `prefix` (`--metrics-listen=127.0.0.1:9090`).
+fn port_of(args: &[String], prefix: &str) -> Option<u16> {
+    args.iter().find_map(|argument| argument.strip_prefix(prefix)?.rsplit_once(':')?.1.parse().ok())
 }
