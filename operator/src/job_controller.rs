@@ -182,6 +182,7 @@ async fn apply_observed(job: &MigrationJob, identity: &JobIdentity, context: &Co
     }
     write_status(job, &written, &next, context).await?;
     if let Some((warning, reason, message)) = event.take() {
+        context.metrics.transition(&reason);
         context.event(job, warning, &reason, message).await;
     }
     context.metrics.observe_job(job);

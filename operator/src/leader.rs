@@ -51,6 +51,10 @@ pub async fn acquire(
         .with_grace(GRACE_SECONDS)
         .build()
         .await?;
+    // A leader that lost the Lease without unlabelling its pod (the API unreachable) must not
+    // keep receiving runners' reports after a restart as a standby.
+    let pods: Api<Pod> = Api::namespaced(client.clone(), &candidate.namespace);
+    label(&pods, &candidate.pod, false).await;
     let (mut leading, manager) = manager.watch().await;
     tracing::info!(lease = %candidate.lease, namespace = %candidate.namespace, "waiting for the Lease");
     let acquired = tokio::select! {
@@ -64,9 +68,8 @@ pub async fn acquire(
         return Ok(None);
     }
     tracing::info!(pod = %candidate.pod, "leading");
-    let pods = Api::namespaced(client, &candidate.namespace);
     let leadership = Leadership { leading, manager, pods, candidate };
-    leadership.label(true).await;
+    label(&leadership.pods, &leadership.candidate.pod, true).await;
     Ok(Some(leadership))
 }
 
@@ -76,23 +79,23 @@ impl Leadership {
         self.leading.clone()
     }
 
-    /// Marks (or unmarks) this pod as the leader, for the progress API's Service. Best effort:
-    /// a replica outside a pod (a laptop) has no pod to label.
-    async fn label(&self, leading: bool) {
-        let value = leading.then_some(names::LEADER_LABEL.1);
-        let patch = serde_json::json!({"metadata": {"labels": {names::LEADER_LABEL.0: value}}});
-        if let Err(error) = self.pods.patch(&self.candidate.pod, &PatchParams::default(), &Patch::Merge(&patch)).await {
-            tracing::warn!(%error, pod = %self.candidate.pod, "could not label the leader's pod");
-        }
-    }
-
     /// Gives the Lease up at once, so a standby takes over without waiting for it to expire.
     pub async fn release(self) {
-        self.label(false).await;
+        label(&self.pods, &self.candidate.pod, false).await;
         drop(self.leading);
         match tokio::time::timeout(Duration::from_secs(10), self.manager).await {
             Ok(Ok(Ok(_))) => tracing::info!("released the Lease"),
             _ => tracing::warn!("the Lease was not released; a standby takes over when it expires"),
         }
+    }
+}
+
+/// Marks (or unmarks) `pod` as the leader, for the progress API's Service. Best effort: a
+/// replica outside a pod (a laptop) has no pod to label.
+async fn label(pods: &Api<Pod>, pod: &str, leading: bool) {
+    let value = leading.then_some(names::LEADER_LABEL.1);
+    let patch = serde_json::json!({"metadata": {"labels": {names::LEADER_LABEL.0: value}}});
+    if let Err(error) = pods.patch(pod, &PatchParams::default(), &Patch::Merge(&patch)).await {
+        tracing::warn!(%error, pod, "could not label the leader's pod");
     }
 }

@@ -19,7 +19,14 @@ pub struct Metrics {
     objects: IntGaugeVec,
     bytes: IntGaugeVec,
     vault_calls: IntCounterVec,
+    attempts: IntGaugeVec,
+    throughput: IntGaugeVec,
+    eta: IntGaugeVec,
+    info: IntGaugeVec,
+    transitions: IntCounterVec,
     phases: Arc<Mutex<HashMap<String, Phase>>>,
+    /// The phase label each job's info series has, to remove it when the phase changes.
+    job_phases: Arc<Mutex<HashMap<(String, String), String>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -52,14 +59,55 @@ impl Metrics {
             IntGaugeVec::new(Opts::new("job_bytes", "Bytes of a job by state"), &["namespace", "job", "state"])?;
         let vault_calls =
             IntCounterVec::new(Opts::new("vault_requests_total", "Vault requests"), &["operation", "result"])?;
-        for collector in [&reconciles, &errors, &vault_calls] {
+        let job = ["namespace", "job"];
+        let attempts = IntGaugeVec::new(Opts::new("job_attempts", "Attempts a job has launched"), &job)?;
+        let throughput = IntGaugeVec::new(
+            Opts::new("job_throughput_bytes_per_second", "Recent throughput of verified bytes, as runners report it"),
+            &job,
+        )?;
+        let eta = IntGaugeVec::new(Opts::new("job_eta_seconds", "Estimated seconds until a job completes"), &job)?;
+        let info = IntGaugeVec::new(
+            Opts::new("job_info", "1 for every job, labelled with its phase"),
+            &["namespace", "job", "phase"],
+        )?;
+        let transitions = IntCounterVec::new(
+            Opts::new("job_transitions_total", "Jobs' phase and attempt changes, by the reason the event names"),
+            &["reason"],
+        )?;
+        for collector in [&reconciles, &errors, &vault_calls, &transitions] {
             registry.register(Box::new(collector.clone()))?;
         }
         registry.register(Box::new(durations.clone()))?;
-        for gauge in [&jobs, &objects, &bytes] {
+        for gauge in [&jobs, &objects, &bytes, &attempts, &throughput, &eta, &info] {
             registry.register(Box::new(gauge.clone()))?;
         }
-        Ok(Self { registry, reconciles, errors, durations, jobs, objects, bytes, vault_calls, phases: Arc::default() })
+        Ok(Self {
+            registry,
+            reconciles,
+            errors,
+            durations,
+            jobs,
+            objects,
+            bytes,
+            vault_calls,
+            attempts,
+            throughput,
+            eta,
+            info,
+            transitions,
+            phases: Arc::default(),
+            job_phases: Arc::default(),
+        })
+    }
+
+    /// Registers a collector kept elsewhere (the progress API's and status writer's counters).
+    pub fn register(&self, collector: impl prometheus::core::Collector + 'static) -> Result<(), prometheus::Error> {
+        self.registry.register(Box::new(collector))
+    }
+
+    /// Counts a job's phase or attempt change, by the reason its event names.
+    pub fn transition(&self, reason: &str) {
+        self.transitions.with_label_values(&[reason]).inc();
     }
 
     /// Counts a reconcile pass and its duration.
@@ -85,16 +133,39 @@ impl Metrics {
         if let Some(progress) = &status.progress {
             for (state, value) in [
                 ("total", progress.objects_total),
+                ("copied", progress.objects_copied),
                 ("verified", progress.objects_verified),
                 ("skipped", progress.objects_skipped),
                 ("failed", progress.objects_failed),
+                ("deleted", progress.objects_deleted),
             ] {
                 self.objects.with_label_values(&[&namespace, &name, state]).set(clamp(value));
             }
-            for (state, value) in [("total", progress.bytes_total), ("verified", progress.bytes_verified)] {
+            for (state, value) in [
+                ("total", progress.bytes_total),
+                ("copied", progress.bytes_copied),
+                ("verified", progress.bytes_verified),
+            ] {
                 self.bytes.with_label_values(&[&namespace, &name, state]).set(clamp(value));
             }
+            self.throughput.with_label_values(&[&namespace, &name]).set(clamp(progress.bytes_per_second));
+            match progress.eta_seconds {
+                Some(eta) => self.eta.with_label_values(&[&namespace, &name]).set(clamp(eta)),
+                None => {
+                    let _ = self.eta.remove_label_values(&[&namespace, &name]);
+                }
+            }
         }
+        self.attempts.with_label_values(&[&namespace, &name]).set(i64::from(status.attempts));
+        let phase = format!("{:?}", status.phase.unwrap_or_default());
+        let mut job_phases = self.job_phases.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(before) = job_phases.insert((namespace.clone(), name.clone()), phase.clone())
+            && before != phase
+        {
+            let _ = self.info.remove_label_values(&[&namespace, &name, &before]);
+        }
+        drop(job_phases);
+        self.info.with_label_values(&[&namespace, &name, &phase]).set(1);
         let mut phases = self.phases.lock().unwrap_or_else(PoisonError::into_inner);
         phases.insert(job.uid().unwrap_or_default(), status.phase.unwrap_or_default());
         self.publish_phases(&phases);
@@ -103,9 +174,17 @@ impl Metrics {
     /// Forgets a deleted job.
     pub fn forget_job(&self, job: &MigrationJob) {
         let (namespace, name) = (job.namespace().unwrap_or_default(), job.name_any());
-        for state in ["total", "verified", "skipped", "failed"] {
+        for state in ["total", "copied", "verified", "skipped", "failed", "deleted"] {
             let _ = self.objects.remove_label_values(&[&namespace, &name, state]);
             let _ = self.bytes.remove_label_values(&[&namespace, &name, state]);
+        }
+        for gauge in [&self.attempts, &self.throughput, &self.eta] {
+            let _ = gauge.remove_label_values(&[&namespace, &name]);
+        }
+        let phase =
+            self.job_phases.lock().unwrap_or_else(PoisonError::into_inner).remove(&(namespace.clone(), name.clone()));
+        if let Some(phase) = phase {
+            let _ = self.info.remove_label_values(&[&namespace, &name, &phase]);
         }
         let mut phases = self.phases.lock().unwrap_or_else(PoisonError::into_inner);
         phases.remove(&job.uid().unwrap_or_default());

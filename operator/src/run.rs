@@ -84,6 +84,9 @@ pub async fn run(config: Config) -> Result<(), StartError> {
     let progress_server = tokio::spawn(progress::serve(progress_listener, tls, hub.clone(), shutdown()));
     let writer = StatusWriter::new(hub.clone(), progress::KubeStatusSink::new(client.clone()))
         .with_interval(Duration::from_secs(config.status_interval));
+    for counter in [hub.report_counter(), writer.write_counter()] {
+        metrics.register(counter).map_err(|e| StartError::Config(format!("metrics: {e}")))?;
+    }
     let writer = tokio::spawn(writer.run(shutdown()));
     let metrics_listener = tokio::net::TcpListener::bind(config.metrics_listen)
         .await

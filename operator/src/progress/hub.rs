@@ -75,6 +75,21 @@ pub enum Rejection {
     Unavailable,
 }
 
+impl Rejection {
+    /// A short name for metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Self::Unauthorized => "unauthorized",
+            Self::WrongJob => "wrong_job",
+            Self::WrongAttempt => "wrong_attempt",
+            Self::UnknownJob => "unknown_job",
+            Self::InvalidShard(_) => "invalid_shard",
+            Self::InvalidReport(_) => "invalid_report",
+            Self::Unavailable => "unavailable",
+        }
+    }
+}
+
 /// The attempts the controller launched and the progress their runners reported. Cheap to
 /// clone; the controller, the server and the status writer share one.
 #[derive(Clone)]
@@ -88,6 +103,8 @@ struct Inner {
     /// Paces lookups per client address: see [`LOOKUPS_PER_SECOND`].
     lookups: governor::DefaultKeyedRateLimiter<IpAddr>,
     changed: Notify,
+    /// Reports by result (`accepted`, `stale`, `rejected`) and reason.
+    reports: prometheus::IntCounterVec,
 }
 
 /// Lookups one client address may cause per second, in bursts of up to [`LOOKUP_BURST`]. A
@@ -272,8 +289,24 @@ impl ProgressHub {
     fn build(lookup: Option<AttemptLookup>) -> Self {
         let quota = governor::Quota::per_second(nonzero(LOOKUPS_PER_SECOND)).allow_burst(nonzero(LOOKUP_BURST));
         let lookups = governor::RateLimiter::keyed(quota);
-        let inner = Inner { state: Mutex::new(State::default()), lookup, lookups, changed: Notify::new() };
+        let reports = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("progress_reports_total", "Progress reports by result and reason"),
+            &["result", "reason"],
+        )
+        .unwrap_or_else(|error| unreachable!("a constant metric description: {error}"));
+        let inner = Inner { state: Mutex::new(State::default()), lookup, lookups, changed: Notify::new(), reports };
         Self { inner: Arc::new(inner) }
+    }
+
+    /// Counts a report the progress API answered: `result` is `accepted`, `stale` or
+    /// `rejected`, `reason` why (`ok` for an accepted one).
+    pub fn count_report(&self, result: &str, reason: &str) {
+        self.inner.reports.with_label_values(&[result, reason]).inc();
+    }
+
+    /// The report counter, for the operator's metrics registry.
+    pub fn report_counter(&self) -> prometheus::IntCounterVec {
+        self.inner.reports.clone()
     }
 
     fn state(&self) -> MutexGuard<'_, State> {

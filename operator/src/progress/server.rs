@@ -184,9 +184,11 @@ async fn post_progress(
 ) -> Response {
     // Checked before any lookup: a made-up name must not cost the API server a read.
     if !is_dns_label(&namespace) || !is_dns_subdomain(&name) {
+        hub.count_report("rejected", "bad_name");
         return (StatusCode::NOT_FOUND, "not a Kubernetes namespace and MigrationJob name").into_response();
     }
     let Some(token) = bearer_token(&headers) else {
+        hub.count_report("rejected", Rejection::Unauthorized.reason());
         return rejection_response(&Rejection::Unauthorized);
     };
     let job = format!("{namespace}/{name}");
@@ -194,25 +196,39 @@ async fn post_progress(
         Ok(credential) => credential,
         Err(rejection) => {
             tracing::info!(%job, client = %peer.ip(), %rejection, "progress report refused");
+            hub.count_report("rejected", rejection.reason());
             return rejection_response(&rejection);
         }
     };
     // Only an authenticated runner's body is read and parsed.
     let bytes = match tokio::time::timeout(BODY_TIMEOUT, axum::body::to_bytes(body, MAX_REPORT_BYTES)).await {
         Ok(Ok(bytes)) => bytes,
-        Ok(Err(_)) => return (StatusCode::PAYLOAD_TOO_LARGE, "the report is too large").into_response(),
-        Err(_) => return (StatusCode::REQUEST_TIMEOUT, "the report body did not arrive in time").into_response(),
+        Ok(Err(_)) => {
+            hub.count_report("rejected", "too_large");
+            return (StatusCode::PAYLOAD_TOO_LARGE, "the report is too large").into_response();
+        }
+        Err(_) => {
+            hub.count_report("rejected", "timeout");
+            return (StatusCode::REQUEST_TIMEOUT, "the report body did not arrive in time").into_response();
+        }
     };
     let report: ProgressReport = match serde_json::from_slice(&bytes) {
         Ok(report) => report,
         Err(error) => {
             let message: String = format!("malformed progress report: {error}").chars().take(MAX_ERROR_CHARS).collect();
+            hub.count_report("rejected", "malformed");
             return (StatusCode::BAD_REQUEST, message).into_response();
         }
     };
     let (attempt, shard, sequence) = (report.attempt, report.shard, report.sequence);
     let awaiting_deletion = report.stage == Stage::AwaitingDeletion;
-    match hub.apply(&credential, report) {
+    let applied = hub.apply(&credential, report);
+    match &applied {
+        Ok(Accepted::Applied) => hub.count_report("accepted", "ok"),
+        Ok(Accepted::Stale) => hub.count_report("stale", "ok"),
+        Err(rejection) => hub.count_report("rejected", rejection.reason()),
+    }
+    match applied {
         // A shard waiting to delete hears the job-wide verdict (or nothing yet) either way.
         Ok(_) if awaiting_deletion => {
             let answer = ProgressAnswer { deletion: hub.deletion_verdict(&credential) };

@@ -161,12 +161,24 @@ pub struct StatusWriter<S> {
     hub: ProgressHub,
     sink: S,
     interval: Duration,
+    /// Writes by result (`ok`, `gone`, `error`).
+    writes: prometheus::IntCounterVec,
 }
 
 impl<S: StatusSink> StatusWriter<S> {
     /// A writer with the default interval.
     pub fn new(hub: ProgressHub, sink: S) -> Self {
-        Self { hub, sink, interval: DEFAULT_STATUS_INTERVAL }
+        let writes = prometheus::IntCounterVec::new(
+            prometheus::Opts::new("status_writes_total", "Progress writes to MigrationJob status by result"),
+            &["result"],
+        )
+        .unwrap_or_else(|error| unreachable!("a constant metric description: {error}"));
+        Self { hub, sink, interval: DEFAULT_STATUS_INTERVAL, writes }
+    }
+
+    /// The write counter, for the operator's metrics registry.
+    pub fn write_counter(&self) -> prometheus::IntCounterVec {
+        self.writes.clone()
     }
 
     /// Sets the minimum time between two writes of one job.
@@ -204,7 +216,14 @@ impl<S: StatusSink> StatusWriter<S> {
             match status {
                 Some(status) if !schedule.unchanged(&uid, &status) => {
                     schedule.attempted(&uid, Instant::now(), self.interval);
-                    match self.sink.write(&job, &status).await {
+                    let written = self.sink.write(&job, &status).await;
+                    let result = match &written {
+                        Ok(()) => "ok",
+                        Err(StatusSinkError::Gone(_)) => "gone",
+                        Err(_) => "error",
+                    };
+                    self.writes.with_label_values(&[result]).inc();
+                    match written {
                         Ok(()) => {
                             schedule.pending.remove(&uid);
                             schedule.written.insert(uid, status);
