@@ -1,6 +1,7 @@
 //! Ferry's operator: the MigrationJob and CredentialBinding controllers, the Vault client
 //! that wraps credentials for runners, and the progress API runners report to.
 
+pub mod access;
 pub mod binding_controller;
 pub mod bindings;
 pub mod children;

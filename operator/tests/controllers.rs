@@ -511,3 +511,44 @@ async fn a_filesystem_root_over_the_runners_paths_is_never_ready() {
     );
     assert!(condition["message"].as_str().unwrap().contains("spec.fs.root"));
 }
+
+/// Every call the controllers make (a job's whole life: launch, retry, finish, delete; and a
+/// binding's check) is granted by `ferry_operator::access`, which the chart's RBAC equals.
+#[tokio::test]
+async fn every_call_the_controllers_make_is_in_the_access_list() {
+    use ferry_operator::access::{WATCHED_NAMESPACES, grants};
+    let harness = Harness::new();
+    harness.binding("in", true);
+    harness.binding("out", true);
+    harness.job(json!({}));
+    let client = harness.context.client.clone();
+    let jobs = tokio::spawn(ferry_operator::run::run_job_controller(
+        client.clone(),
+        Some(NS.into()),
+        harness.context.clone(),
+        std::future::pending(),
+    ));
+    let bindings = tokio::spawn(ferry_operator::run::run_binding_controller(
+        client,
+        Some(NS.into()),
+        harness.context.clone(),
+        std::future::pending(),
+    ));
+    harness.launched().await;
+    harness.finish_pod("ferry-nightly-a1-s0", 1, None);
+    harness.reconcile().await;
+    harness.cluster.update("migrationjobs", NS, "nightly", |job| {
+        job["metadata"]["deletionTimestamp"] = json!("2026-11-24T01:00:00Z");
+    });
+    harness.reconcile().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    jobs.abort();
+    bindings.abort();
+
+    let used = harness.cluster.access();
+    let refused: Vec<_> = used.iter().filter(|(resource, verb)| !grants(WATCHED_NAMESPACES, resource, verb)).collect();
+    assert!(refused.is_empty(), "calls the access list (and so the chart) does not grant: {refused:?}");
+    for needed in [("pods", "create"), ("pods", "deletecollection"), ("migrationjobs", "watch"), ("secrets", "get")] {
+        assert!(used.contains(&(needed.0.to_owned(), needed.1.to_owned())), "{needed:?} was not exercised: {used:?}");
+    }
+}

@@ -1,14 +1,18 @@
-//! Writes the CRDs from `api/` into `crds/` (or the directory given as the only argument).
+//! Writes the CRDs from `api/` into `crds/` and the Helm chart's `charts/ferry/crds/` (or
+//! into the one directory given as the only argument).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
-    let directory = std::env::args_os()
-        .nth(1)
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../crds"));
-    for (file, crd) in ferry_api::crd::definitions() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let directories = match std::env::args_os().nth(1) {
+        Some(directory) => vec![PathBuf::from(directory)],
+        None => vec![root.join("crds"), root.join("charts/ferry/crds")],
+    };
+    for (directory, (file, crd)) in
+        directories.iter().flat_map(|directory| ferry_api::crd::definitions().into_iter().map(move |d| (directory, d)))
+    {
         let path = directory.join(file);
         let written = ferry_api::crd::to_yaml(&crd)
             .map_err(|error| error.to_string())

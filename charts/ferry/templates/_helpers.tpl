@@ -167,7 +167,7 @@ The rules of the operator's ClusterRole (cluster mode) or of its Role in each wa
   verbs: ["patch"]
 - apiGroups: [""]
   resources: ["pods"]
-  verbs: ["get", "list", "watch", "create", "patch", "deletecollection"]
+  verbs: ["list", "watch", "create", "patch", "deletecollection"]
 - apiGroups: [""]
   resources: ["secrets"]
   verbs: ["get", "list", "create", "patch", "deletecollection"]

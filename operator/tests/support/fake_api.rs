@@ -4,7 +4,7 @@
 //! that stay silent, so a real `Controller` runs from its initial list. Tests read
 //! and change its objects directly, as a kubelet or a user would.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use http::{Request, Response, StatusCode};
@@ -19,6 +19,8 @@ pub struct FakeCluster {
     objects: Arc<Mutex<BTreeMap<Key, Value>>>,
     events: Arc<Mutex<Vec<Value>>>,
     counter: Arc<Mutex<u64>>,
+    /// Every `(resource[/subresource], verb)` a client asked for, as RBAC names them.
+    access: Arc<Mutex<BTreeSet<(String, String)>>>,
 }
 
 /// Where a request points.
@@ -93,6 +95,11 @@ impl FakeCluster {
         tokio::spawn(async move {
             let mut watches = Vec::new();
             while let Some((request, send)) = handle.next_request().await {
+                let applying = request
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .is_some_and(|value| value.as_bytes().starts_with(b"application/apply-patch"));
+                server.record(request.method(), request.uri(), applying);
                 if request.uri().query().is_some_and(|query| query.split('&').any(|pair| pair == "watch=true")) {
                     // A watch that never reports a change (its response never starts):
                     // controllers run from their initial list and their requeues.
@@ -114,6 +121,40 @@ impl FakeCluster {
             }
         });
         (kube::Client::new(service, "default"), cluster)
+    }
+
+    /// Every `(resource, verb)` asked for so far, as an RBAC rule names them.
+    pub fn access(&self) -> BTreeSet<(String, String)> {
+        self.access.lock().unwrap().clone()
+    }
+
+    /// Records a request as RBAC authorizes it: a server-side apply that creates its object is
+    /// authorized as `create` too, as the Kubernetes API server does.
+    fn record(&self, method: &http::Method, uri: &http::Uri, applying: bool) {
+        let target = parse(uri);
+        if applying && let Some(name) = &target.name {
+            let key = (target.resource.clone(), target.namespace.clone(), name.clone());
+            if !self.objects.lock().unwrap().contains_key(&key) {
+                self.access.lock().unwrap().insert((target.resource.clone(), "create".to_owned()));
+            }
+        }
+        let watch = uri.query().is_some_and(|query| query.split('&').any(|pair| pair == "watch=true"));
+        let verb = match (method.as_str(), target.name.is_some()) {
+            ("GET", _) if watch => "watch",
+            ("GET", true) => "get",
+            ("GET", false) => "list",
+            ("POST", _) => "create",
+            ("PATCH", _) => "patch",
+            ("PUT", _) => "update",
+            ("DELETE", true) => "delete",
+            ("DELETE", false) => "deletecollection",
+            (other, _) => other,
+        };
+        let resource = match &target.subresource {
+            Some(sub) => format!("{}/{sub}", target.resource),
+            None => target.resource.clone(),
+        };
+        self.access.lock().unwrap().insert((resource, verb.to_owned()));
     }
 
     fn next_number(&self) -> u64 {
