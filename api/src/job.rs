@@ -32,6 +32,18 @@ use crate::status::MigrationJobStatus;
         json_path = ".status.summary.objects"
     ),
     printcolumn(name = "Bytes", type_ = "string", description = "bytes verified", json_path = ".status.summary.bytes"),
+    printcolumn(
+        name = "Last Run",
+        type_ = "date",
+        description = "when the last finished run ended",
+        json_path = ".status.runs[0].completionTime"
+    ),
+    printcolumn(
+        name = "Next Run",
+        type_ = "date",
+        description = "when spec.schedule runs the job again",
+        json_path = ".status.nextRunTime"
+    ),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp")
 )]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -107,9 +119,33 @@ pub struct MigrationJobSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 128), regex(pattern = crate::names::CRON))]
     pub schedule: Option<String>,
+    /// The IANA time zone `schedule` is read in (such as `Europe/Berlin`); UTC when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 64), regex(pattern = r"^[A-Za-z0-9_+/-]+$"))]
+    pub time_zone: Option<String>,
+    /// What to do with scheduled runs missed while the operator was down or a run was still
+    /// going: run once as soon as possible, or skip to the next scheduled time.
+    #[serde(default, skip_serializing_if = "MissedRunPolicy::is_default")]
+    pub missed_run_policy: MissedRunPolicy,
     /// How runner pods are built.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runner: Option<RunnerSettings>,
+}
+
+/// What happens to scheduled runs that could not start on time.
+#[derive(schemars::JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum MissedRunPolicy {
+    /// Run once, as soon as possible, however many were missed.
+    #[default]
+    RunOnce,
+    /// Skip them; the next run is at the next scheduled time.
+    Skip,
+}
+
+impl MissedRunPolicy {
+    fn is_default(&self) -> bool {
+        *self == Self::default()
+    }
 }
 
 fn default_transfers() -> u32 {

@@ -73,6 +73,47 @@ pub struct MigrationJobStatus {
     /// Where the per-object report was written.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub report: Option<ReportLocation>,
+    /// The current run's number (1 for the first; a schedule or a spec change starts another).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    #[schemars(range(max = u32::MAX))]
+    pub run: u32,
+    /// When `spec.schedule` runs the job again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_run_time: Option<Time>,
+    /// The last few finished runs, newest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 5))]
+    pub runs: Vec<RunRecord>,
+}
+
+/// How many finished runs status keeps.
+pub const RUNS_KEPT: usize = 5;
+
+/// One finished run of a job.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct RunRecord {
+    /// The run's number.
+    #[schemars(range(max = u32::MAX))]
+    pub run: u32,
+    /// When it started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+    /// When it ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+    /// How it ended: `Succeeded` or `Failed`.
+    pub outcome: Phase,
+    /// Objects written to the destination.
+    pub objects_copied: u64,
+    /// Objects proven identical at the destination.
+    pub objects_verified: u64,
+    /// Objects left alone as already there.
+    pub objects_skipped: u64,
+    /// Objects that could not be moved.
+    pub objects_failed: u64,
+    /// Bytes written to the destination.
+    pub bytes_copied: u64,
 }
 
 fn is_zero(value: &u32) -> bool {

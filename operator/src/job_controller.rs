@@ -32,8 +32,18 @@ use crate::{bindings, conditions, names, observe, unreadable};
 pub const FINALIZER: &str = "ferry.dev/cleanup";
 
 /// Status fields the controller owns; progress belongs to the status writer until the end.
-const OWNED_STATUS_FIELDS: [&str; 7] =
-    ["phase", "observedGeneration", "attempts", "failedAttempts", "startTime", "completionTime", "conditions"];
+const OWNED_STATUS_FIELDS: [&str; 10] = [
+    "phase",
+    "observedGeneration",
+    "attempts",
+    "failedAttempts",
+    "startTime",
+    "completionTime",
+    "conditions",
+    "run",
+    "nextRunTime",
+    "runs",
+];
 const FINAL_STATUS_FIELDS: [&str; 3] = ["progress", "summary", "failures"];
 
 /// Reconciles one job.
@@ -193,6 +203,11 @@ async fn apply_observed(job: &MigrationJob, identity: &JobIdentity, context: &Co
 /// safety net for missed events.
 fn requeue_after(status: &MigrationJobStatus, spec: &ferry_api::MigrationJobSpec, now: &Time) -> Action {
     match status.phase.unwrap_or_default() {
+        // A finished job with a schedule wakes for its next run.
+        Phase::Succeeded | Phase::Failed if status.next_run_time.is_some() && !spec.suspend => {
+            let due = status.next_run_time.as_ref().map_or(0, |time| time.0.as_second() - now.0.as_second());
+            Action::requeue(Duration::from_secs(due.clamp(1, 3600) as u64))
+        }
         Phase::Succeeded | Phase::Failed | Phase::Suspended => Action::await_change(),
         _ => {
             let deadline = lifecycle::deadline_remaining(spec, status, now).unwrap_or(i64::MAX);
@@ -544,7 +559,8 @@ async fn write_status(
     context: &Context,
 ) -> Result<(), Error> {
     let mut keys = OWNED_STATUS_FIELDS.to_vec();
-    if next.phase.is_some_and(Phase::is_finished) {
+    // A finished run's totals are the controller's; a new run starts them afresh.
+    if next.phase.is_some_and(Phase::is_finished) || next.run != previous.run {
         keys.extend(FINAL_STATUS_FIELDS);
     }
     let before = status_fields(previous, &keys)?;

@@ -19,6 +19,7 @@ pub mod names;
 pub mod observe;
 pub mod progress;
 pub mod run;
+pub mod schedule;
 pub mod tenancy;
 pub mod unreadable;
 pub mod vault;

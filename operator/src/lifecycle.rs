@@ -8,6 +8,8 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
 use crate::conditions;
 
+mod runs;
+
 /// At most this many failures are kept in status.
 pub const MAX_FAILURES_IN_STATUS: usize = 10;
 
@@ -142,7 +144,19 @@ pub fn decide(observed: Observation<'_>) -> Decision {
     next.observed_generation = generation;
     let phase = previous.phase.unwrap_or_default();
 
-    let (phase, reason, message, action) = if phase.is_finished() {
+    let rerun = if phase.is_finished() { runs::rerun(spec, &previous, generation, &now) } else { runs::Rerun::NotYet };
+    let (phase, reason, message, action) = if let runs::Rerun::Due(reason, message) = rerun {
+        runs::start_next_run(spec, &mut next, &now);
+        launch(&mut next, bindings, reason, message)
+    } else if phase.is_finished() {
+        if let Some(skipped) = runs::skip_missed(spec, &previous, &now) {
+            next.next_run_time = skipped;
+        }
+        if next.next_run_time.is_none() {
+            // A job that finished before it had a scheduled time counts from its end.
+            let from = previous.completion_time.clone().unwrap_or_else(|| now.clone());
+            next.next_run_time = runs::next_run_time(spec, &from).ok().flatten();
+        }
         let reason = conditions::reason_of(&previous.conditions, "Ready").unwrap_or("Finished").to_owned();
         let message = previous.conditions.first().map(|c| c.message.clone()).unwrap_or_default();
         (phase, reason, message, Action::Cleanup)
@@ -182,6 +196,14 @@ pub fn decide(observed: Observation<'_>) -> Decision {
     }
     if action == Action::Launch && next.start_time.is_none() {
         next.start_time = Some(now.clone());
+    }
+    if action == Action::Launch && next.run == 0 {
+        // The first run: from its start the schedule counts the next one.
+        next.run = 1;
+        next.next_run_time = runs::next_run_time(spec, &now).ok().flatten();
+    }
+    if spec.schedule.is_none() {
+        next.next_run_time = None;
     }
     next.phase = Some(phase);
     next.conditions = conditions::job_conditions(phase, &reason, &message, generation, &previous.conditions, &now);

@@ -552,3 +552,43 @@ async fn every_call_the_controllers_make_is_in_the_access_list() {
         assert!(used.contains(&(needed.0.to_owned(), needed.1.to_owned())), "{needed:?} was not exercised: {used:?}");
     }
 }
+
+/// A scheduled job re-runs as a new run once its time comes: the finished run is kept in
+/// status, a new attempt (new children) starts, and the next time is counted on; reconciling
+/// before the time changes nothing.
+#[tokio::test]
+async fn a_scheduled_job_runs_again_when_its_time_comes() {
+    let harness = Harness::new();
+    harness.binding("in", true);
+    harness.binding("out", true);
+    harness.job(json!({"schedule": "0 2 * * *"}));
+    harness.launched().await;
+    assert_eq!(harness.status()["run"], 1);
+    assert!(harness.status()["nextRunTime"].is_string(), "{}", harness.status());
+    harness.finish_pod("ferry-nightly-a1-s0", 0, Some(&final_report(0, 7, Outcome::Succeeded)));
+    harness.finish_pod("ferry-nightly-a1-s1", 0, Some(&final_report(1, 5, Outcome::Succeeded)));
+    harness.reconcile().await;
+    assert_eq!(harness.status()["phase"], "Succeeded");
+    harness.reconcile().await;
+    assert_eq!(harness.status()["attempts"], 1, "not due yet: nothing starts");
+
+    harness.cluster.update("migrationjobs", NS, "nightly", |job| {
+        job["status"]["nextRunTime"] = json!("2026-01-01T02:00:00Z");
+    });
+    harness.reconcile().await;
+    let status = harness.status();
+    assert_eq!(
+        (status["phase"].as_str(), status["run"].as_u64(), status["attempts"].as_u64()),
+        (Some("Running"), Some(2), Some(2))
+    );
+    assert_eq!(status["runs"][0]["outcome"], "Succeeded");
+    assert_eq!(status["runs"][0]["objectsVerified"], 12);
+    assert!(status["nextRunTime"].as_str().unwrap() > "2026-01-01T02:00:00Z");
+    harness.reconcile().await;
+    let pods = harness.cluster.names("pods", NS);
+    assert!(
+        pods.contains(&"ferry-nightly-a2-s0".to_owned()) && pods.contains(&"ferry-nightly-a2-s1".to_owned()),
+        "{pods:?}"
+    );
+    assert!(harness.cluster.event_reasons().contains(&"Scheduled".to_owned()));
+}
