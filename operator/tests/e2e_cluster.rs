@@ -284,6 +284,50 @@ async fn two_replicas_elect_one_leader_and_hand_over_when_it_stops() {
     scenario.delete_job_and_wait_until_gone("second", &second).await;
 }
 
+/// A scheduled job (every minute) runs again on its own after its first run: the second run
+/// is a delta pass that copies only the one object changed at the source in between and
+/// skips every other one as already verified; status keeps the first run and the next time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_job_runs_again_and_copies_only_what_changed() {
+    let Some(mut scenario) = Scenario::start("schedule").await else { return };
+    let data = quick_data(&scenario);
+    let pair = scenario.s3_to_s3(&data, false).await;
+    let uid = scenario.apply_job(&scenario.job_manifest(JOB, 1, json!({"schedule": "* * * * *"}))).await;
+    let first = scenario.wait_complete(JOB).await;
+    assert_succeeded(&first, data.objects());
+    let first_status = first.status.clone().unwrap_or_default();
+    assert_eq!(first_status.run, 1);
+    assert!(first_status.next_run_time.is_some(), "{first_status:#?}");
+
+    // One object changes at the source between the runs.
+    let changed = data.hashes.keys().next().unwrap().clone();
+    let edited = scenario.work_path("edited.bin");
+    std::fs::write(&edited, b"changed between the scheduled runs").unwrap();
+    let edited_at = jiff::Timestamp::now();
+    scenario.servers.rclone(&[
+        "copyto",
+        &edited.to_string_lossy(),
+        &scenario.servers.s3_remote(&format!("{}/{changed}", pair.source_bucket)),
+    ]);
+    // A run that started after the edit has finished (one may have started just before it).
+    let later = scenario
+        .wait_for(JOB, "a scheduled run after the edit", support::scenario::JOB_TIMEOUT, |job, _| {
+            let status = job.status.clone().unwrap_or_default();
+            status.run >= 2
+                && status.phase == Some(Phase::Succeeded)
+                && status.start_time.as_ref().is_some_and(|start| start.0 >= edited_at)
+        })
+        .await;
+    let status = later.status.clone().unwrap_or_default();
+    assert_eq!(status.runs.last().map(|run| (run.run, run.outcome)), Some((1, Phase::Succeeded)), "{status:#?}");
+    // Across the runs after the first, the changed object was copied once and nothing else.
+    let copied_since: u64 = progress(&later).objects_copied
+        + status.runs.iter().filter(|run| run.run >= 2).map(|run| run.objects_copied).sum::<u64>();
+    assert_eq!(copied_since, 1, "only the changed object is copied again: {status:#?}");
+    assert_eq!(progress(&later).objects_verified, data.objects());
+    scenario.delete_job_and_wait_until_gone(JOB, &uid).await;
+}
+
 /// Three shards, and each side's credentials in its own Vault secret at its own path.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_shards_with_separate_vault_secrets_on_both_sides() {

@@ -371,6 +371,11 @@ impl Scenario {
         self.operator_logs.last().map(|log| log_tail(log, lines)).unwrap_or_default()
     }
 
+    /// A path in the scenario's own scratch directory.
+    pub fn work_path(&self, name: &str) -> std::path::PathBuf {
+        self.work.path().join(name)
+    }
+
     /// Reads replica b's log, for messages.
     pub fn replica_log(&self) -> String {
         std::fs::read_to_string(self.work.path().join("operator-replica-b.log")).unwrap_or_default()
