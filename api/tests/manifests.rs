@@ -20,7 +20,8 @@ fn yaml_files(directory: &Path) -> Vec<PathBuf> {
             let path = entry.unwrap().path();
             if path.is_dir() {
                 pending.push(path);
-            } else if path.extension().is_some_and(|e| e == "yaml") {
+            } else if path.extension().is_some_and(|e| e == "yaml") && !path.ends_with("kustomization.yaml") {
+                // A kustomization (examples/gitops) lists manifests; it is not one.
                 files.push(path);
             }
         }
