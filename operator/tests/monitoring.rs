@@ -207,3 +207,35 @@ async fn a_real_prometheus_evaluates_every_dashboard_query_and_alert_with_data()
     let _ = prometheus.wait();
     assert!(checked.is_empty(), "queries that returned no data: {checked:#?}");
 }
+
+/// `/readyz` answers 503 with the reason until the leader's caches have synced, and 200 for a
+/// standby ready to take over; `/healthz` answers while the process serves.
+#[tokio::test]
+async fn readiness_follows_leadership_and_cache_sync() {
+    let health = Health::new(None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(ferry_operator::metrics::serve(
+        listener,
+        Metrics::new().unwrap(),
+        health.clone(),
+        std::future::pending(),
+    ));
+    let get = |path: &'static str| {
+        tokio::task::spawn_blocking(move || {
+            let output = Command::new("curl")
+                .args(["-s", "-w", "\n%{http_code}"])
+                .arg(format!("http://127.0.0.1:{port}{path}"))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&output.stdout).into_owned()
+        })
+    };
+    assert!(get("/healthz").await.unwrap().ends_with("\n200"));
+    assert!(get("/readyz").await.unwrap().ends_with("\n200"), "a standby is ready");
+    health.lead(1);
+    let answer = get("/readyz").await.unwrap();
+    assert!(answer.ends_with("\n503") && answer.contains("synced"), "{answer}");
+    health.synced();
+    assert!(get("/readyz").await.unwrap().ends_with("\n200"));
+}
