@@ -284,22 +284,16 @@ async fn two_replicas_elect_one_leader_and_hand_over_when_it_stops() {
     scenario.delete_job_and_wait_until_gone("second", &second).await;
 }
 
-/// A scheduled job (every minute) runs again on its own after its first run: the second run
-/// is a delta pass that copies only the one object changed at the source in between and
-/// skips every other one as already verified; status keeps the first run and the next time.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_scheduled_job_runs_again_and_copies_only_what_changed() {
-    let Some(mut scenario) = Scenario::start("schedule").await else { return };
-    let data = quick_data(&scenario);
-    let pair = scenario.s3_to_s3(&data, false).await;
-    let uid = scenario.apply_job(&scenario.job_manifest(JOB, 1, json!({"schedule": "* * * * *"}))).await;
+/// Runs the scheduled (every minute) job to its first completion, changes one object at the
+/// source, and waits for a run that started after the change: across the runs after the
+/// first, only that object was copied, and every object is verified; the first run is kept.
+async fn a_scheduled_rerun_copies_only_what_changed(scenario: &mut Scenario, data: &SourceData, source_bucket: &str) {
     let first = scenario.wait_complete(JOB).await;
     assert_succeeded(&first, data.objects());
     let first_status = first.status.clone().unwrap_or_default();
     assert_eq!(first_status.run, 1);
     assert!(first_status.next_run_time.is_some(), "{first_status:#?}");
 
-    // One object changes at the source between the runs.
     let changed = data.hashes.keys().next().unwrap().clone();
     let edited = scenario.work_path("edited.bin");
     std::fs::write(&edited, b"changed between the scheduled runs").unwrap();
@@ -307,7 +301,7 @@ async fn a_scheduled_job_runs_again_and_copies_only_what_changed() {
     scenario.servers.rclone(&[
         "copyto",
         &edited.to_string_lossy(),
-        &scenario.servers.s3_remote(&format!("{}/{changed}", pair.source_bucket)),
+        &scenario.servers.s3_remote(&format!("{source_bucket}/{changed}")),
     ]);
     // A run that started after the edit has finished (one may have started just before it).
     let later = scenario
@@ -320,11 +314,35 @@ async fn a_scheduled_job_runs_again_and_copies_only_what_changed() {
         .await;
     let status = later.status.clone().unwrap_or_default();
     assert_eq!(status.runs.last().map(|run| (run.run, run.outcome)), Some((1, Phase::Succeeded)), "{status:#?}");
-    // Across the runs after the first, the changed object was copied once and nothing else.
     let copied_since: u64 = progress(&later).objects_copied
         + status.runs.iter().filter(|run| run.run >= 2).map(|run| run.objects_copied).sum::<u64>();
     assert_eq!(copied_since, 1, "only the changed object is copied again: {status:#?}");
     assert_eq!(progress(&later).objects_verified, data.objects());
+}
+
+/// A scheduled job (every minute) runs again on its own after its first run, as a delta
+/// pass that copies only the object changed at the source in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scheduled_job_runs_again_and_copies_only_what_changed() {
+    let Some(mut scenario) = Scenario::start("schedule").await else { return };
+    let data = quick_data(&scenario);
+    let pair = scenario.s3_to_s3(&data, false).await;
+    let uid = scenario.apply_job(&scenario.job_manifest(JOB, 1, json!({"schedule": "* * * * *"}))).await;
+    a_scheduled_rerun_copies_only_what_changed(&mut scenario, &data, &pair.source_bucket).await;
+    scenario.delete_job_and_wait_until_gone(JOB, &uid).await;
+}
+
+/// The chart's rendered manifests apply with `kubectl apply --server-side`, and the operator
+/// running with nothing but the chart's ServiceAccount (namespaced RBAC, leader election)
+/// completes a job and its scheduled re-run: the chart grants every call the operator makes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_operator_under_the_charts_service_account_runs_a_scheduled_job() {
+    let Some(mut scenario) = Scenario::start("chart").await else { return };
+    scenario.run_operator_as_the_charts_service_account().await;
+    let data = quick_data(&scenario);
+    let pair = scenario.s3_to_s3(&data, false).await;
+    let uid = scenario.apply_job(&scenario.job_manifest(JOB, 2, json!({"schedule": "* * * * *"}))).await;
+    a_scheduled_rerun_copies_only_what_changed(&mut scenario, &data, &pair.source_bucket).await;
     scenario.delete_job_and_wait_until_gone(JOB, &uid).await;
 }
 

@@ -371,6 +371,62 @@ impl Scenario {
         self.operator_logs.last().map(|log| log_tail(log, lines)).unwrap_or_default()
     }
 
+    /// Renders the Helm chart for this namespace (namespaced RBAC watching only it, leader
+    /// election), applies every rendered manifest with `kubectl apply --server-side`, and
+    /// restarts the operator with a kubeconfig holding nothing but a token of the chart's
+    /// ServiceAccount: from then on it can do only what the chart's RBAC grants.
+    pub async fn run_operator_as_the_charts_service_account(&mut self) {
+        let tools = std::env::var_os("FERRY_TOOLS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/ferry/tools"));
+        let (helm, kubectl) = (tools.join("bin/helm"), tools.join("bin/kubectl"));
+        let chart = Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/ferry");
+        let namespace = self.namespace.clone();
+        let rendered = std::process::Command::new(&helm)
+            .args(["template", "ferry"])
+            .arg(&chart)
+            .args(["--namespace", &namespace, "--set", "rbac.namespaced=true", "--set"])
+            .arg(format!("watchNamespaces={{{namespace}}}"))
+            .args(["--set", "replicas=1"])
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", helm.display()));
+        assert!(rendered.status.success(), "helm template: {}", String::from_utf8_lossy(&rendered.stderr));
+        let manifests = self.work.path().join("chart.yaml");
+        std::fs::write(&manifests, &rendered.stdout).unwrap_or_else(|e| panic!("{e}"));
+        let kubeconfig = self.kubeconfig();
+        let applied = std::process::Command::new(&kubectl)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(["apply", "--server-side", "--field-manager=ferry-e2e", "-f"])
+            .arg(&manifests)
+            .output()
+            .unwrap_or_else(|e| panic!("{}: {e}", kubectl.display()));
+        assert!(applied.status.success(), "kubectl apply --server-side: {}", String::from_utf8_lossy(&applied.stderr));
+        let token = std::process::Command::new(&kubectl)
+            .arg(format!("--kubeconfig={}", kubeconfig.display()))
+            .args(["create", "token", "ferry", "--duration=3600s", "--namespace", &namespace])
+            .output()
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(token.status.success(), "kubectl create token: {}", String::from_utf8_lossy(&token.stderr));
+        let token = String::from_utf8_lossy(&token.stdout).trim().to_owned();
+        let confined = service_account_kubeconfig(&kubeconfig, &token, &self.work.path().join("ferry-sa.kubeconfig"));
+        for (name, value) in &mut self.launch.env {
+            if name == "KUBECONFIG" {
+                *value = confined.to_string_lossy().into_owned();
+            }
+        }
+        self.launch.env.extend([
+            ("FERRY_LEADER_ELECTION".to_owned(), "true".to_owned()),
+            ("FERRY_LEADER_ELECTION_NAMESPACE".to_owned(), namespace.clone()),
+            ("POD_NAME".to_owned(), "ferry-chart-e2e".to_owned()),
+        ]);
+        self.restart_operator().await;
+    }
+
+    fn kubeconfig(&self) -> PathBuf {
+        let value = self.launch.env.iter().find(|(name, _)| name == "KUBECONFIG").map(|(_, value)| value.clone());
+        PathBuf::from(value.unwrap_or_else(|| panic!("the operator has no KUBECONFIG")))
+    }
+
     /// A path in the scenario's own scratch directory.
     pub fn work_path(&self, name: &str) -> std::path::PathBuf {
         self.work.path().join(name)
@@ -771,4 +827,33 @@ pub fn credential_files(record: &KubeletRecord) -> BTreeMap<String, BTreeSet<Str
 /// The port in the argument that starts with `prefix` (`--metrics-listen=127.0.0.1:9090`).
 fn port_of(args: &[String], prefix: &str) -> Option<u16> {
     args.iter().find_map(|argument| argument.strip_prefix(prefix)?.rsplit_once(':')?.1.parse().ok())
+}
+
+/// A copy of the kubeconfig at `original` whose current context authenticates with `token`
+/// alone (relative certificate paths made absolute, since the copy lives elsewhere).
+fn service_account_kubeconfig(original: &Path, token: &str, copy: &Path) -> PathBuf {
+    let text = std::fs::read_to_string(original).unwrap_or_else(|e| panic!("{}: {e}", original.display()));
+    let mut config: serde_yaml::Value = serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("{e}"));
+    let base = original.parent().map(Path::to_path_buf).unwrap_or_default();
+    if let Some(clusters) = config["clusters"].as_sequence_mut() {
+        for cluster in clusters {
+            if let Some(authority) = cluster["cluster"]["certificate-authority"].as_str().map(str::to_owned)
+                && Path::new(&authority).is_relative()
+            {
+                cluster["cluster"]["certificate-authority"] =
+                    base.join(authority).to_string_lossy().into_owned().into();
+            }
+        }
+    }
+    let current = config["current-context"].as_str().unwrap_or_default().to_owned();
+    if let Some(contexts) = config["contexts"].as_sequence_mut() {
+        for context in contexts.iter_mut().filter(|context| context["name"] == current.as_str()) {
+            context["context"]["user"] = "ferry-chart".into();
+        }
+    }
+    config["users"] = serde_yaml::from_str(&format!("[{{name: ferry-chart, user: {{token: \"{token}\"}}}}]"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    std::fs::write(copy, serde_yaml::to_string(&config).unwrap_or_else(|e| panic!("{e}")))
+        .unwrap_or_else(|e| panic!("{e}"));
+    copy.to_path_buf()
 }
