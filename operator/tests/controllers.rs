@@ -110,6 +110,26 @@ impl Harness {
     }
 
     /// Creates the finalizer, then launches the first attempt.
+    /// Both controllers, running against the fake API server until aborted.
+    fn run_controllers(&self) -> [tokio::task::JoinHandle<()>; 2] {
+        let client = self.context.client.clone();
+        let namespace = Some(NS.to_owned());
+        [
+            tokio::spawn(ferry_operator::run::run_job_controller(
+                client.clone(),
+                namespace.clone(),
+                self.context.clone(),
+                std::future::pending(),
+            )),
+            tokio::spawn(ferry_operator::run::run_binding_controller(
+                client,
+                namespace,
+                self.context.clone(),
+                std::future::pending(),
+            )),
+        ]
+    }
+
     async fn launched(&self) {
         self.reconcile().await;
         self.reconcile().await;
@@ -373,19 +393,7 @@ async fn an_undecodable_job_is_reported_and_the_others_keep_reconciling() {
                         "filter": {"maxSize": "99999Ei"}}}),
     );
 
-    let client = harness.context.client.clone();
-    let jobs = tokio::spawn(ferry_operator::run::run_job_controller(
-        client.clone(),
-        Some(NS.into()),
-        harness.context.clone(),
-        std::future::pending(),
-    ));
-    let bindings = tokio::spawn(ferry_operator::run::run_binding_controller(
-        client,
-        Some(NS.into()),
-        harness.context.clone(),
-        std::future::pending(),
-    ));
+    let [jobs, bindings] = harness.run_controllers();
     let invalid_events = |name: &str| {
         harness
             .cluster
@@ -521,19 +529,7 @@ async fn every_call_the_controllers_make_is_in_the_access_list() {
     harness.binding("in", true);
     harness.binding("out", true);
     harness.job(json!({}));
-    let client = harness.context.client.clone();
-    let jobs = tokio::spawn(ferry_operator::run::run_job_controller(
-        client.clone(),
-        Some(NS.into()),
-        harness.context.clone(),
-        std::future::pending(),
-    ));
-    let bindings = tokio::spawn(ferry_operator::run::run_binding_controller(
-        client,
-        Some(NS.into()),
-        harness.context.clone(),
-        std::future::pending(),
-    ));
+    let [jobs, bindings] = harness.run_controllers();
     harness.launched().await;
     harness.finish_pod("ferry-nightly-a1-s0", 1, None);
     harness.reconcile().await;
