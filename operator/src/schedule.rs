@@ -94,6 +94,21 @@ mod tests {
     }
 
     #[test]
+    fn every_form_admission_accepts_is_read() {
+        for expression in [
+            "0 2 * * *",
+            "*/15 * * * 1-5",
+            "@daily",
+            "@yearly",
+            "0 0 1 JAN *",
+            "0 0 * * MON-FRI",
+            "5,35 */2 1-15 * 0,6",
+        ] {
+            assert!(Schedule::parse(expression, None).is_ok(), "{expression}");
+        }
+    }
+
+    #[test]
     fn a_time_zone_moves_the_firing_time() {
         let berlin = Schedule::parse("0 2 * * *", Some("Europe/Berlin")).unwrap();
         assert_eq!(berlin.next_after(at("2026-12-02T00:00:00Z")), Some(at("2026-12-02T01:00:00Z")));
