@@ -263,7 +263,18 @@ mod tests {
         assert!(text.contains(r#"ferry_jobs{phase="Running"} 1"#), "{text}");
         assert!(text.contains(r#"ferry_job_objects{job="j",namespace="n",state="verified"} 4"#), "{text}");
         assert!(text.contains("ferry_reconciles_total"));
-        metrics.forget_job(&job);
-        assert!(metrics.render().contains(r#"ferry_jobs{phase="Running"} 0"#));
+        assert!(text.contains(r#"ferry_job_info{job="j",namespace="n",phase="Running"} 1"#), "{text}");
+        assert!(text.contains(r#"ferry_job_attempts{job="j",namespace="n"} 0"#), "{text}");
+        // A phase change moves the info series; it never keeps two for one job.
+        let mut finished = job.clone();
+        finished.status.as_mut().unwrap().phase = Some(Phase::Succeeded);
+        metrics.observe_job(&finished);
+        let text = metrics.render();
+        assert!(!text.contains(r#"phase="Running"} 1"#) && text.contains(r#"phase="Succeeded"} 1"#), "{text}");
+        // A deleted job leaves no series of its own behind.
+        metrics.forget_job(&finished);
+        let text = metrics.render();
+        assert!(text.contains(r#"ferry_jobs{phase="Running"} 0"#));
+        assert!(!text.contains(r#"job="j""#), "{text}");
     }
 }
