@@ -80,10 +80,26 @@ pub struct MigrationJobStatus {
     /// When `spec.schedule` runs the job again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_run_time: Option<Time>,
+    /// The versions of the bindings' Vault secrets the current attempt was launched with: a
+    /// job that failed with `CredentialsRevoked` runs again once one of them changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credential_versions: Option<CredentialVersions>,
     /// The last few finished runs, newest first.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 5))]
     pub runs: Vec<RunRecord>,
+}
+
+/// The KV versions of a job's two binding secrets (absent for a binding without one).
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct CredentialVersions {
+    /// The source binding's secret version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<u64>,
+    /// The destination binding's secret version.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub destination: Option<u64>,
 }
 
 /// How many finished runs status keeps.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use ferry_api::contract::{JobIdentity, PlannedBinding, plan_digest};
+use ferry_api::status::CredentialVersions;
 use ferry_api::{CredentialBinding, CredentialBindingSpec, MigrationJob, MigrationJobStatus, Phase};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -32,7 +33,7 @@ use crate::{bindings, conditions, names, observe, unreadable};
 pub const FINALIZER: &str = "ferry.dev/cleanup";
 
 /// Status fields the controller owns; progress belongs to the status writer until the end.
-const OWNED_STATUS_FIELDS: [&str; 10] = [
+const OWNED_STATUS_FIELDS: [&str; 11] = [
     "phase",
     "observedGeneration",
     "attempts",
@@ -43,6 +44,7 @@ const OWNED_STATUS_FIELDS: [&str; 10] = [
     "run",
     "nextRunTime",
     "runs",
+    "credentialVersions",
 ];
 const FINAL_STATUS_FIELDS: [&str; 3] = ["progress", "summary", "failures"];
 
@@ -143,6 +145,7 @@ async fn apply_observed(job: &MigrationJob, identity: &JobIdentity, context: &Co
         generation: job.metadata.generation,
         status: previous.clone(),
         bindings: resolved.as_ref().map(|_| ()).map_err(Clone::clone),
+        credential_versions: resolved.as_ref().ok().map(|(_, _, versions)| *versions),
         attempt_launched: launched,
         shards,
         objects_failed,
@@ -157,7 +160,7 @@ async fn apply_observed(job: &MigrationJob, identity: &JobIdentity, context: &Co
             // launches two attempts under one number.
             write_status(job, &previous, &next, context).await?;
             written = next.clone();
-            let (source, destination) = resolved.map_err(|blocker| Error::Incomplete(blocker.message))?;
+            let (source, destination, _) = resolved.map_err(|blocker| Error::Incomplete(blocker.message))?;
             if let Err(error) = launch(job, identity, &next, source, destination, context).await {
                 let message = format!("cannot launch attempt {}: {error}", next.attempts);
                 next.phase = Some(Phase::Waiting);
@@ -224,7 +227,7 @@ async fn resolve_bindings(
     job: &MigrationJob,
     namespace: &str,
     context: &Context,
-) -> Result<Result<(CredentialBindingSpec, CredentialBindingSpec), Blocker>, Error> {
+) -> Result<Result<(CredentialBindingSpec, CredentialBindingSpec, CredentialVersions), Blocker>, Error> {
     if let Err(refused) = context.tenancy.check_runner_image(&context.environment.image, &job.spec) {
         return Ok(Err(refused));
     }
@@ -237,6 +240,8 @@ async fn resolve_bindings(
         Ok(both) => both,
         Err(blocker) => return Ok(Err(blocker)),
     };
+    let version = |binding: &Option<CredentialBinding>| binding.as_ref()?.status.as_ref()?.secret_version;
+    let versions = CredentialVersions { source: version(&source), destination: version(&destination) };
     Ok(bindings::resolve(job, source.as_ref(), destination.as_ref()).and_then(|(source, destination)| {
         for spec in [&source, &destination] {
             if let Some(reference) = &spec.vault {
@@ -244,7 +249,7 @@ async fn resolve_bindings(
                 context.tenancy.check_vault(namespace, reference)?;
             }
         }
-        Ok((source, destination))
+        Ok((source, destination, versions))
     }))
 }
 

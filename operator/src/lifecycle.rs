@@ -90,6 +90,8 @@ pub struct Observation<'a> {
     pub status: MigrationJobStatus,
     /// Whether the bindings allow a launch (checked only when one is due).
     pub bindings: Result<(), Blocker>,
+    /// The versions of the bindings' Vault secrets, when both bindings could be read.
+    pub credential_versions: Option<ferry_api::status::CredentialVersions>,
     /// Whether the current attempt's Secret exists, i.e. its children were created.
     pub attempt_launched: bool,
     /// The current attempt's shards, indexed by shard.
@@ -135,6 +137,7 @@ pub fn decide(observed: Observation<'_>) -> Decision {
         generation,
         status: previous,
         bindings,
+        credential_versions,
         attempt_launched,
         shards,
         objects_failed,
@@ -144,7 +147,11 @@ pub fn decide(observed: Observation<'_>) -> Decision {
     next.observed_generation = generation;
     let phase = previous.phase.unwrap_or_default();
 
-    let rerun = if phase.is_finished() { runs::rerun(spec, &previous, generation, &now) } else { runs::Rerun::NotYet };
+    let rerun = if phase.is_finished() {
+        runs::rerun(spec, &previous, generation, credential_versions, &now)
+    } else {
+        runs::Rerun::NotYet
+    };
     let (phase, reason, message, action) = if let runs::Rerun::Due(reason, message) = rerun {
         runs::start_next_run(spec, &mut next, &now);
         launch(&mut next, bindings, reason, message)
@@ -196,6 +203,9 @@ pub fn decide(observed: Observation<'_>) -> Decision {
     }
     if action == Action::Launch && next.start_time.is_none() {
         next.start_time = Some(now.clone());
+    }
+    if action == Action::Launch {
+        next.credential_versions = credential_versions;
     }
     if action == Action::Launch && next.run == 0 {
         // The first run: from its start the schedule counts the next one.

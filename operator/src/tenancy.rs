@@ -370,6 +370,7 @@ mod tests {
             generation: Some(1),
             status: MigrationJobStatus::default(),
             bindings: Err(refused),
+            credential_versions: None,
             attempt_launched: false,
             shards: vec![],
             objects_failed: 0,

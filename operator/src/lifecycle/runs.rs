@@ -4,7 +4,7 @@
 //! passes during a run is caught up once it ends (`missedRunPolicy: RunOnce`) or skipped.
 
 use ferry_api::job::MissedRunPolicy;
-use ferry_api::status::{RUNS_KEPT, RunRecord};
+use ferry_api::status::{CredentialVersions, RUNS_KEPT, RunRecord};
 use ferry_api::{MigrationJobSpec, MigrationJobStatus, Phase};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
@@ -30,11 +30,24 @@ pub fn next_run_time(spec: &MigrationJobSpec, after: &Time) -> Result<Option<Tim
     Ok(schedule.next_after(after.0).map(Time))
 }
 
-/// Whether a finished job runs again: its spec changed since the run (a new generation), or
-/// its scheduled time has come. A suspended job never does.
-pub fn rerun(spec: &MigrationJobSpec, previous: &MigrationJobStatus, generation: Option<i64>, now: &Time) -> Rerun {
+/// Whether a finished job runs again: its spec changed since the run (a new generation), a
+/// binding's secret has a new version since it failed with `CredentialsRevoked`, or its
+/// scheduled time has come. A suspended job never does.
+pub fn rerun(
+    spec: &MigrationJobSpec,
+    previous: &MigrationJobStatus,
+    generation: Option<i64>,
+    credentials: Option<CredentialVersions>,
+    now: &Time,
+) -> Rerun {
     if spec.suspend {
         return Rerun::NotYet;
+    }
+    let revoked = previous.phase == Some(Phase::Failed)
+        && crate::conditions::reason_of(&previous.conditions, "Ready") == Some("CredentialsRevoked");
+    if revoked && credentials.is_some() && credentials != previous.credential_versions {
+        let message = "a binding's Vault secret has a new version since its credentials were refused: a new run starts";
+        return Rerun::Due("CredentialsRenewed", message.to_owned());
     }
     if generation.is_some() && previous.observed_generation.is_some() && generation != previous.observed_generation {
         return Rerun::Due("SpecChanged", "the spec changed: a new run copies what differs".to_owned());
@@ -123,13 +136,44 @@ mod tests {
     fn a_schedule_or_a_spec_change_starts_the_next_run_and_nothing_else_does() {
         let nightly = spec("  schedule: \"0 2 * * *\"\n");
         let status = finished(Some("2026-12-02T02:00:00Z"));
-        assert_eq!(rerun(&nightly, &status, Some(1), &at("2026-12-02T01:59:59Z")), Rerun::NotYet);
-        assert!(matches!(rerun(&nightly, &status, Some(1), &at("2026-12-02T02:00:00Z")), Rerun::Due("Scheduled", _)));
-        assert!(matches!(rerun(&nightly, &status, Some(2), &at("2026-12-01T03:00:00Z")), Rerun::Due("SpecChanged", _)));
+        assert_eq!(rerun(&nightly, &status, Some(1), None, &at("2026-12-02T01:59:59Z")), Rerun::NotYet);
+        assert!(matches!(
+            rerun(&nightly, &status, Some(1), None, &at("2026-12-02T02:00:00Z")),
+            Rerun::Due("Scheduled", _)
+        ));
+        assert!(matches!(
+            rerun(&nightly, &status, Some(2), None, &at("2026-12-01T03:00:00Z")),
+            Rerun::Due("SpecChanged", _)
+        ));
         // The same manifest applied again leaves the generation, and so the job, as it is.
-        assert_eq!(rerun(&spec(""), &finished(None), Some(1), &at("2026-12-09T00:00:00Z")), Rerun::NotYet);
+        assert_eq!(rerun(&spec(""), &finished(None), Some(1), None, &at("2026-12-09T00:00:00Z")), Rerun::NotYet);
         let suspended = spec("  schedule: \"0 2 * * *\"\n  suspend: true\n");
-        assert_eq!(rerun(&suspended, &status, Some(2), &at("2026-12-03T00:00:00Z")), Rerun::NotYet);
+        assert_eq!(rerun(&suspended, &status, Some(2), None, &at("2026-12-03T00:00:00Z")), Rerun::NotYet);
+    }
+
+    #[test]
+    fn refused_credentials_run_again_once_the_secret_has_a_new_version() {
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+        let mut failed = finished(None);
+        failed.phase = Some(Phase::Failed);
+        failed.credential_versions = Some(CredentialVersions { source: Some(3), destination: Some(1) });
+        failed.conditions = vec![Condition {
+            type_: "Ready".into(),
+            status: "False".into(),
+            reason: "CredentialsRevoked".into(),
+            message: "m".into(),
+            last_transition_time: at("2026-12-01T02:30:00Z"),
+            observed_generation: Some(1),
+        }];
+        let now = at("2026-12-01T09:00:00Z");
+        let same = Some(CredentialVersions { source: Some(3), destination: Some(1) });
+        assert_eq!(rerun(&spec(""), &failed, Some(1), same, &now), Rerun::NotYet, "the same secret fails the same way");
+        assert_eq!(rerun(&spec(""), &failed, Some(1), None, &now), Rerun::NotYet, "versions unknown");
+        let renewed = Some(CredentialVersions { source: Some(4), destination: Some(1) });
+        assert!(matches!(rerun(&spec(""), &failed, Some(1), renewed, &now), Rerun::Due("CredentialsRenewed", _)));
+        // Another failure is not brought back by a new secret version.
+        failed.conditions[0].reason = "RetriesExhausted".into();
+        assert_eq!(rerun(&spec(""), &failed, Some(1), renewed, &now), Rerun::NotYet);
     }
 
     #[test]
