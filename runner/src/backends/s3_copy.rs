@@ -94,26 +94,53 @@ impl S3Account {
         source_key: &str,
         key: &str,
     ) -> Result<CopiedOnServer, CopyError> {
-        let copy_source = format!("/{}/{}", source.bucket, utf8_percent_encode(source_key, KEY));
-        let request = http::Request::put(self.object_url(key))
-            .header("x-amz-copy-source", copy_source)
-            .header("x-amz-metadata-directive", "COPY")
-            .body(bytes::Bytes::new())
-            .map_err(|error| CopyError::Failed(error.to_string()))?;
+        let headers =
+            [("x-amz-copy-source", source.copy_source(source_key)), ("x-amz-metadata-directive", "COPY".to_owned())];
+        let answer = self.send(http::Method::PUT, self.object_url(key), &headers, bytes::Bytes::new()).await?;
+        Ok(CopiedOnServer { checksum: etag(&answer) })
+    }
+
+    /// `x-amz-copy-source` for `key` in this bucket.
+    pub(super) fn copy_source(&self, key: &str) -> String {
+        format!("/{}/{}", self.bucket, utf8_percent_encode(key, KEY))
+    }
+
+    /// Sends a signed request (the body's SHA-256 signed with it) and returns the answer's
+    /// text. S3 may answer 200 and still fail, the error in the body: that is a failure too,
+    /// a refusal (403, 400, 501) where streaming instead can still work.
+    pub(super) async fn send(
+        &self,
+        method: http::Method,
+        url: String,
+        headers: &[(&str, String)],
+        body: bytes::Bytes,
+    ) -> Result<String, CopyError> {
+        use sha2::Digest;
+        let mut request = http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("x-amz-content-sha256", hex::encode(sha2::Sha256::digest(&body)));
+        for (name, value) in headers {
+            request = request.header(*name, value);
+        }
+        let request = request.body(body).map_err(|error| CopyError::Failed(error.to_string()))?;
         let response = send_signed(&self.signer, &self.client, request).await?;
         let status = response.status();
-        let body = response.text().await.map_err(|error| CopyError::Failed(error.without_url().to_string()))?;
-        // CopyObject may answer 200 and still fail: the error is in the body.
-        if status.is_success() && !body.contains("<Error>") {
-            let etag = element(&body, "ETag").map(|etag| etag.trim_matches('"').to_ascii_lowercase());
-            return Ok(CopiedOnServer { checksum: etag });
+        let text = response.text().await.map_err(|error| CopyError::Failed(error.without_url().to_string()))?;
+        if status.is_success() && !text.contains("<Error>") {
+            return Ok(text);
         }
-        let code = element(&body, "Code").unwrap_or_else(|| status.to_string());
+        let code = element(&text, "Code").unwrap_or_else(|| status.to_string());
         match status.as_u16() {
             403 | 400 | 501 => Err(CopyError::Refused(code)),
             _ => Err(CopyError::Failed(code)),
         }
     }
+}
+
+/// The ETag an answer names, unquoted and in lower case (the form of `ObjectInfo::checksum`).
+pub(super) fn etag(answer: &str) -> Option<String> {
+    element(answer, "ETag").map(|etag| etag.trim_matches('"').to_ascii_lowercase())
 }
 
 /// The text of the first `<name>` element, with the XML entities S3 uses decoded.

@@ -5,7 +5,7 @@
 use bytes::Bytes;
 use futures::StreamExt;
 
-use super::s3_copy::{S3Account, element};
+use super::s3_copy::{S3Account, element, etag};
 use super::server_side_copy::{CopiedOnServer, CopyError, send_signed};
 
 /// S3's smallest part (but the last).
@@ -47,37 +47,6 @@ pub fn completion(etags: &[String]) -> String {
 }
 
 impl S3Account {
-    /// Sends a signed request; the body's SHA-256 is signed with it.
-    async fn send(
-        &self,
-        method: http::Method,
-        url: String,
-        headers: &[(&str, String)],
-        body: Bytes,
-    ) -> Result<(u16, String), CopyError> {
-        use sha2::Digest;
-        let mut request = http::Request::builder()
-            .method(method)
-            .uri(url)
-            .header("x-amz-content-sha256", hex::encode(sha2::Sha256::digest(&body)));
-        for (name, value) in headers {
-            request = request.header(*name, value);
-        }
-        let request = request.body(body).map_err(|error| CopyError::Failed(error.to_string()))?;
-        let response = send_signed(&self.signer, &self.client, request).await?;
-        let status = response.status().as_u16();
-        let text = response.text().await.map_err(|error| CopyError::Failed(error.without_url().to_string()))?;
-        // S3 may answer 200 and still fail: the error is in the body.
-        if (200..300).contains(&status) && !text.contains("<Error>") {
-            return Ok((status, text));
-        }
-        let code = element(&text, "Code").unwrap_or_else(|| status.to_string());
-        match status {
-            403 | 400 | 501 => Err(CopyError::Refused(code)),
-            _ => Err(CopyError::Failed(code)),
-        }
-    }
-
     /// The source object's first part and media type (`HEAD ?partNumber=1`).
     pub async fn source_layout(&self, source: &S3Account, key: &str) -> SourceLayout {
         let url = format!("{}?partNumber=1", source.object_url(key));
@@ -108,12 +77,11 @@ impl S3Account {
         let url = self.object_url(key);
         let headers: Vec<(&str, String)> =
             layout.content_type.iter().map(|content_type| ("content-type", content_type.clone())).collect();
-        let (_, created) = self.send(http::Method::POST, format!("{url}?uploads"), &headers, Bytes::new()).await?;
+        let created = self.send(http::Method::POST, format!("{url}?uploads"), &headers, Bytes::new()).await?;
         let upload = element(&created, "UploadId")
             .ok_or_else(|| CopyError::Failed("no UploadId in CreateMultipartUpload's answer".to_owned()))?;
         let upload_query = utf8(&upload);
-        let copy_source =
-            format!("/{}/{}", source.bucket, percent_encoding::utf8_percent_encode(source_key, super::s3_copy::KEY));
+        let copy_source = source.copy_source(source_key);
         let parts = size.div_ceil(part_size);
         let copied: Vec<Result<String, CopyError>> = futures::stream::iter(0..parts)
             .map(|index| {
@@ -124,10 +92,8 @@ impl S3Account {
                 ];
                 let url = format!("{url}?partNumber={}&uploadId={upload_query}", index + 1);
                 async move {
-                    let (_, answer) = self.send(http::Method::PUT, url, &headers, Bytes::new()).await?;
-                    element(&answer, "ETag")
-                        .map(|etag| etag.trim_matches('"').to_ascii_lowercase())
-                        .ok_or_else(|| CopyError::Failed("no ETag in UploadPartCopy's answer".to_owned()))
+                    let answer = self.send(http::Method::PUT, url, &headers, Bytes::new()).await?;
+                    etag(&answer).ok_or_else(|| CopyError::Failed("no ETag in UploadPartCopy's answer".to_owned()))
                 }
             })
             .buffered(PARTS_IN_FLIGHT)
@@ -141,10 +107,7 @@ impl S3Account {
             Err(error) => Err(error),
         };
         match completed {
-            Ok((_, answer)) => {
-                let etag = element(&answer, "ETag").map(|etag| etag.trim_matches('"').to_ascii_lowercase());
-                Ok(CopiedOnServer { checksum: etag })
-            }
+            Ok(answer) => Ok(CopiedOnServer { checksum: etag(&answer) }),
             Err(error) => {
                 let aborted =
                     self.send(http::Method::DELETE, format!("{url}?uploadId={upload_query}"), &[], Bytes::new()).await;
