@@ -135,12 +135,13 @@ impl Authorized {
     }
 }
 
-/// The `Range` header for `length` bytes from `offset` (`None`: to the end); none for all.
-pub fn range_header(offset: u64, length: Option<u64>) -> Option<String> {
+/// `request` asking for `length` bytes from `offset` (`None`: to the end); no `Range` header
+/// when that is the whole file.
+pub fn with_range(request: reqwest::RequestBuilder, offset: u64, length: Option<u64>) -> reqwest::RequestBuilder {
     match length {
-        Some(length) if length > 0 => Some(format!("bytes={offset}-{}", offset + length - 1)),
-        None if offset > 0 => Some(format!("bytes={offset}-")),
-        _ => None,
+        Some(length) if length > 0 => request.header("range", format!("bytes={offset}-{}", offset + length - 1)),
+        None if offset > 0 => request.header("range", format!("bytes={offset}-")),
+        _ => request,
     }
 }
 

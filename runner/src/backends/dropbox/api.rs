@@ -237,15 +237,14 @@ impl DropboxApi {
     pub async fn download(&self, path: &str, offset: u64, length: Option<u64>) -> Result<reqwest::Response, Error> {
         let url = format!("{}/2/files/download", self.content);
         let argument = ascii_json(&json!({"path": self.path(path)}));
-        let range = super::super::authorized::range_header(offset, length);
         let response = self
             .http
             .send("downloading", |http, token| {
-                let request = self.headers(http.post(&url), token).header("dropbox-api-arg", &argument);
-                match &range {
-                    Some(range) => request.header("range", range),
-                    None => request,
-                }
+                super::super::authorized::with_range(
+                    self.headers(http.post(&url), token).header("dropbox-api-arg", &argument),
+                    offset,
+                    length,
+                )
             })
             .await?;
         if response.status().is_success() {

@@ -268,15 +268,10 @@ impl DriveApi {
             utf8_percent_encode(id, NON_ALPHANUMERIC),
             self.drive_parameters()
         );
-        let range = super::super::authorized::range_header(offset, length);
         let response = self
             .http
             .send("downloading", |http, bearer| {
-                let request = http.get(&url).bearer_auth(bearer);
-                match &range {
-                    Some(range) => request.header("range", range),
-                    None => request,
-                }
+                super::super::authorized::with_range(http.get(&url).bearer_auth(bearer), offset, length)
             })
             .await?;
         if !response.status().is_success() {

@@ -176,15 +176,10 @@ impl Graph {
     /// The content of the file at `path`, from `offset`, `length` bytes (or to its end).
     pub async fn download(&self, path: &str, offset: u64, length: Option<u64>) -> Result<reqwest::Response, Error> {
         let url = self.item_url(path, "/content");
-        let range = super::super::authorized::range_header(offset, length);
         let response = self
             .http
             .send("downloading", |http, token| {
-                let request = http.get(&url).bearer_auth(token);
-                match &range {
-                    Some(range) => request.header("range", range),
-                    None => request,
-                }
+                super::super::authorized::with_range(http.get(&url).bearer_auth(token), offset, length)
             })
             .await?;
         if !response.status().is_success() {
