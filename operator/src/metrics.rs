@@ -24,9 +24,9 @@ pub struct Metrics {
     eta: IntGaugeVec,
     info: IntGaugeVec,
     transitions: IntCounterVec,
-    phases: Arc<Mutex<HashMap<String, Phase>>>,
-    /// The phase label each job's info series has, to remove it when the phase changes.
-    job_phases: Arc<Mutex<HashMap<(String, String), String>>>,
+    /// Each job's phase by namespace and name: counted for `jobs`, and the label its info
+    /// series has, removed when the phase changes.
+    phases: Arc<Mutex<HashMap<(String, String), Phase>>>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -96,7 +96,6 @@ impl Metrics {
             info,
             transitions,
             phases: Arc::default(),
-            job_phases: Arc::default(),
         })
     }
 
@@ -157,17 +156,14 @@ impl Metrics {
             }
         }
         self.attempts.with_label_values(&[&namespace, &name]).set(i64::from(status.attempts));
-        let phase = format!("{:?}", status.phase.unwrap_or_default());
-        let mut job_phases = self.job_phases.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(before) = job_phases.insert((namespace.clone(), name.clone()), phase.clone())
+        let phase = status.phase.unwrap_or_default();
+        let mut phases = self.phases.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(before) = phases.insert((namespace.clone(), name.clone()), phase)
             && before != phase
         {
-            let _ = self.info.remove_label_values(&[&namespace, &name, &before]);
+            let _ = self.info.remove_label_values(&[&namespace, &name, &format!("{before:?}")]);
         }
-        drop(job_phases);
-        self.info.with_label_values(&[&namespace, &name, &phase]).set(1);
-        let mut phases = self.phases.lock().unwrap_or_else(PoisonError::into_inner);
-        phases.insert(job.uid().unwrap_or_default(), status.phase.unwrap_or_default());
+        self.info.with_label_values(&[&namespace, &name, &format!("{phase:?}")]).set(1);
         self.publish_phases(&phases);
     }
 
@@ -181,17 +177,14 @@ impl Metrics {
         for gauge in [&self.attempts, &self.throughput, &self.eta] {
             let _ = gauge.remove_label_values(&[&namespace, &name]);
         }
-        let phase =
-            self.job_phases.lock().unwrap_or_else(PoisonError::into_inner).remove(&(namespace.clone(), name.clone()));
-        if let Some(phase) = phase {
-            let _ = self.info.remove_label_values(&[&namespace, &name, &phase]);
-        }
         let mut phases = self.phases.lock().unwrap_or_else(PoisonError::into_inner);
-        phases.remove(&job.uid().unwrap_or_default());
+        if let Some(phase) = phases.remove(&(namespace.clone(), name.clone())) {
+            let _ = self.info.remove_label_values(&[&namespace, &name, &format!("{phase:?}")]);
+        }
         self.publish_phases(&phases);
     }
 
-    fn publish_phases(&self, phases: &HashMap<String, Phase>) {
+    fn publish_phases(&self, phases: &HashMap<(String, String), Phase>) {
         for phase in PHASES {
             let count = phases.values().filter(|p| **p == phase).count();
             self.jobs.with_label_values(&[&format!("{phase:?}")]).set(count as i64);
