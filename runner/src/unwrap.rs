@@ -226,14 +226,8 @@ pub async fn unwrap_write_token(
         }
     };
     checked_client(vault_address, ca_file, &name, expected, &token, expires_at).await?;
-    let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
-    if let Some(path) = ca_file {
-        let roots = crate::progress_client::read_ca(path)
-            .map_err(|detail| UnwrapError::Client { binding: name.clone(), detail: detail.to_string() })?;
-        builder = builder.tls_certs_only(roots);
-    }
+    let http = http_client(ca_file).map_err(|detail| UnwrapError::Client { binding: name.clone(), detail })?;
     let failed = |detail: String| UnwrapError::Vault { binding: name.clone(), operation: "unwrapping", detail };
-    let http = builder.build().map_err(|error| failed(error.without_url().to_string()))?;
     let response = http
         .post(format!("{}/v1/sys/wrapping/unwrap", vault_address.trim_end_matches('/')))
         .header("x-vault-token", token.as_str())
@@ -283,14 +277,20 @@ async fn gone(
 /// Vault's current time, from `sys/health` (unauthenticated; a standby answers too).
 /// vaultrs's health type requires fields OpenBao does not send, so only the one field is read.
 async fn vault_time(vault_address: &str, ca_file: Option<&Path>) -> Option<jiff::Timestamp> {
-    let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
-    if let Some(path) = ca_file {
-        builder = builder.tls_certs_only(crate::progress_client::read_ca(path).ok()?);
-    }
     let url = format!("{}/v1/sys/health?standbyok=true&perfstandbyok=true", vault_address.trim_end_matches('/'));
-    let response = builder.build().ok()?.get(url).send().await.ok()?;
+    let response = http_client(ca_file).ok()?.get(url).send().await.ok()?;
     let health: serde_json::Value = response.json().await.ok()?;
     jiff::Timestamp::from_second(health.get("server_time_utc")?.as_i64()?).ok()
+}
+
+/// A plain HTTP client for Vault's own answers (vaultrs cannot give them), trusting only the
+/// CAs in `ca_file` when one is given.
+fn http_client(ca_file: Option<&Path>) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder().timeout(REQUEST_TIMEOUT);
+    if let Some(path) = ca_file {
+        builder = builder.tls_certs_only(crate::progress_client::read_ca(path).map_err(|error| error.to_string())?);
+    }
+    builder.build().map_err(|error| error.without_url().to_string())
 }
 
 /// What became of a token Vault no longer knows.
