@@ -146,13 +146,14 @@ fn an_interrupted_upload_cancels_its_session() {
     let case = Case::new();
     let source = case.path("source");
     std::fs::create_dir_all(&source).unwrap();
-    std::fs::write(source.join("large.bin"), vec![3u8; 24 << 20]).unwrap();
+    std::fs::write(source.join("large.bin"), vec![3u8; 64 << 20]).unwrap();
     let manifests = case.manifests(
         "slow.yaml",
         &[
-            // 8 MiB pass at once (the limit's burst), the other 16 MiB take 16 s: the kill comes first
-            // even on a loaded machine.
-            job(("local", ""), ("drive", "in/"), "  bandwidthLimit: 1Mi\n"),
+            // The session opens with the second 8 MiB part (about 4 s in); the other six parts
+            // take 24 s more, so the kill comes long before the upload could end, even on a
+            // loaded machine (the kill waits out at most the part in flight).
+            job(("local", ""), ("drive", "in/"), "  bandwidthLimit: 2Mi\n"),
             fs_binding("local", &source),
             binding(&servers, &graph, "refresh-7"),
         ],
