@@ -300,6 +300,11 @@ def main():  # noqa: C901 (one linear script)
                         else:
                             script = f"cp -r '{source}' '{destination}' && find '{source}' '{destination}' -type f -print0 | xargs -0 '{hasher}' > /dev/null"
                             argv = ["bash", "-c", script]
+                    if tool == "ferry" and os.environ.get("FERRY_BENCH_PERF"):
+                        # A profile of Ferry's runs, for finding where its CPU goes (perf's own
+                        # cost lands in the figures, so they are not comparable then).
+                        profile = f"{os.environ['FERRY_BENCH_PERF']}-{name.replace(' ', '_').replace('>', '')}-{run}.data"
+                        argv = ["perf", "record", "-q", "-F", "499", "-g", "-o", profile, "--", *argv]
                     wall, cpu, rss, server_cpu = measure(argv, env, server)
                     # Large copies are removed at once, or they would fill the disk. Small-file
                     # trees stay until the end: right after 20,000 deletions ext4 allocates
