@@ -210,7 +210,9 @@ pub async fn run(options: ClusterOptions) -> ExitStatus {
             rotation,
             &endpoint.path,
             run::store_options(&spec),
-        ) {
+        )
+        .await
+        {
             Ok(store) => stores.push(Arc::new(store)),
             Err(error) => {
                 let outcome = Outcome::Aborted { reason: error.to_string() };

@@ -292,6 +292,7 @@ async fn open_stores(documents: &JobDocuments, options: StoreOptions) -> Result<
             &endpoint.path,
             options.clone(),
         )
+        .await
         .map_err(|error| error.to_string())?;
         stores.push(Arc::new(store));
     }

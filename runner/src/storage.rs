@@ -104,6 +104,14 @@ pub enum StorageError {
         /// The root as written.
         root: String,
     },
+    /// The credential was refused when exchanged for a token.
+    #[error("binding {binding}: {message}")]
+    CredentialRefused {
+        /// The binding.
+        binding: String,
+        /// Why, and what to do.
+        message: String,
+    },
     /// OpenDAL refused the configuration.
     #[error("binding {binding}: {source}")]
     Build {
@@ -120,8 +128,9 @@ pub fn base_prefix(path: &str) -> String {
     if trimmed.is_empty() { String::new() } else { format!("{trimmed}/") }
 }
 
-/// Builds the store for one side of a job.
-pub fn open(
+/// Builds the store for one side of a job, and proves a credential that is exchanged for
+/// tokens (before any listing, so a refused one stops the run with its reason).
+pub async fn open(
     binding: &str,
     spec: &CredentialBindingSpec,
     secret: Option<&SecretFields>,
@@ -131,7 +140,14 @@ pub fn open(
     options: StoreOptions,
 ) -> Result<Store, StorageError> {
     let input = BackendInput { binding, spec, secret, manifest_directory, rotation };
-    let Backend { operator, capabilities, local_root, streaming_put, server_side_copy } = backends::build(&input)?;
+    let Backend { operator, capabilities, local_root, streaming_put, server_side_copy, credential_check } =
+        backends::build(&input)?;
+    if let Some(check) = credential_check {
+        check
+            .check()
+            .await
+            .map_err(|message| StorageError::CredentialRefused { binding: binding.to_owned(), message })?;
+    }
     // Tracing innermost, so every retried attempt shows as its own span (FERRY_LOG=opendal=debug).
     let mut operator = operator
         .layer(TracingLayer::new())

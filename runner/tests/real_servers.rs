@@ -6,6 +6,7 @@
 mod common;
 
 use common::{Case, assert_exit, paths_with, rclone_check};
+use ferry_e2e::google_token::GoogleTokenEndpoint;
 use ferry_e2e::{Servers, fs_binding, job, servers, tree_hashes, write_small_files, write_tricky_tree};
 
 fn s3(servers: &Servers, name: &str, bucket: &str) -> String {
@@ -171,7 +172,12 @@ fn containers_of_one_azure_account_copy_on_the_server() {
 
 /// A GCS binding for `bucket` with an access token from Vault (fake-gcs-server takes any).
 fn gcs(servers: &Servers, name: &str, bucket: &str, token: &str) -> String {
-    let path = servers.secret_in_vault("gcs", &[("accessToken", token)]);
+    gcs_with(servers, name, bucket, ("accessToken", token))
+}
+
+/// A GCS binding for `bucket` with one credential field in Vault.
+fn gcs_with(servers: &Servers, name: &str, bucket: &str, credential: (&str, &str)) -> String {
+    let path = servers.secret_in_vault("gcs", &[credential]);
     format!(
         "apiVersion: ferry.dev/v1alpha1\nkind: CredentialBinding\nmetadata: {{name: {name}}}\nspec:\n  provider: gcs\n  \
          gcs: {{endpoint: \"{}\", bucket: {bucket}}}\n  vault: {{path: {path}}}\n",
@@ -214,6 +220,71 @@ fn buckets_reached_with_one_gcs_token_rewrite_on_the_server() {
     streamed[0] = job(("a", ""), ("b", "streamed/"), "  verify: checksum\n");
     let report = case.run_ok("streamed", streamed, &[]);
     assert!(report.iter().all(|r| r["verifiedBy"] == "contentMd5"), "{report:?}");
+}
+
+#[test]
+fn buckets_reached_with_one_service_account_key_rewrite_on_the_server() {
+    let servers = servers();
+    let case = Case::new();
+    let source = case.path("source");
+    write_small_files(&source, 4, 2000);
+    write_tricky_tree(&source.join("tricky"));
+    let objects = tree_hashes(&source).len();
+    let (first, second) = (servers.gcs_bucket("key-a"), servers.gcs_bucket("key-b"));
+    // fake-gcs-server takes any token, so the key's exchange is proven at the token endpoint:
+    // it checks each assertion's signature and claims. Google's endpoint is out of reach, so
+    // a run that asked it would fail.
+    let google = GoogleTokenEndpoint::start();
+    let account = "ferry-migrator@ferry-test.iam.gserviceaccount.com";
+    let key = google.new_service_account(account);
+    let binding = |name: &str, bucket: &str, key: &str| gcs_with(&servers, name, bucket, ("credentialsJson", key));
+
+    let up = vec![job(("src", ""), ("a", ""), ""), fs_binding("src", &source), binding("a", &first, &key)];
+    let report = case.run_ok("up", up, &[]);
+    assert_eq!(paths_with(&report, "copied").len(), objects, "{report:?}");
+    let once = google.granted();
+    assert!(once >= 1 && google.refused() == 0, "granted {once}, refused {}", google.refused());
+
+    // The same account on both sides reads the source: the service rewrites every object.
+    let copy = |destination_key: &str| {
+        vec![
+            job(("a", ""), ("b", "copied/"), "  verify: checksum\n"),
+            binding("a", &first, &key),
+            binding("b", &second, destination_key),
+        ]
+    };
+    let report = case.run_ok("rewrite", copy(&key), &[]);
+    assert_eq!(paths_with(&report, "copied").len(), objects, "{report:?}");
+    assert!(report.iter().all(|r| r["verifiedBy"] == "serverSideChecksum"), "{report:?}");
+    rclone_check(&servers, &servers.gcs_remote(&first), &servers.gcs_remote(&format!("{second}/copied")));
+    assert_eq!(google.refused(), 0);
+
+    // Another account might not read the source bucket: the objects are streamed.
+    let other = google.new_service_account("someone-else@ferry-test.iam.gserviceaccount.com");
+    let mut streamed = copy(&other);
+    streamed[0] = job(("a", ""), ("b", "streamed/"), "  verify: checksum\n");
+    let report = case.run_ok("streamed", streamed, &[]);
+    assert!(report.iter().all(|r| r["verifiedBy"] == "contentMd5"), "{report:?}");
+
+    // A deleted key stops the run with the account and what to do; nothing counts as moved,
+    // and the key is in neither the output nor the report.
+    google.delete_key(account);
+    let mut refused = copy(&key);
+    refused[0] = job(("a", ""), ("b", "refused/"), "");
+    let manifests = case.manifests("refused.yaml", &refused);
+    let output = case.run(&manifests, "refused.jsonl", &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let report = std::fs::read_to_string(case.path("refused.jsonl")).unwrap_or_default();
+    assert_ne!(output.status.code(), Some(0), "{stderr}\n{report}");
+    assert!(
+        stderr.contains(account) && stderr.contains("invalid_grant") && stderr.contains("put it in Vault"),
+        "{stderr}"
+    );
+    assert!(google.refused() >= 1);
+    assert!(!report.contains("\"copied\""), "{report}");
+    for text in [stderr.as_ref(), report.as_str()] {
+        assert!(!text.contains("PRIVATE KEY") && !text.contains("ya29."), "{text}");
+    }
 }
 
 #[test]

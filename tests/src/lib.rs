@@ -12,6 +12,7 @@ use sha2::{Digest, Sha256};
 
 pub mod dropbox;
 pub mod gdrive;
+pub mod google_token;
 pub mod graph;
 pub mod proxy;
 

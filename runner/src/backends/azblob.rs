@@ -47,5 +47,12 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         }
     };
     let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
-    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None, server_side_copy })
+    Ok(Backend {
+        operator,
+        capabilities: CAPABILITIES,
+        local_root: None,
+        streaming_put: None,
+        server_side_copy,
+        credential_check: None,
+    })
 }

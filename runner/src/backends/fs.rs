@@ -32,6 +32,7 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         local_root: Some(root),
         streaming_put: None,
         server_side_copy: None,
+        credential_check: None,
     })
 }
 

@@ -2,9 +2,10 @@
 
 use ferry_api::binding::secret_field::{ACCESS_TOKEN, CREDENTIALS_JSON};
 
-use super::gcs_copy::GcsAccount;
+use super::gcs_copy::{GcsAccount, GcsIdentity};
+use super::gcs_token::ServiceAccountTokens;
 use super::server_side_copy::ServerSideAccount;
-use super::{Backend, BackendInput, Capabilities, KeyLimit, ReportedChecksum};
+use super::{Backend, BackendInput, Capabilities, CredentialCheck, KeyLimit, ReportedChecksum};
 use crate::storage::StorageError;
 
 /// GCS lists in key order and computes an MD5 (`md5Hash`) over every object it stores.
@@ -24,30 +25,55 @@ pub const CAPABILITIES: Capabilities = Capabilities {
 /// Builds the operator from `spec.gcs` and the service account's JSON key or an access
 /// token; nothing is read from the runner's environment or the VM's metadata server.
 pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
-    use base64::Engine;
     let gcs = input.settings(input.spec.gcs.as_ref())?;
+    let invalid = |message: String| StorageError::InvalidSettings { binding: input.binding.to_owned(), message };
     let mut builder = opendal::services::Gcs::default().bucket(&gcs.bucket).disable_vm_metadata().disable_config_load();
-    let mut server_side_copy = None;
-    builder = match (input.optional(CREDENTIALS_JSON), input.optional(ACCESS_TOKEN)) {
+    let identity = match (input.optional(CREDENTIALS_JSON), input.optional(ACCESS_TOKEN)) {
         (Some(json), _) => {
-            let credential = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(json));
-            builder.credential(&credential)
+            match ServiceAccountTokens::from_key_file(json).map_err(|error| invalid(error.to_string()))? {
+                Some(tokens) => {
+                    builder = builder.credential_provider(tokens.clone());
+                    Some(GcsIdentity::ServiceAccount(tokens))
+                }
+                None => {
+                    // Another kind of credential file (an authorized user, workload identity
+                    // federation): OpenDAL exchanges it, and copies stream through the runner.
+                    use base64::Engine;
+                    let credential = zeroize::Zeroizing::new(base64::engine::general_purpose::STANDARD.encode(json));
+                    builder = builder.credential(&credential);
+                    None
+                }
+            }
         }
         (None, Some(token)) => {
-            // Copies on the server need a token of their own; a JSON key's exchange is OpenDAL's.
-            let account = GcsAccount::new(gcs.endpoint.as_deref(), &gcs.bucket, token).map_err(|error| {
-                StorageError::InvalidSettings { binding: input.binding.to_owned(), message: error.to_string() }
-            })?;
-            server_side_copy = Some(ServerSideAccount::Gcs(account));
-            builder.token(token.to_owned())
+            builder = builder.token(token.to_owned());
+            Some(GcsIdentity::AccessToken(zeroize::Zeroizing::new(token.to_owned())))
         }
         (None, None) => {
             return Err(StorageError::MissingField { binding: input.binding.to_owned(), field: CREDENTIALS_JSON });
         }
     };
+    let credential_check = match &identity {
+        Some(GcsIdentity::ServiceAccount(tokens)) => Some(Box::new(tokens.clone()) as Box<dyn CredentialCheck>),
+        _ => None,
+    };
+    let server_side_copy = match identity {
+        Some(identity) => Some(ServerSideAccount::Gcs(
+            GcsAccount::new(gcs.endpoint.as_deref(), &gcs.bucket, identity)
+                .map_err(|error| invalid(error.to_string()))?,
+        )),
+        None => None,
+    };
     if let Some(endpoint) = &gcs.endpoint {
         builder = builder.endpoint(endpoint);
     }
     let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
-    Ok(Backend { operator, capabilities: CAPABILITIES, local_root: None, streaming_put: None, server_side_copy })
+    Ok(Backend {
+        operator,
+        capabilities: CAPABILITIES,
+        local_root: None,
+        streaming_put: None,
+        server_side_copy,
+        credential_check,
+    })
 }

@@ -18,6 +18,7 @@ pub mod dropbox;
 pub mod fs;
 pub mod gcs;
 pub mod gcs_copy;
+pub mod gcs_token;
 pub mod gdrive;
 pub mod oauth;
 pub mod onedrive;
@@ -52,6 +53,16 @@ pub struct Backend {
     /// The account this store's bucket or container is reached with, for copies on the
     /// server between two of them (S3, Azure).
     pub server_side_copy: Option<server_side_copy::ServerSideAccount>,
+    /// A credential exchanged for tokens as the run goes, proven once before it starts.
+    pub credential_check: Option<Box<dyn CredentialCheck>>,
+}
+
+/// A credential that OpenDAL's signer exchanges for tokens (a GCS service account's key). The
+/// signer reports a refused exchange only as "failed to load signing credential", so the run
+/// makes one exchange itself first: a refused key stops it with the reason and what to do.
+pub trait CredentialCheck: Send + Sync {
+    /// Exchanges the credential once; the error names the account and never the secret.
+    fn check(&self) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
 }
 
 /// The facts about a provider that the engine's decisions depend on.

@@ -160,7 +160,7 @@ impl Tokens {
         if let Some(scope) = &client.scope {
             form.push(("scope", scope));
         }
-        let body = Zeroizing::new(serde_urlencoded(&form));
+        let body = Zeroizing::new(form_body(&form));
         let response = self
             .http
             .post(&client.token_endpoint)
@@ -220,6 +220,6 @@ impl Tokens {
 }
 
 /// `application/x-www-form-urlencoded` of the pairs.
-fn serde_urlencoded(pairs: &[(&str, &str)]) -> String {
+pub(crate) fn form_body(pairs: &[(&str, &str)]) -> String {
     url::form_urlencoded::Serializer::new(String::new()).extend_pairs(pairs).finish()
 }

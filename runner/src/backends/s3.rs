@@ -58,5 +58,6 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         local_root: None,
         streaming_put: None,
         server_side_copy: Some(ServerSideAccount::S3(account)),
+        credential_check: None,
     })
 }

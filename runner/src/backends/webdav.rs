@@ -53,5 +53,6 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         local_root: None,
         streaming_put: Some(streaming_put),
         server_side_copy: None,
+        credential_check: None,
     })
 }
