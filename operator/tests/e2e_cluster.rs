@@ -216,6 +216,34 @@ async fn two_shards_move_an_s3_bucket_to_sftp_with_a_wrapped_private_key() {
     scenario.delete_job_and_wait_until_gone(JOB, &uid).await;
 }
 
+/// Google Cloud Storage in a cluster: two shards copy between two buckets reached with one
+/// service account, its JSON key handed to each runner only as a wrapped single-use token.
+/// Each runner signs its own assertion and exchanges it at the key file's token endpoint (a
+/// stand-in that checks the signature), and the service rewrites the objects.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_shards_rewrite_between_gcs_buckets_with_a_wrapped_service_account_key() {
+    let Some(mut scenario) = Scenario::start("gcs").await else { return };
+    let data = quick_data(&scenario);
+    let (google, destination_bucket) = scenario.gcs_to_gcs(&data).await;
+    let uid = scenario.apply_job(&scenario.job_manifest(JOB, 2, json!({}))).await;
+
+    let job = scenario.wait_complete(JOB).await;
+    assert_succeeded(&job, data.objects());
+    let record = scenario.kubelet.record();
+    assert_runners_succeeded(&record, &record.started);
+    scenario.assert_gcs_bucket_holds(&destination_bucket, &data);
+    assert!(
+        google.granted() >= 2 && google.refused() == 0,
+        "granted {}, refused {}",
+        google.granted(),
+        google.refused()
+    );
+    assert_mounted_secrets_clean(&scenario, &record, 2);
+    let problems = scenario.credential_problems_now(&uid, 2).await;
+    assert!(problems.is_empty(), "after the job: {problems:?}");
+    scenario.delete_job_and_wait_until_gone(JOB, &uid).await;
+}
+
 /// OneDrive in a cluster: two shards write to a Microsoft Graph stand-in with the refresh
 /// token wrapped in Vault. The token endpoint rotates it, and each runner stores the new one
 /// with its own wrapped write token (minted through the token role, reaching only that

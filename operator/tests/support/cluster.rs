@@ -191,6 +191,30 @@ pub fn onedrive_binding(
     })
 }
 
+/// A GCS binding for a fake-gcs-server bucket, its service account key at `vault_path`;
+/// runners may reach the server and the key file's token endpoint, both on loopback.
+pub fn gcs_binding(
+    name: &str,
+    namespace: &str,
+    endpoint: &str,
+    bucket: &str,
+    token_uri: &str,
+    vault_path: &str,
+) -> Value {
+    let port = |address: &str| url::Url::parse(address).ok().and_then(|url| url.port()).unwrap_or(80);
+    json!({
+        "apiVersion": "ferry.dev/v1alpha1",
+        "kind": "CredentialBinding",
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": {
+            "provider": "gcs",
+            "gcs": {"endpoint": endpoint, "bucket": bucket},
+            "vault": {"mount": "secret", "path": vault_path},
+            "egress": [{"cidr": "127.0.0.1/32", "ports": [port(endpoint), port(token_uri)]}]
+        }
+    })
+}
+
 /// A MigrationJob copying all of `source` to `destination` in `shards` runner pods, each
 /// object proven by checksum, whose pods no node runs (see [`LOCAL_RUNNER_LABEL`]).
 pub fn migration_job(name: &str, namespace: &str, source: &str, destination: &str, shards: u32) -> Value {

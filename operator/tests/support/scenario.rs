@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ferry_api::{CredentialBinding, MigrationJob, Phase, Progress};
 use ferry_e2e::Servers;
+use ferry_e2e::google_token::GoogleTokenEndpoint;
 use ferry_operator::names;
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::networking::v1::NetworkPolicy;
@@ -537,6 +538,40 @@ impl Scenario {
             cluster::onedrive_binding(DESTINATION_BINDING, &self.namespace, &graph, &token_endpoint, &drive_path);
         apply(&bindings, &destination).await;
         (graph, drive_path)
+    }
+
+    /// Two fake-gcs-server buckets, the source holding `data`, reached with one service
+    /// account whose key is in Vault and whose token endpoint is a local stand-in that checks
+    /// each signed assertion; the bindings [`SOURCE_BINDING`] and [`DESTINATION_BINDING`].
+    /// Returns the token endpoint and the destination bucket.
+    pub async fn gcs_to_gcs(&self, data: &SourceData) -> (GoogleTokenEndpoint, String) {
+        let (source_bucket, destination_bucket) =
+            (self.servers.gcs_bucket("e2e-src"), self.servers.gcs_bucket("e2e-dst"));
+        self.servers.rclone(&["copy", &data.tree.to_string_lossy(), &self.servers.gcs_remote(&source_bucket)]);
+        let google = GoogleTokenEndpoint::start();
+        let key = google.new_service_account("ferry-e2e@ferry-test.iam.gserviceaccount.com");
+        let token_uri = serde_json::from_str::<Value>(&key).unwrap_or_else(|e| panic!("{e}"))["token_uri"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        let path = self.vault_path("gcs");
+        self.servers.put_secret(&path, &[("credentialsJson", key.as_str())]);
+        let endpoint = self.servers.gcs().endpoint.clone();
+        let bindings: Api<CredentialBinding> = Api::namespaced(self.client.clone(), &self.namespace);
+        for (name, bucket) in [(SOURCE_BINDING, &source_bucket), (DESTINATION_BINDING, &destination_bucket)] {
+            let manifest = cluster::gcs_binding(name, &self.namespace, &endpoint, bucket, &token_uri, &path);
+            apply(&bindings, &manifest).await;
+        }
+        (google, destination_bucket)
+    }
+
+    /// The GCS bucket holds exactly `data` (Ferry's own reports aside).
+    pub fn assert_gcs_bucket_holds(&self, bucket: &str, data: &SourceData) {
+        let downloaded = self.work.path().join(format!("download-{bucket}"));
+        self.servers.rclone(&["copy", &self.servers.gcs_remote(bucket), &downloaded.to_string_lossy()]);
+        let mut found = ferry_e2e::tree_hashes(&downloaded);
+        found.retain(|key, _| !ferry_api::reports::is_reserved(key));
+        assert_eq!(found, data.hashes, "the GCS bucket {bucket} differs from the source");
     }
 
     /// The SFTP directory holds exactly `data` (Ferry's own reports aside).
