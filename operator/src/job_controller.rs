@@ -183,6 +183,7 @@ async fn apply_observed(job: &MigrationJob, identity: &JobIdentity, context: &Co
                 false,
             )
             .await?;
+            prune_runner_pods(namespace, &identity.uid, next.attempts, context).await?;
         }
         Step::StopRunners => {
             delete_children(namespace, &attempt_selector(&identity.uid, attempt), context, true).await?;
@@ -501,6 +502,19 @@ async fn delete_children(namespace: &str, selector: &str, context: &Context, pod
     revoke_accessors(&accessors, context).await;
     secrets.delete_collection(&delete, &params).await?;
     Api::<ConfigMap>::namespaced(client.clone(), namespace).delete_collection(&delete, &params).await?;
+    Ok(())
+}
+
+/// Deletes the finished runner pods of attempts older than the kept ones
+/// ([`lifecycle::RUNNER_POD_ATTEMPTS_KEPT`]); their tokens went when their attempt ended.
+async fn prune_runner_pods(namespace: &str, uid: &str, launching: u32, context: &Context) -> Result<(), Error> {
+    let pods: Api<Pod> = Api::namespaced(context.client.clone(), namespace);
+    let listed = pods.list(&ListParams::default().labels(&names::job_selector(uid))).await?;
+    let present = listed.items.iter().filter_map(|pod| pod.labels().get(names::ATTEMPT_LABEL)?.parse().ok());
+    for attempt in lifecycle::attempts_to_prune(present, launching) {
+        let params = ListParams::default().labels(&attempt_selector(uid, attempt));
+        pods.delete_collection(&DeleteParams::default(), &params).await?;
+    }
     Ok(())
 }
 

@@ -346,6 +346,19 @@ pub fn deletion_blocker(shards: &[ShardState]) -> Option<String> {
     })
 }
 
+/// How many attempts keep their runner pods: the one launching and the two before it, so
+/// `kubectl logs` reaches the latest failures (as a CronJob keeps three jobs) while a
+/// scheduled job's finished pods stay bounded instead of growing with every run.
+pub const RUNNER_POD_ATTEMPTS_KEPT: u32 = 3;
+
+/// The attempts, among those that still have pods, whose pods go when `launching` starts.
+pub fn attempts_to_prune(present: impl IntoIterator<Item = u32>, launching: u32) -> std::collections::BTreeSet<u32> {
+    present
+        .into_iter()
+        .filter(|attempt| launching.checked_sub(*attempt).is_some_and(|behind| behind >= RUNNER_POD_ATTEMPTS_KEPT))
+        .collect()
+}
+
 /// The deadline message, once `activeDeadlineSeconds` has passed since the first attempt started.
 fn deadline_passed(spec: &MigrationJobSpec, status: &MigrationJobStatus, now: &Time) -> Option<String> {
     let limit = spec.active_deadline_seconds?;

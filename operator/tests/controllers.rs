@@ -253,6 +253,27 @@ async fn a_failed_pod_starts_a_new_attempt_with_a_new_token() {
 }
 
 #[tokio::test]
+async fn runner_pods_of_all_but_the_three_latest_attempts_are_removed() {
+    let harness = Harness::new();
+    harness.binding("in", true);
+    harness.binding("out", true);
+    harness.job(json!({"retries": 5}));
+    harness.launched().await;
+    for attempt in 1..=3 {
+        for shard in 0..2 {
+            harness.finish_pod(&format!("ferry-nightly-a{attempt}-s{shard}"), 1, None);
+        }
+        harness.reconcile().await;
+        assert_eq!(harness.status()["attempts"], attempt + 1);
+    }
+    let mut pods = harness.cluster.names("pods", NS);
+    pods.sort();
+    let kept: Vec<String> =
+        (2..=4).flat_map(|attempt| (0..2).map(move |shard| format!("ferry-nightly-a{attempt}-s{shard}"))).collect();
+    assert_eq!(pods, kept, "attempt 1's finished pods are gone, the latest three attempts' stay");
+}
+
+#[tokio::test]
 async fn exhausted_retries_fail_the_job() {
     let harness = Harness::new();
     harness.binding("in", true);

@@ -298,3 +298,12 @@ fn the_failure_budget_holds_for_the_whole_job() {
     assert_eq!(ready.reason, "FailureBudgetExceeded");
     assert!(ready.message.contains("spec.failureBudget (10)"), "{}", ready.message);
 }
+
+#[test]
+fn the_pods_of_the_three_latest_attempts_are_kept() {
+    assert!(attempts_to_prune([1, 2], 3).is_empty(), "the third attempt keeps both before it");
+    assert_eq!(attempts_to_prune([1, 2, 3], 4).into_iter().collect::<Vec<_>>(), [1]);
+    assert_eq!(attempts_to_prune([2, 5, 7, 8, 9], 10).into_iter().collect::<Vec<_>>(), [2, 5, 7]);
+    assert!(attempts_to_prune([], 1).is_empty());
+    assert!(attempts_to_prune([u32::MAX - 1], u32::MAX).is_empty(), "no overflow at the top");
+}
