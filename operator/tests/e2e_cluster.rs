@@ -209,7 +209,7 @@ async fn two_shards_move_an_s3_bucket_to_sftp_with_a_wrapped_private_key() {
     assert_succeeded(&job, data.objects());
     let record = scenario.kubelet.record();
     assert_runners_succeeded(&record, &record.started);
-    scenario.assert_sftp_directory_holds(&directory, &data);
+    scenario.assert_remote_holds(&scenario.servers.sftp_remote(&directory), &data);
     assert_mounted_secrets_clean(&scenario, &record, 2);
     let problems = scenario.credential_problems_now(&uid, 2).await;
     assert!(problems.is_empty(), "after the job: {problems:?}");
@@ -231,7 +231,7 @@ async fn two_shards_rewrite_between_gcs_buckets_with_a_wrapped_service_account_k
     assert_succeeded(&job, data.objects());
     let record = scenario.kubelet.record();
     assert_runners_succeeded(&record, &record.started);
-    scenario.assert_gcs_bucket_holds(&destination_bucket, &data);
+    scenario.assert_remote_holds(&scenario.servers.gcs_remote(&destination_bucket), &data);
     assert!(
         google.granted() >= 2 && google.refused() == 0,
         "granted {}, refused {}",

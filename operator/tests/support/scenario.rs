@@ -565,22 +565,14 @@ impl Scenario {
         (google, destination_bucket)
     }
 
-    /// The GCS bucket holds exactly `data` (Ferry's own reports aside).
-    pub fn assert_gcs_bucket_holds(&self, bucket: &str, data: &SourceData) {
-        let downloaded = self.work.path().join(format!("download-{bucket}"));
-        self.servers.rclone(&["copy", &self.servers.gcs_remote(bucket), &downloaded.to_string_lossy()]);
-        let mut found = ferry_e2e::tree_hashes(&downloaded);
+    /// The rclone `remote` (an SFTP directory, a GCS bucket) holds exactly `data`, Ferry's own
+    /// reports aside.
+    pub fn assert_remote_holds(&self, remote: &str, data: &SourceData) {
+        let downloaded = tempfile::tempdir_in(self.work.path()).unwrap_or_else(|e| panic!("{e}"));
+        self.servers.rclone(&["copy", remote, &downloaded.path().to_string_lossy()]);
+        let mut found = ferry_e2e::tree_hashes(downloaded.path());
         found.retain(|key, _| !ferry_api::reports::is_reserved(key));
-        assert_eq!(found, data.hashes, "the GCS bucket {bucket} differs from the source");
-    }
-
-    /// The SFTP directory holds exactly `data` (Ferry's own reports aside).
-    pub fn assert_sftp_directory_holds(&self, directory: &str, data: &SourceData) {
-        let downloaded = self.work.path().join(format!("download-{directory}"));
-        self.servers.rclone(&["copy", &self.servers.sftp_remote(directory), &downloaded.to_string_lossy()]);
-        let mut found = ferry_e2e::tree_hashes(&downloaded);
-        found.retain(|key, _| !ferry_api::reports::is_reserved(key));
-        assert_eq!(found, data.hashes, "the SFTP directory {directory} differs from the source");
+        assert_eq!(found, data.hashes, "{remote} differs from the source");
     }
 
     /// A MigrationJob from [`SOURCE_BINDING`] to [`DESTINATION_BINDING`] in `shards` pods,

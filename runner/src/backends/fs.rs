@@ -26,14 +26,7 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
     let root = resolve_root(input.binding, &fs.root, input.manifest_directory)?;
     let builder = opendal::services::Fs::default().root(&root.to_string_lossy());
     let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
-    Ok(Backend {
-        operator,
-        capabilities: CAPABILITIES,
-        local_root: Some(root),
-        streaming_put: None,
-        server_side_copy: None,
-        credential_check: None,
-    })
+    Ok(Backend { local_root: Some(root), ..Backend::new(operator, CAPABILITIES) })
 }
 
 /// An absolute root as written, or `./relative` resolved against the manifest's directory.

@@ -57,6 +57,20 @@ pub struct Backend {
     pub credential_check: Option<Box<dyn CredentialCheck>>,
 }
 
+impl Backend {
+    /// A remote backend of `operator` with nothing beside it; the builders add what they have.
+    pub fn new(operator: Operator, capabilities: Capabilities) -> Self {
+        Self {
+            operator,
+            capabilities,
+            local_root: None,
+            streaming_put: None,
+            server_side_copy: None,
+            credential_check: None,
+        }
+    }
+}
+
 /// A credential that OpenDAL's signer exchanges for tokens (a GCS service account's key). The
 /// signer reports a refused exchange only as "failed to load signing credential", so the run
 /// makes one exchange itself first: a refused key stops it with the reason and what to do.

@@ -52,12 +52,5 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         input.optional(SESSION_TOKEN),
     )
     .map_err(|error| StorageError::InvalidSettings { binding: input.binding.to_owned(), message: error.to_string() })?;
-    Ok(Backend {
-        operator,
-        capabilities: CAPABILITIES,
-        local_root: None,
-        streaming_put: None,
-        server_side_copy: Some(ServerSideAccount::S3(account)),
-        credential_check: None,
-    })
+    Ok(Backend { server_side_copy: Some(ServerSideAccount::S3(account)), ..Backend::new(operator, CAPABILITIES) })
 }

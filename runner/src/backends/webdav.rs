@@ -47,12 +47,5 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         StorageError::InvalidSettings { binding: input.binding.to_owned(), message: error.to_string() }
     })?;
     let operator = opendal::Operator::new(builder).map_err(|e| input.build_error(e))?;
-    Ok(Backend {
-        operator,
-        capabilities: CAPABILITIES,
-        local_root: None,
-        streaming_put: Some(streaming_put),
-        server_side_copy: None,
-        credential_check: None,
-    })
+    Ok(Backend { streaming_put: Some(streaming_put), ..Backend::new(operator, CAPABILITIES) })
 }

@@ -42,12 +42,5 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
         DropboxApi::new(settings.api_endpoint.as_deref(), settings.drive_id.as_deref(), settings.root.as_deref(), http)
             .map_err(|error| invalid(error.to_string()))?;
     let operator = super::operator_over(DriveService::new(api)).map_err(|e| input.build_error(e))?;
-    Ok(Backend {
-        operator,
-        capabilities: CAPABILITIES,
-        local_root: None,
-        streaming_put: None,
-        server_side_copy: None,
-        credential_check: None,
-    })
+    Ok(Backend::new(operator, CAPABILITIES))
 }

@@ -37,12 +37,5 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
     let api =
         DriveApi::new(settings.api_endpoint.as_deref(), settings.drive_id.as_deref(), settings.root.as_deref(), http);
     let operator = super::operator_over(DriveService::new(api)).map_err(|e| input.build_error(e))?;
-    Ok(Backend {
-        operator,
-        capabilities: CAPABILITIES,
-        local_root: None,
-        streaming_put: None,
-        server_side_copy: None,
-        credential_check: None,
-    })
+    Ok(Backend::new(operator, CAPABILITIES))
 }

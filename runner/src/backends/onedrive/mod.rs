@@ -41,12 +41,5 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
     let http = Authorized::for_binding("onedrive", input, drive, TOKEN_ENDPOINT, Some(SCOPE))?;
     let graph = Graph::new(drive.api_endpoint.as_deref(), drive.drive_id.as_deref(), drive.root.as_deref(), http);
     let operator = super::operator_over(DriveService::new(graph)).map_err(|e| input.build_error(e))?;
-    Ok(Backend {
-        operator,
-        capabilities: CAPABILITIES,
-        local_root: None,
-        streaming_put: None,
-        server_side_copy: None,
-        credential_check: None,
-    })
+    Ok(Backend::new(operator, CAPABILITIES))
 }

@@ -64,12 +64,5 @@ pub fn build(input: &BackendInput<'_>) -> Result<Backend, StorageError> {
     };
     let service = SftpService::new(Links::new(connector, CONNECTIONS), sftp.root.as_deref());
     let operator = super::operator_over(service).map_err(|e| input.build_error(e))?;
-    Ok(Backend {
-        operator,
-        capabilities: CAPABILITIES,
-        local_root: None,
-        streaming_put: None,
-        server_side_copy: None,
-        credential_check: None,
-    })
+    Ok(Backend::new(operator, CAPABILITIES))
 }
