@@ -10,8 +10,9 @@ use std::time::Duration;
 use ferry_api::contract::{JobIdentity, Outcome, ProgressReport, Shard, Stage};
 use ferry_api::status::Progress;
 use ferry_operator::progress::{
-    AttemptLookup, JobKey, MAX_REPORT_BYTES, ProgressHub, ProgressStatus, StatusSink, StatusSinkError, StatusWriter,
-    TlsFiles, new_attempt_token, serve, serve_with_limits, token_hash,
+    AttemptLookup, IDLE_TIMEOUT, JobKey, Limits, MAX_REPORT_BYTES, ProgressHub, ProgressStatus, StatusSink,
+    StatusSinkError, StatusWriter, TLS_RELOAD_INTERVAL, TlsFiles, new_attempt_token, serve, serve_with_limits,
+    token_hash,
 };
 use ferry_runner::progress_client::{ProgressClientError, ProgressPoster};
 use reqwest::StatusCode;
@@ -257,6 +258,7 @@ async fn connections_are_bounded_in_number_and_idle_time() {
     let cert = self_signed();
     let (_stop, stopped) = oneshot::channel::<()>();
     let idle = Duration::from_millis(800);
+    let limits = Limits { max_connections: 2, idle_timeout: idle, tls_reload: TLS_RELOAD_INTERVAL };
     tokio::spawn(serve_with_limits(
         listener,
         cert.files.clone(),
@@ -264,8 +266,7 @@ async fn connections_are_bounded_in_number_and_idle_time() {
         async move {
             stopped.await.ok();
         },
-        2,
-        idle,
+        limits,
     ));
     let closed_within = |mut stream: tokio::net::TcpStream, within: Duration| async move {
         let mut byte = [0u8; 1];
@@ -364,4 +365,41 @@ async fn a_burst_of_reports_becomes_one_status_write_per_interval() {
     assert_eq!(job, &JobKey::new("ns", "copy"));
     assert_eq!(last.progress.objects_verified, 50);
     assert_eq!(last.summary.objects, "50/100");
+}
+
+#[tokio::test]
+async fn a_renewed_certificate_is_presented_without_a_restart() {
+    let (hub, _token) = hub_with_attempt(1);
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let cert = self_signed();
+    let (_stop, stopped) = oneshot::channel::<()>();
+    let limits = Limits { max_connections: 16, idle_timeout: IDLE_TIMEOUT, tls_reload: Duration::from_millis(100) };
+    let stop = async move {
+        stopped.await.ok();
+    };
+    tokio::spawn(serve_with_limits(listener, cert.files.clone(), hub.clone(), stop, limits));
+    let trusting = |pem: &[u8]| {
+        let certs = reqwest::Certificate::from_pem_bundle(pem).unwrap();
+        reqwest::Client::builder().tls_certs_only(certs).pool_max_idle_per_host(0).build().unwrap()
+    };
+    let health = format!("https://{address}/healthz");
+    let first = trusting(&std::fs::read(&cert.files.cert).unwrap());
+    assert!(first.get(&health).send().await.is_ok(), "the first certificate is presented");
+
+    // A half-written pair (the key of another certificate) is not loaded: the first stays.
+    let renewed = self_signed();
+    std::fs::copy(&renewed.files.key, &cert.files.key).unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    assert!(first.get(&health).send().await.is_ok(), "a mismatched pair replaced the working one");
+
+    // As the kubelet does: the new files replace the old ones.
+    std::fs::copy(&renewed.files.cert, &cert.files.cert).unwrap();
+    let second = trusting(&std::fs::read(&renewed.files.cert).unwrap());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while second.get(&health).send().await.is_err() {
+        assert!(Instant::now() < deadline, "the renewed certificate was not presented");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(first.get(&health).send().await.is_err(), "the old certificate is no longer presented");
 }

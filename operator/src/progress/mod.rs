@@ -1,7 +1,7 @@
 //! The progress API: runners post verified progress here, and it reaches job status at a bounded rate.
 //!
-//! `hub` authenticates and keeps the latest report per shard, `server` is the HTTPS front end,
-//! `status_writer` copies the hub's state into `MigrationJob` status without flooding the API server.
+//! `hub` authenticates and keeps the latest report per shard, `server` is the HTTPS front end
+//! (`tls_reload` keeps its certificate current), `status_writer` copies the hub's state into `MigrationJob` status without flooding the API server.
 
 use std::fmt;
 
@@ -12,16 +12,18 @@ mod attempt;
 mod hub;
 mod server;
 mod status_writer;
+mod tls_reload;
 
 pub use attempt::AttemptProgress;
 pub use hub::{Accepted, AttemptLookup, Credential, CurrentAttempt, LookupError, ProgressHub, Rejection};
 pub use server::{
-    IDLE_TIMEOUT, MAX_CONNECTIONS, MAX_REPORT_BYTES, ProgressServerError, TlsFiles, serve, serve_with_limits,
+    IDLE_TIMEOUT, Limits, MAX_CONNECTIONS, MAX_REPORT_BYTES, ProgressServerError, TlsFiles, serve, serve_with_limits,
 };
 pub use status_writer::{
     DEFAULT_STATUS_INTERVAL, KubeStatusSink, MAX_STATUS_FAILURES, ProgressStatus, StatusSink, StatusSinkError,
     StatusWriter,
 };
+pub use tls_reload::TLS_RELOAD_INTERVAL;
 
 /// A job by namespace and name, as the progress URL names it.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -23,6 +23,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncRead, AsyncWrite};
 use zeroize::Zeroizing;
 
+use super::tls_reload::{TLS_RELOAD_INTERVAL, reload_when_changed};
 use super::{Accepted, ProgressHub, Rejection};
 
 /// The largest report body accepted; reports carry counters and a few failures, nothing more.
@@ -104,19 +105,33 @@ pub async fn serve(
     hub: ProgressHub,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ProgressServerError> {
-    serve_with_limits(listener, tls, hub, shutdown, MAX_CONNECTIONS, IDLE_TIMEOUT).await
+    let limits =
+        Limits { max_connections: MAX_CONNECTIONS, idle_timeout: IDLE_TIMEOUT, tls_reload: TLS_RELOAD_INTERVAL };
+    serve_with_limits(listener, tls, hub, shutdown, limits).await
 }
 
-/// [`serve`] with explicit connection bounds (tests use small ones).
+/// The server's bounds and timings.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections open at once ([`MAX_CONNECTIONS`]).
+    pub max_connections: usize,
+    /// How long a connection may idle or take over its handshake ([`IDLE_TIMEOUT`]).
+    pub idle_timeout: Duration,
+    /// How often the certificate files are compared with the loaded ones ([`TLS_RELOAD_INTERVAL`]).
+    pub tls_reload: Duration,
+}
+
+/// [`serve`] with explicit bounds (tests use small ones).
 pub async fn serve_with_limits(
     listener: std::net::TcpListener,
     tls: TlsFiles,
     hub: ProgressHub,
     shutdown: impl Future<Output = ()>,
-    max_connections: usize,
-    idle_timeout: Duration,
+    Limits { max_connections, idle_timeout, tls_reload }: Limits,
 ) -> Result<(), ProgressServerError> {
     let config = RustlsConfig::from_config(tls_config(&tls)?);
+    // Stopped with the server: aborted when this function returns.
+    let reloading = AbortOnDrop(tokio::spawn(reload_when_changed(tls.clone(), config.clone(), tls_reload)));
     // Tokio adopts the socket as is; it must not block the runtime.
     listener.set_nonblocking(true).map_err(ProgressServerError::Listener)?;
     let handle: Handle<SocketAddr> = Handle::new();
@@ -132,12 +147,23 @@ pub async fn serve_with_limits(
         result = &mut server => return result.map_err(ProgressServerError::Serve),
         () = shutdown => handle.graceful_shutdown(Some(SHUTDOWN_GRACE)),
     }
-    server.await.map_err(ProgressServerError::Serve)
+    let served = server.await.map_err(ProgressServerError::Serve);
+    drop(reloading);
+    served
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Reads the PEM files into a rustls config with an explicit crypto provider, so nothing
 /// depends on which providers happen to be compiled in.
-fn tls_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, ProgressServerError> {
+pub(super) fn tls_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, ProgressServerError> {
     let cert_pem = read(&files.cert)?;
     let key_pem = Zeroizing::new(read(&files.key)?);
     let bad_pem =
