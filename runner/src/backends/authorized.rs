@@ -68,24 +68,7 @@ impl Authorized {
         doing: &str,
         build: impl Fn(&reqwest::Client, &str) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, Error> {
-        let mut rejected_once = false;
-        let mut throttled = 0;
-        loop {
-            let token = self.tokens.bearer().await.map_err(token_error)?;
-            let response =
-                build(&self.http, token.as_str()).send().await.map_err(|error| self.request_error(doing, error))?;
-            match response.status().as_u16() {
-                401 if !rejected_once => {
-                    rejected_once = true;
-                    self.tokens.rejected(&token).await;
-                }
-                429 | 503 if throttled < THROTTLED_TRIES => {
-                    throttled += 1;
-                    self.wait_out(doing, &response).await;
-                }
-                _ => return Ok(response),
-            }
-        }
+        self.send_with(doing, true, |http, token| build(http, token.unwrap_or_default())).await
     }
 
     /// Sends what `build` makes to a URL that carries its own authorization (an upload
@@ -95,11 +78,31 @@ impl Authorized {
         doing: &str,
         build: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
     ) -> Result<reqwest::Response, Error> {
+        self.send_with(doing, false, |http, _| build(http)).await
+    }
+
+    /// The one loop behind both: with `bearer`, a fresh token each time and one new token
+    /// after a 401; throttling waited out either way.
+    async fn send_with(
+        &self,
+        doing: &str,
+        bearer: bool,
+        build: impl Fn(&reqwest::Client, Option<&str>) -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response, Error> {
+        let mut rejected_once = false;
         let mut throttled = 0;
         loop {
-            let response = build(&self.http).send().await.map_err(|error| self.request_error(doing, error))?;
-            match response.status().as_u16() {
-                429 | 503 if throttled < THROTTLED_TRIES => {
+            let token = if bearer { Some(self.tokens.bearer().await.map_err(token_error)?) } else { None };
+            let response = build(&self.http, token.as_ref().map(|token| token.as_str()))
+                .send()
+                .await
+                .map_err(|error| self.request_error(doing, error))?;
+            match (response.status().as_u16(), &token) {
+                (401, Some(token)) if !rejected_once => {
+                    rejected_once = true;
+                    self.tokens.rejected(token).await;
+                }
+                (429 | 503, _) if throttled < THROTTLED_TRIES => {
                     throttled += 1;
                     self.wait_out(doing, &response).await;
                 }
