@@ -306,6 +306,52 @@ async fn an_attempt_moves_s3_to_sftp_with_a_wrapped_private_key() {
     let _ = pod.stop.send(());
 }
 
+/// Google Cloud Storage in a cluster: the service account's JSON key wrapped in OpenBao,
+/// unwrapped once by the runner, which signs its own assertion and exchanges it at the key
+/// file's token endpoint (a stand-in that checks the signature); every object is proven by
+/// the MD5 the service computed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_moves_s3_to_gcs_with_a_wrapped_service_account_key() {
+    let servers = servers();
+    let work = tempfile::tempdir().unwrap();
+    let (local, source) = s3_source(&servers, work.path(), "attempt-gcs-src", 9);
+    let google = ferry_e2e::google_token::GoogleTokenEndpoint::start();
+    let key = google.new_service_account("ferry-attempt@ferry-test.iam.gserviceaccount.com");
+    let bucket = servers.gcs_bucket("attempt");
+    let gcs_path = servers.secret_in_vault("gcs", &[("credentialsJson", &key)]);
+    let destination = destination(&format!(
+        "provider: gcs\ngcs: {{endpoint: \"{}\", bucket: {bucket}}}\nvault: {{path: {gcs_path}}}",
+        servers.gcs().endpoint
+    ));
+    let pod = prepare(&servers, work.path(), source, destination).await;
+
+    run_to_success(&pod, 9).await;
+    assert_same_bytes(&servers, &local, &servers.gcs_remote(&format!("{bucket}/moved")));
+    assert!(google.granted() >= 1 && google.refused() == 0);
+    let _ = pod.stop.send(());
+}
+
+/// WebDAV in a cluster: the basic-auth user and password wrapped in OpenBao, unwrapped once
+/// by the runner; WebDAV reports no checksum, so every file is read back to be proven.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_attempt_moves_s3_to_webdav_with_a_wrapped_password() {
+    let servers = servers();
+    let work = tempfile::tempdir().unwrap();
+    let (local, source) = s3_source(&servers, work.path(), "attempt-dav-src", 9);
+    let webdav = servers.webdav().clone();
+    let directory = servers.webdav_directory("attempt");
+    let dav_path = servers.secret_in_vault("webdav", &[("username", &webdav.user), ("password", &webdav.password)]);
+    let destination = destination(&format!(
+        "provider: webdav\nwebdav: {{endpoint: \"{}/{directory}\"}}\nvault: {{path: {dav_path}}}",
+        webdav.endpoint.trim_end_matches('/')
+    ));
+    let pod = prepare(&servers, work.path(), source, destination).await;
+
+    run_to_success(&pod, 9).await;
+    assert_same_bytes(&servers, &local, &servers.webdav_remote(&format!("{directory}/moved")));
+    let _ = pod.stop.send(());
+}
+
 /// OneDrive in a cluster: the OAuth client and refresh token wrapped in OpenBao, unwrapped
 /// once by the runner, which gets its access tokens from the token endpoint and writes to a
 /// stand-in of Microsoft Graph; every file is proven by the drive's QuickXorHash.
