@@ -20,6 +20,7 @@ pub mod local_copy;
 pub mod metrics;
 pub mod object;
 pub mod plan;
+pub mod predicted_etag;
 pub mod progress_client;
 pub mod report;
 pub mod report_upload;

@@ -17,6 +17,7 @@ use crate::local_copy::{
 };
 use crate::object::{DigestSet, Digests, Hasher, ObjectInfo, reported_checksum};
 use crate::plan::{ContentCheck, Side};
+use crate::predicted_etag::LENGTH_ONLY;
 use crate::safe_fs::SafeRoot;
 use crate::spool::{Spool, SpoolEntry, SpoolError};
 use crate::storage::Store;
@@ -93,6 +94,9 @@ pub enum VerifiedBy {
     /// Copied on the server: the checksum the service gives the copy (the MD5 of what it
     /// stored, or S3's multipart form) equals the source's.
     ServerSideChecksum,
+    /// Streamed, and the ETag the destination computed over what it stored equals the
+    /// checksum the source's service computed (same MD5, or same parts' MD5s).
+    SourceChecksum,
 }
 
 /// A verified copy.
@@ -190,7 +194,7 @@ impl Transfers {
     /// What to hash of the source: the MD5s the destination's ETag can be compared with where
     /// it reports them (MD5 is the slowest part of an upload; BLAKE3 would add a fifth to it
     /// for nothing), else BLAKE3.
-    fn digest_set(&self, size: u64) -> DigestSet {
+    pub(crate) fn digest_set(&self, size: u64) -> DigestSet {
         let single_upload = size <= self.part_size as u64;
         let checksum = self.verify == VerifyMode::Checksum;
         match self.destination.capabilities.checksum {
@@ -281,12 +285,17 @@ impl Transfers {
         if self.source.capabilities.local || !self.spool.fits(object.size) {
             return self.stream_directly(object).await;
         }
+        let predicted = self.predicted_etag(object);
         if spooled.is_none() {
-            *spooled = Some(self.download(object).await?);
+            let set = if predicted.is_some() { LENGTH_ONLY } else { self.digest_set(object.size) };
+            *spooled = Some(self.download(object, set).await?);
         }
         let Some((entry, digests)) = spooled.as_ref() else { return Err(TransferError::Interrupted) };
         let etag = self.upload_from_spool(object, entry).await?;
-        self.verify(&object.key, digests, etag).await
+        match predicted {
+            Some(predicted) => self.verify_predicted(object, entry, etag, &predicted).await,
+            None => self.verify(&object.key, digests, etag).await,
+        }
     }
 
     /// One attempt at a filesystem destination: every path stages the file through the
@@ -308,7 +317,7 @@ impl Transfers {
             return self.write_to_filesystem(root, object, pieces, None).await;
         }
         if spooled.is_none() {
-            *spooled = Some(self.download(object).await?);
+            *spooled = Some(self.download(object, self.digest_set(object.size)).await?);
         }
         let Some((entry, digests)) = spooled.as_ref() else { return Err(TransferError::Interrupted) };
         if object.size <= LOCAL_COPY_LIMIT && self.throttle.is_none() {
@@ -475,9 +484,9 @@ impl Transfers {
         self.verify(&object.key, &digests, reported).await
     }
 
-    async fn download(&self, object: &ObjectInfo) -> Result<(SpoolEntry, Digests), TransferError> {
+    async fn download(&self, object: &ObjectInfo, set: DigestSet) -> Result<(SpoolEntry, Digests), TransferError> {
         let mut writer = self.spool.writer(object.size).await?;
-        let mut hasher = Hasher::new(self.digest_set(object.size));
+        let mut hasher = Hasher::new(set);
         let mut stream = self.source_stream(&object.key).await?;
         while let Some(piece) = stream.try_next().await.map_err(|e| TransferError::Source(io_to_opendal(e)))? {
             if self.stopped() {
@@ -621,7 +630,12 @@ impl Transfers {
         writer.await.map_err(TransferError::Destination)
     }
 
-    async fn verify(&self, key: &str, source: &Digests, reported: Option<String>) -> Result<Copied, TransferError> {
+    pub(crate) async fn verify(
+        &self,
+        key: &str,
+        source: &Digests,
+        reported: Option<String>,
+    ) -> Result<Copied, TransferError> {
         let etag = match (reported, self.destination.capabilities.checksum) {
             // Some services compute the MD5 but leave it out of the upload's answer. Asked only
             // when the source's MD5 was taken, that is for an upload the service hashes.

@@ -287,6 +287,55 @@ fn buckets_reached_with_one_service_account_key_rewrite_on_the_server() {
     }
 }
 
+/// Streamed from S3 to S3 (another access key, so the service cannot copy between the
+/// buckets): an object whose source checksum the upload must reproduce (one part, or parts of
+/// Ferry's size) is proven by the two services' checksums and never hashed in the runner; one
+/// uploaded in other parts, as many as Ferry's, gets another ETag, so its spooled bytes are
+/// hashed after all and it is proven by Ferry's own MD5s.
+#[test]
+fn s3_to_s3_streamed_is_proven_by_the_source_checksum_where_the_parts_agree() {
+    let servers = servers();
+    let case = Case::new();
+    let source = case.path("source");
+    write_small_files(&source, 3, 1000);
+    let large: Vec<u8> = (0..20u32 << 20).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
+    std::fs::write(source.join("ours.bin"), &large).unwrap();
+    std::fs::write(source.join("theirs.bin"), &large).unwrap();
+    let (first, second) = (servers.bucket("predict-a"), servers.bucket("predict-b"));
+    case.run_ok(
+        "up",
+        vec![job(("src", ""), ("a", ""), ""), fs_binding("src", &source), s3(&servers, "a", &first)],
+        &[],
+    );
+    // 7 MiB parts: three, as with Ferry's 8 MiB, but another multipart ETag.
+    let theirs = source.join("theirs.bin");
+    let target = servers.s3_remote(&format!("{first}/theirs.bin"));
+    servers.rclone(&[
+        "copyto",
+        "--s3-upload-cutoff",
+        "5M",
+        "--s3-chunk-size",
+        "7M",
+        &theirs.to_string_lossy(),
+        &target,
+    ]);
+
+    let second_key =
+        servers.secret_in_vault("s3", &[("accessKeyId", "ferry-test-2"), ("secretAccessKey", "ferry-test-secret-2")]);
+    let documents = vec![
+        job(("a", ""), ("b", ""), "  verify: checksum\n"),
+        s3(&servers, "a", &first),
+        servers.s3_binding("b", &second, &second_key),
+    ];
+    let report = case.run_ok("streamed", documents, &[]);
+    let by = |path: &str| report.iter().find(|r| r["path"] == path).unwrap()["verifiedBy"].clone();
+    assert_eq!(paths_with(&report, "copied").len(), 5, "{report:?}");
+    assert_eq!(by("d000/f000000.bin"), "sourceChecksum", "{report:?}");
+    assert_eq!(by("ours.bin"), "sourceChecksum", "{report:?}");
+    assert_eq!(by("theirs.bin"), "multipartEtag", "{report:?}");
+    rclone_check(&servers, &servers.s3_remote(&first), &servers.s3_remote(&second));
+}
+
 #[test]
 fn a_key_longer_than_s3_takes_fails_with_the_reason_and_the_rest_arrive() {
     let servers = servers();
