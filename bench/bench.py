@@ -8,7 +8,8 @@ Blob and fs->WebDAV (small and large), against Azurite and `rclone serve webdav`
 fs->SFTP (small and large) against OpenSSH's sshd, and 8 x 512 MiB S3->S3 between two buckets
 of one SeaweedFS, both copied on the server (one access key on both sides; CopyObject) and
 streamed through the client (Ferry: a second access key for the destination; rclone:
-`--disable Copy`).
+`--disable Copy`), and streamed again from a copy of the source uploaded in 8 MiB parts (as
+AWS's CLI does), where Ferry's proof is the source's own multipart ETag.
 `--only azblob` (a substring of case names) runs some of them; `--only s3->s3` both S3->S3.
 Measures wall time, objects/s, MB/s, CPU seconds (user+sys of the client), peak RSS, and the
 server's CPU seconds. Every run writes into a new destination (this machine's ext4
@@ -207,17 +208,22 @@ def main():  # noqa: C901 (one linear script)
             ("large fs->sftp", "large8", 8, "sftp"),
             ("large s3->s3 server-side", "large8", 8, "s3-s3"),
             ("large s3->s3 streamed", "large8", 8, "s3-s3-streamed"),
+            ("large s3->s3 streamed, 8 MiB parts", "large8", 8, "s3-s3-parts"),
         ]
         cases = [case for case in cases if args.only in case[0]]
         kinds = {case[3] for case in cases}
         # The sources of the s3->fs, s3->azblob and s3->s3 cases, uploaded once (when a selected
         # case reads them) and not measured.
-        source_bucket, large_source_bucket = "benchsource", "benchlargesource"
-        for bucket, data, needed in ((source_bucket, "small", {"s3-fs", "s3-azblob"}),
-                                     (large_source_bucket, "large8", {"s3-s3", "s3-s3-streamed"})):
+        # rclone sends objects up to 200 MiB in one PUT; "parts" holds the same files in 8 MiB
+        # parts, as AWS's CLI and SDKs upload anything over 8 MiB.
+        source_bucket, large_source_bucket, parts_bucket = "benchsource", "benchlargesource", "benchparts"
+        eight_mib_parts = ["--s3-upload-cutoff", "8M", "--s3-chunk-size", "8M"]
+        for bucket, data, needed, options in ((source_bucket, "small", {"s3-fs", "s3-azblob"}, []),
+                                              (large_source_bucket, "large8", {"s3-s3", "s3-s3-streamed"}, []),
+                                              (parts_bucket, "large8", {"s3-s3-parts"}, eight_mib_parts)):
             if kinds & needed:
                 subprocess.run([str(RCLONE), "mkdir", f"{remote}:{bucket}"], env=env, check=True)
-                subprocess.run([str(RCLONE), "copy", f"--transfers={TRANSFERS}", str(work / data), f"{remote}:{bucket}"],
+                subprocess.run([str(RCLONE), "copy", f"--transfers={TRANSFERS}", *options, str(work / data), f"{remote}:{bucket}"],
                                env=env, check=True, capture_output=True)
         results = []
         counter = 0
@@ -257,7 +263,7 @@ def main():  # noqa: C901 (one linear script)
                             # No checksum on the SFTP side (shell_type=none: no md5sum over ssh): size
                             # and time, as rclone does by default.
                             argv = [str(RCLONE), "copy", f"--transfers={TRANSFERS}", str(source), f"{sftp_remote}:{sftp[3]}/{target}"]
-                    elif kind in ("s3-s3", "s3-s3-streamed"):
+                    elif kind in ("s3-s3", "s3-s3-streamed", "s3-s3-parts"):
                         subprocess.run([str(RCLONE), "mkdir", f"{remote}:{target}"], env=env, check=True)
                         server = weed
                         if tool == "ferry":
@@ -265,16 +271,18 @@ def main():  # noqa: C901 (one linear script)
                             # server (CopyObject). The second access key on the destination makes it
                             # stream through the runner.
                             destination_vault = vault_path if kind == "s3-s3" else "bench/s3-second"
-                            bucket = ("s3", (s3["FERRY_TEST_S3_ENDPOINT"], large_source_bucket, vault_path))
+                            from_bucket = parts_bucket if kind == "s3-s3-parts" else large_source_bucket
+                            bucket = ("s3", (s3["FERRY_TEST_S3_ENDPOINT"], from_bucket, vault_path))
                             argv = [str(FERRY), "run", "-f",
                                     str(manifests(work, bucket, ("s3", (s3["FERRY_TEST_S3_ENDPOINT"], target, destination_vault))))]
                         else:
                             # Within one remote rclone copies on the server too. `--disable Copy` turns
                             # off its server-side copy feature ("Copy", as `rclone backend features`
                             # lists it), so it downloads and uploads.
-                            disable = ["--disable", "Copy"] if kind == "s3-s3-streamed" else []
+                            disable = ["--disable", "Copy"] if kind != "s3-s3" else []
+                            from_bucket = parts_bucket if kind == "s3-s3-parts" else large_source_bucket
                             argv = [str(RCLONE), "copy", "--checksum", f"--transfers={TRANSFERS}", *disable,
-                                    f"{remote}:{large_source_bucket}", f"{remote}:{target}"]
+                                    f"{remote}:{from_bucket}", f"{remote}:{target}"]
                     elif kind == "s3":
                         subprocess.run([str(RCLONE), "mkdir", f"{remote}:{target}"], env=env, check=True)
                         server = weed
@@ -309,7 +317,7 @@ def main():  # noqa: C901 (one linear script)
                     # Large copies are removed at once, or they would fill the disk. Small-file
                     # trees stay until the end: right after 20,000 deletions ext4 allocates
                     # inodes many times slower, which would land in the next measurement.
-                    if kind in ("s3", "s3-s3", "s3-s3-streamed"):
+                    if kind in ("s3", "s3-s3", "s3-s3-streamed", "s3-s3-parts"):
                         subprocess.run([str(RCLONE), "purge", f"{remote}:{target}"], env=env, check=True, capture_output=True)
                     elif kind in ("azblob", "s3-azblob"):
                         subprocess.run([str(RCLONE), "purge", f"{azure_remote}:{target}"], env=env, check=True, capture_output=True)
