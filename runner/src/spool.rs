@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use aes_gcm::aead::{Aead, Payload};
+use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -147,26 +147,29 @@ impl Spool {
             storage: Storage::Disk {
                 file: tokio::io::BufWriter::with_capacity(CHUNK_SIZE + TAG_SIZE + 4, file),
                 path,
-                pending: Zeroizing::new(Vec::with_capacity(CHUNK_SIZE)),
+                // Room for the tag, which sealing appends in place.
+                pending: Zeroizing::new(Vec::with_capacity(CHUNK_SIZE + TAG_SIZE)),
                 chunks: 0,
             },
             permit,
         })
     }
 
-    fn seal(&self, entry: u64, chunk: u32, last: bool, plaintext: &[u8]) -> Result<Vec<u8>, SpoolError> {
+    /// Encrypts `buffer` where it is, appending the tag: no second copy of a chunk.
+    fn seal(&self, entry: u64, chunk: u32, last: bool, buffer: &mut Vec<u8>) -> Result<(), SpoolError> {
         let aad = associated_data(entry, chunk, last);
         self.inner
             .cipher
-            .encrypt(&nonce(entry, chunk), Payload { msg: plaintext, aad: &aad })
+            .encrypt_in_place(&nonce(entry, chunk), &aad, buffer)
             .map_err(|_| SpoolError::Corrupt { entry, chunk })
     }
 
-    fn unseal(&self, entry: u64, chunk: u32, last: bool, sealed: &[u8]) -> Result<Vec<u8>, SpoolError> {
+    /// Checks and decrypts `buffer` where it is, leaving the plaintext.
+    fn unseal(&self, entry: u64, chunk: u32, last: bool, buffer: &mut Vec<u8>) -> Result<(), SpoolError> {
         let aad = associated_data(entry, chunk, last);
         self.inner
             .cipher
-            .decrypt(&nonce(entry, chunk), Payload { msg: sealed, aad: &aad })
+            .decrypt_in_place(&nonce(entry, chunk), &aad, buffer)
             .map_err(|_| SpoolError::Corrupt { entry, chunk })
     }
 }
@@ -231,8 +234,8 @@ impl SpoolWriter {
                     pending.extend_from_slice(&rest[..take]);
                     rest = &rest[take..];
                     if pending.len() == CHUNK_SIZE {
-                        let sealed = self.spool.seal(self.entry, *chunks, false, pending)?;
-                        write_sealed(file, path, &sealed).await?;
+                        self.spool.seal(self.entry, *chunks, false, pending)?;
+                        write_sealed(file, path, pending).await?;
                         pending.clear();
                         *chunks += 1;
                     }
@@ -246,10 +249,10 @@ impl SpoolWriter {
     pub async fn finish(self) -> Result<SpoolEntry, SpoolError> {
         let content = match self.storage {
             Storage::Memory(parts) => Content::Memory(parts),
-            Storage::Disk { mut file, path, pending, chunks } => {
+            Storage::Disk { mut file, path, mut pending, chunks } => {
                 // The final chunk (possibly empty) carries the "last" flag, so a cut-off file is caught.
-                let sealed = self.spool.seal(self.entry, chunks, true, &pending)?;
-                write_sealed(&mut file, &path, &sealed).await?;
+                self.spool.seal(self.entry, chunks, true, &mut pending)?;
+                write_sealed(&mut file, &path, &pending).await?;
                 file.flush().await.map_err(io(&path))?;
                 Content::Disk(DiskFile { path, chunks: chunks + 1 })
             }
@@ -356,10 +359,11 @@ impl SpoolReader<'_> {
                 if length > CHUNK_SIZE + TAG_SIZE {
                     return Err(SpoolError::Corrupt { entry, chunk });
                 }
-                let mut sealed = vec![0u8; length];
-                file.read_exact(&mut sealed).await.map_err(corrupt)?;
+                // Sealed as read, the plaintext once unsealed in place.
+                let mut buffer = vec![0u8; length];
+                file.read_exact(&mut buffer).await.map_err(corrupt)?;
                 let last = chunk + 1 == *chunks;
-                let plaintext = self.entry.spool.unseal(entry, chunk, last, &sealed)?;
+                self.entry.spool.unseal(entry, chunk, last, &mut buffer)?;
                 *next += 1;
                 if last {
                     // Anything after the final chunk means the file was tampered with.
@@ -368,7 +372,7 @@ impl SpoolReader<'_> {
                         return Err(SpoolError::Corrupt { entry, chunk });
                     }
                 }
-                Ok(Some(Bytes::from(plaintext)))
+                Ok(Some(Bytes::from(buffer)))
             }
         }
     }
