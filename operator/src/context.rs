@@ -34,6 +34,10 @@ pub struct Context {
     pub rotation_role: Option<String>,
     /// What each namespace may name besides paths: Vault mounts, Transit keys, runner images.
     pub tenancy: TenancyPolicy,
+    /// The file the progress CA was read from, read again at each launch.
+    progress_ca_file: Option<std::path::PathBuf>,
+    /// The CA that file last held, for a launch that catches it unreadable.
+    progress_ca_read: Mutex<Option<String>>,
     /// Publishes Kubernetes Events.
     pub recorder: Recorder,
     /// Prometheus metrics.
@@ -66,6 +70,8 @@ impl Context {
             vault_path_prefix,
             rotation_role: None,
             tenancy: TenancyPolicy::default(),
+            progress_ca_file: None,
+            progress_ca_read: Mutex::default(),
             metrics,
             health: Arc::default(),
             failures: Mutex::default(),
@@ -88,6 +94,39 @@ impl Context {
     pub fn with_rotation_role(mut self, role: Option<String>) -> Self {
         self.rotation_role = role.filter(|role| !role.is_empty());
         self
+    }
+
+    /// The same context reading the progress CA from `file` again at each launch.
+    pub fn with_progress_ca_file(mut self, file: std::path::PathBuf) -> Self {
+        self.progress_ca_file = Some(file);
+        self
+    }
+
+    /// The runner environment for a launch, with the progress CA as its file holds it now: a
+    /// CA rotated by cert-manager (or an administrator) reaches new plans without a restart,
+    /// as the renewed certificate reaches the server (`progress::tls_reload`). A file caught
+    /// unreadable or without a certificate leaves the CA it last held.
+    pub async fn launch_environment(&self) -> std::borrow::Cow<'_, RunnerEnvironment> {
+        use std::borrow::Cow;
+        let Some(file) = &self.progress_ca_file else { return Cow::Borrowed(&self.environment) };
+        let read = match tokio::fs::read_to_string(file).await {
+            Ok(pem) if pem.contains("-----BEGIN CERTIFICATE-----") => Some(pem),
+            Ok(_) => None,
+            Err(error) => {
+                tracing::warn!(%error, file = %file.display(), "cannot read the progress CA again; using the one read before");
+                None
+            }
+        };
+        let mut last = self.progress_ca_read.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if read.is_some() {
+            *last = read;
+        }
+        match last.as_ref() {
+            Some(pem) if Some(pem) != self.environment.progress_ca_pem.as_ref() => {
+                Cow::Owned(RunnerEnvironment { progress_ca_pem: Some(pem.clone()), ..self.environment.clone() })
+            }
+            _ => Cow::Borrowed(&self.environment),
+        }
     }
 
     /// Publishes an Event about `object`; a failure to publish is logged, never fatal.

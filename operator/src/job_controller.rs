@@ -308,7 +308,7 @@ async fn apply_attempt(
     accessors: &[String],
     context: &Context,
 ) -> Result<(), Error> {
-    let environment = &context.environment;
+    let environment = &*context.launch_environment().await;
     let namespace = attempt.identity.namespace.as_str();
     let prepared = async {
         let documents =

@@ -108,6 +108,7 @@ pub async fn run(config: Config) -> Result<(), StartError> {
         )
         .with_tenancy(config.tenancy())
         .with_rotation_role(Some(config.vault_rotation_role.clone()))
+        .with_progress_ca_file(config.tls_ca.clone().unwrap_or_else(|| config.tls_cert.clone()))
         .with_health(health.clone()),
     );
     let signalled = stop.clone();

@@ -41,8 +41,13 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
+        Self::with_context(|context| context)
+    }
+
+    /// A harness whose context `adjust` changes first.
+    fn with_context(adjust: impl FnOnce(Context) -> Context) -> Self {
         let (client, cluster) = FakeCluster::start();
-        let context = Arc::new(Context::new(
+        let context = Arc::new(adjust(Context::new(
             client,
             None,
             ProgressHub::without_lookup(),
@@ -50,7 +55,7 @@ impl Harness {
             Duration::from_secs(60),
             "tenants/{namespace}/".into(),
             Metrics::new().unwrap(),
-        ));
+        )));
         Self { cluster, context }
     }
 
@@ -271,6 +276,42 @@ async fn runner_pods_of_all_but_the_three_latest_attempts_are_removed() {
     let kept: Vec<String> =
         (2..=4).flat_map(|attempt| (0..2).map(move |shard| format!("ferry-nightly-a{attempt}-s{shard}"))).collect();
     assert_eq!(pods, kept, "attempt 1's finished pods are gone, the latest three attempts' stay");
+}
+
+#[tokio::test]
+async fn a_rotated_progress_ca_reaches_the_next_attempts_plan_without_a_restart() {
+    let directory = tempfile::tempdir().unwrap();
+    let ca_file = directory.path().join("ca.crt");
+    let first = "-----BEGIN CERTIFICATE-----\nfirst\n-----END CERTIFICATE-----\n";
+    std::fs::write(&ca_file, first).unwrap();
+    let harness = Harness::with_context(|context| context.with_progress_ca_file(ca_file.clone()));
+    harness.binding("in", true);
+    harness.binding("out", true);
+    harness.job(json!({"retries": 2}));
+    harness.launched().await;
+    let ca = |attempt: u32| {
+        let map = harness.cluster.get("configmaps", NS, &format!("ferry-nightly-a{attempt}")).unwrap();
+        map["data"]["progress-ca.pem"].as_str().unwrap_or_default().to_owned()
+    };
+    assert_eq!(ca(1), first);
+
+    let rotated = "-----BEGIN CERTIFICATE-----\nrotated\n-----END CERTIFICATE-----\n";
+    std::fs::write(&ca_file, rotated).unwrap();
+    for shard in 0..2 {
+        harness.finish_pod(&format!("ferry-nightly-a1-s{shard}"), 1, None);
+    }
+    harness.reconcile().await;
+    assert_eq!(harness.status()["attempts"], 2);
+    assert_eq!(ca(2), rotated);
+
+    // A file caught empty mid-rotation keeps the CA it last held.
+    std::fs::write(&ca_file, "").unwrap();
+    for shard in 0..2 {
+        harness.finish_pod(&format!("ferry-nightly-a2-s{shard}"), 1, None);
+    }
+    harness.reconcile().await;
+    assert_eq!(harness.status()["attempts"], 3);
+    assert_eq!(ca(3), rotated);
 }
 
 #[tokio::test]
