@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use aes_gcm::aead::AeadInOut;
 use aes_gcm::{Aes256Gcm, KeyInit, Nonce};
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use zeroize::Zeroizing;
 
@@ -139,13 +138,14 @@ impl Spool {
             })?;
         let path = inner.directory.join(format!("{entry:016x}"));
         let file = tokio::fs::OpenOptions::new().create_new(true).write(true).open(&path).await.map_err(io(&path))?;
+        let file = file.into_std().await;
         Ok(SpoolWriter {
             spool: self.clone(),
             entry,
             reserved: size,
             written: 0,
             storage: Storage::Disk {
-                file: tokio::io::BufWriter::with_capacity(CHUNK_SIZE + TAG_SIZE + 4, file),
+                file: Some(file),
                 path,
                 // Room for the tag, which sealing appends in place.
                 pending: Zeroizing::new(Vec::with_capacity(CHUNK_SIZE + TAG_SIZE)),
@@ -205,7 +205,14 @@ fn associated_data(entry: u64, chunk: u32, last: bool) -> [u8; 13] {
 
 enum Storage {
     Memory(Vec<Bytes>),
-    Disk { file: tokio::io::BufWriter<tokio::fs::File>, path: PathBuf, pending: Zeroizing<Vec<u8>>, chunks: u32 },
+    /// The file is lent to a blocking task for each chunk (`None` while it is), so chunks go
+    /// from their buffer to the kernel with no copy in between.
+    Disk {
+        file: Option<std::fs::File>,
+        path: PathBuf,
+        pending: Zeroizing<Vec<u8>>,
+        chunks: u32,
+    },
 }
 
 /// Receives one object's bytes.
@@ -235,8 +242,11 @@ impl SpoolWriter {
                     rest = &rest[take..];
                     if pending.len() == CHUNK_SIZE {
                         self.spool.seal(self.entry, *chunks, false, pending)?;
-                        write_sealed(file, path, pending).await?;
-                        pending.clear();
+                        let sealed = std::mem::take(&mut **pending);
+                        let (written_file, mut buffer) = write_sealed(file.take(), path, sealed).await?;
+                        *file = Some(written_file);
+                        buffer.clear();
+                        **pending = buffer;
                         *chunks += 1;
                     }
                 }
@@ -249,11 +259,10 @@ impl SpoolWriter {
     pub async fn finish(self) -> Result<SpoolEntry, SpoolError> {
         let content = match self.storage {
             Storage::Memory(parts) => Content::Memory(parts),
-            Storage::Disk { mut file, path, mut pending, chunks } => {
+            Storage::Disk { file, path, mut pending, chunks } => {
                 // The final chunk (possibly empty) carries the "last" flag, so a cut-off file is caught.
                 self.spool.seal(self.entry, chunks, true, &mut pending)?;
-                write_sealed(&mut file, &path, &pending).await?;
-                file.flush().await.map_err(io(&path))?;
+                write_sealed(file, &path, std::mem::take(&mut *pending)).await?;
                 Content::Disk(DiskFile { path, chunks: chunks + 1 })
             }
         };
@@ -261,14 +270,27 @@ impl SpoolWriter {
     }
 }
 
+/// Writes one sealed chunk after its length, on a blocking thread; gives back the file and
+/// the buffer (for the next chunk).
 async fn write_sealed(
-    file: &mut tokio::io::BufWriter<tokio::fs::File>,
+    file: Option<std::fs::File>,
     path: &Path,
-    sealed: &[u8],
-) -> Result<(), SpoolError> {
+    sealed: Vec<u8>,
+) -> Result<(std::fs::File, Vec<u8>), SpoolError> {
+    use std::io::Write;
+    let mut file = file.ok_or_else(|| SpoolError::Io {
+        path: path.to_owned(),
+        source: std::io::Error::other("an earlier write failed"),
+    })?;
     let length = u32::try_from(sealed.len()).map_err(|_| SpoolError::Corrupt { entry: 0, chunk: 0 })?;
-    file.write_all(&length.to_be_bytes()).await.map_err(io(path))?;
-    file.write_all(sealed).await.map_err(io(path))
+    let (file, sealed, written) = tokio::task::spawn_blocking(move || {
+        let written = file.write_all(&length.to_be_bytes()).and_then(|()| file.write_all(&sealed));
+        (file, sealed, written)
+    })
+    .await
+    .map_err(|error| SpoolError::Io { path: path.to_owned(), source: std::io::Error::other(error.to_string()) })?;
+    written.map_err(io(path))?;
+    Ok((file, sealed))
 }
 
 /// A spooled object; its file is deleted (and its space released) when it is dropped.
@@ -317,13 +339,8 @@ impl SpoolEntry {
         let source = match &self.content {
             Content::Memory(parts) => ReaderSource::Memory(parts.iter()),
             Content::Disk(file) => {
-                let opened = tokio::fs::File::open(&file.path).await.map_err(io(&file.path))?;
-                ReaderSource::Disk {
-                    file: tokio::io::BufReader::with_capacity(CHUNK_SIZE + TAG_SIZE + 4, opened),
-                    path: &file.path,
-                    next: 0,
-                    chunks: file.chunks,
-                }
+                let opened = tokio::fs::File::open(&file.path).await.map_err(io(&file.path))?.into_std().await;
+                ReaderSource::Disk { file: Some(opened), path: &file.path, next: 0, chunks: file.chunks }
             }
         };
         Ok(SpoolReader { entry: self, source })
@@ -332,7 +349,13 @@ impl SpoolEntry {
 
 enum ReaderSource<'a> {
     Memory(std::slice::Iter<'a, Bytes>),
-    Disk { file: tokio::io::BufReader<tokio::fs::File>, path: &'a Path, next: u32, chunks: u32 },
+    /// Lent to a blocking task for each chunk, as when writing.
+    Disk {
+        file: Option<std::fs::File>,
+        path: &'a Path,
+        next: u32,
+        chunks: u32,
+    },
 }
 
 /// Reads a spooled object back in order.
@@ -352,30 +375,53 @@ impl SpoolReader<'_> {
                     return Ok(None);
                 }
                 let chunk = *next;
-                let corrupt = |_| SpoolError::Corrupt { entry, chunk };
-                let mut length = [0u8; 4];
-                file.read_exact(&mut length).await.map_err(corrupt)?;
-                let length = u32::from_be_bytes(length) as usize;
-                if length > CHUNK_SIZE + TAG_SIZE {
-                    return Err(SpoolError::Corrupt { entry, chunk });
-                }
-                // Sealed as read, the plaintext once unsealed in place.
-                let mut buffer = vec![0u8; length];
-                file.read_exact(&mut buffer).await.map_err(corrupt)?;
                 let last = chunk + 1 == *chunks;
+                let lent = file.take().ok_or(SpoolError::Corrupt { entry, chunk })?;
+                let (returned, read) =
+                    tokio::task::spawn_blocking(move || read_sealed(lent, last)).await.map_err(|error| {
+                        SpoolError::Io { path: path.to_path_buf(), source: std::io::Error::other(error.to_string()) }
+                    })?;
+                *file = Some(returned);
+                let mut buffer = match read {
+                    Ok(Some(buffer)) => buffer,
+                    Ok(None) => return Err(SpoolError::Corrupt { entry, chunk }),
+                    Err(error) => return Err(SpoolError::Io { path: path.to_path_buf(), source: error }),
+                };
+                // Sealed as read, the plaintext once unsealed in place.
                 self.entry.spool.unseal(entry, chunk, last, &mut buffer)?;
                 *next += 1;
-                if last {
-                    // Anything after the final chunk means the file was tampered with.
-                    let mut extra = [0u8; 1];
-                    if file.read(&mut extra).await.map_err(io(path))? != 0 {
-                        return Err(SpoolError::Corrupt { entry, chunk });
-                    }
-                }
                 Ok(Some(Bytes::from(buffer)))
             }
         }
     }
+}
+
+/// Reads one sealed chunk after its length; `Ok(None)` when the file is cut short, claims a
+/// chunk longer than any written, or (for the `last` one) goes on after it: all mean it was
+/// tampered with. Gives back the file.
+fn read_sealed(mut file: std::fs::File, last: bool) -> (std::fs::File, std::io::Result<Option<Vec<u8>>>) {
+    use std::io::Read;
+    let read = (|| {
+        let mut length = [0u8; 4];
+        if let Err(error) = file.read_exact(&mut length) {
+            return if error.kind() == std::io::ErrorKind::UnexpectedEof { Ok(None) } else { Err(error) };
+        }
+        let length = u32::from_be_bytes(length) as usize;
+        if length > CHUNK_SIZE + TAG_SIZE {
+            return Ok(None);
+        }
+        // Read into spare capacity: no zeroing of a buffer about to be overwritten.
+        let mut buffer = Vec::with_capacity(length);
+        (&mut file).take(length as u64).read_to_end(&mut buffer)?;
+        if buffer.len() != length {
+            return Ok(None);
+        }
+        if last && file.read(&mut [0u8; 1])? != 0 {
+            return Ok(None);
+        }
+        Ok(Some(buffer))
+    })();
+    (file, read)
 }
 
 #[cfg(test)]
