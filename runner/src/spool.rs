@@ -288,7 +288,8 @@ async fn write_sealed(
         (file, sealed, written)
     })
     .await
-    .map_err(|error| SpoolError::Io { path: path.to_owned(), source: std::io::Error::other(error.to_string()) })?;
+    .map_err(std::io::Error::other)
+    .map_err(io(path))?;
     written.map_err(io(path))?;
     Ok((file, sealed))
 }
@@ -377,16 +378,12 @@ impl SpoolReader<'_> {
                 let chunk = *next;
                 let last = chunk + 1 == *chunks;
                 let lent = file.take().ok_or(SpoolError::Corrupt { entry, chunk })?;
-                let (returned, read) =
-                    tokio::task::spawn_blocking(move || read_sealed(lent, last)).await.map_err(|error| {
-                        SpoolError::Io { path: path.to_path_buf(), source: std::io::Error::other(error.to_string()) }
-                    })?;
+                let (returned, read) = tokio::task::spawn_blocking(move || read_sealed(lent, last))
+                    .await
+                    .map_err(std::io::Error::other)
+                    .map_err(io(path))?;
                 *file = Some(returned);
-                let mut buffer = match read {
-                    Ok(Some(buffer)) => buffer,
-                    Ok(None) => return Err(SpoolError::Corrupt { entry, chunk }),
-                    Err(error) => return Err(SpoolError::Io { path: path.to_path_buf(), source: error }),
-                };
+                let mut buffer = read.map_err(io(path))?.ok_or(SpoolError::Corrupt { entry, chunk })?;
                 // Sealed as read, the plaintext once unsealed in place.
                 self.entry.spool.unseal(entry, chunk, last, &mut buffer)?;
                 *next += 1;

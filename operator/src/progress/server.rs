@@ -130,8 +130,8 @@ pub async fn serve_with_limits(
     Limits { max_connections, idle_timeout, tls_reload }: Limits,
 ) -> Result<(), ProgressServerError> {
     let config = RustlsConfig::from_config(tls_config(&tls)?);
-    // Stopped with the server: aborted when this function returns.
-    let reloading = AbortOnDrop(tokio::spawn(reload_when_changed(tls.clone(), config.clone(), tls_reload)));
+    // Stopped with the server: aborted when this function returns (also early).
+    let _reloading = AbortOnDrop(tokio::spawn(reload_when_changed(tls.clone(), config.clone(), tls_reload)));
     // Tokio adopts the socket as is; it must not block the runtime.
     listener.set_nonblocking(true).map_err(ProgressServerError::Listener)?;
     let handle: Handle<SocketAddr> = Handle::new();
@@ -147,9 +147,7 @@ pub async fn serve_with_limits(
         result = &mut server => return result.map_err(ProgressServerError::Serve),
         () = shutdown => handle.graceful_shutdown(Some(SHUTDOWN_GRACE)),
     }
-    let served = server.await.map_err(ProgressServerError::Serve);
-    drop(reloading);
-    served
+    server.await.map_err(ProgressServerError::Serve)
 }
 
 /// Aborts a task when dropped.

@@ -31,6 +31,9 @@ pub enum KeyError {
     /// A field the exchange needs is missing or empty.
     #[error("credentialsJson has no {0}; download the service account's key file again and put it in Vault whole")]
     Missing(&'static str),
+    /// The HTTP client for the token endpoint could not be built (its TLS setup).
+    #[error("building the HTTP client for the token endpoint: {0}")]
+    Client(String),
 }
 
 #[derive(serde::Deserialize)]
@@ -117,7 +120,7 @@ impl ServiceAccountTokens {
         let client = reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
             .build()
-            .map_err(|error| KeyError::NotJson(format!("building the HTTP client: {error}")))?;
+            .map_err(|error| KeyError::Client(error.to_string()))?;
         Ok(Some(Self {
             inner: Arc::new(Inner {
                 client_email: key.client_email,
